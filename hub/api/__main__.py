@@ -1,0 +1,3 @@
+from ai4lab.api.app import main
+
+main()

@@ -1,0 +1,228 @@
+"""The platform API: a JupyterHub-managed FastAPI service at ``/services/ai4lab/``.
+
+Owners see and stop only their own deployments and storage; admins see all.
+Other users' things answer 404, so that their existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from ai4lab import __version__, accounts
+from ai4lab import deployments as deps
+from ai4lab.api.auth import HubAuthenticator, HubUser
+from ai4lab.backends.local import LocalBackend
+from ai4lab.db import Deployment
+from ai4lab.hubclient import HubClient, HubError
+from ai4lab.settings import Settings, get_settings
+from ai4lab.storage import StoragePathError, UserStorage
+
+KINDS_VIA_HUB = ("ide",)
+
+
+class DeploymentRequest(BaseModel):
+    kind: str = Field(description="what to run; 'ide' starts an IDE session through the hub")
+    name: str = Field(default="", description="server name for IDE sessions ('' is the default server)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="IDE: {profile, ide, cpu, ram_gb, gpu}, as in the spawn form"
+    )
+
+
+def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    auth = authenticator or HubAuthenticator()
+    prefix = auth.prefix
+    app = FastAPI(
+        title="ai4lab platform API",
+        version=__version__,
+        description="Deployments, storage and accounts of an ai4lab platform. "
+        "Authenticate with a JupyterHub API token: `Authorization: token <token>`.",
+        docs_url=f"{prefix}/docs",
+        openapi_url=f"{prefix}/openapi.json",
+        redoc_url=None,
+    )
+    auth.install(app)
+    backend = LocalBackend()
+    router = APIRouter(prefix=prefix)
+
+    async def current_user(request: Request) -> HubUser:
+        return await auth.user_for(request)
+
+    CurrentUser = Annotated[HubUser, Depends(current_user)]
+
+    def storage_for(user: HubUser) -> UserStorage:
+        store = UserStorage(f"file://{settings.user_storage(user.name)}", {})
+        store.ensure_root()
+        return store
+
+    def visible(dep: Deployment | None, user: HubUser) -> Deployment:
+        if dep is None or (dep.owner != user.name and not user.admin):
+            raise HTTPException(404, "no such deployment")
+        return dep
+
+    def hub() -> HubClient:
+        return HubClient()
+
+    @router.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @router.get("/me", summary="Who am I: name, role, admin flag and quota")
+    async def me(user: CurrentUser) -> dict[str, Any]:
+        account = accounts.get_user(settings.db_url, user.name) or accounts.ensure_user(
+            settings.db_url, user.name, admin=user.admin
+        )
+        return {
+            "name": user.name,
+            "admin": user.admin,
+            "role": account.role,
+            "vo": account.vo,
+            "quota": settings.quotas[account.role].model_dump(),
+            "gpus": [g.model_dump() for g in settings.gpus],
+        }
+
+    @router.get("/users", summary="All platform accounts (admin)")
+    async def users(user: CurrentUser) -> list[dict[str, Any]]:
+        if not user.admin:
+            raise HTTPException(403, "admins only")
+        return [
+            {"name": u.name, "role": u.role, "admin": u.is_admin, "vo": u.vo}
+            for u in accounts.list_users(settings.db_url)
+        ]
+
+    @router.get("/deployments", summary="My deployments (admins: all=true for everyone's)")
+    async def list_deployments(
+        user: CurrentUser,
+        kind: str | None = None,
+        all: bool = Query(False, description="admins: list every user's deployments"),
+    ) -> list[dict[str, Any]]:
+        if all and not user.admin:
+            raise HTTPException(403, "only admins may list all deployments")
+        owner = None if all else user.name
+        return [d.to_dict() for d in deps.list_deployments(settings.db_url, owner=owner, kind=kind)]
+
+    @router.get("/deployments/{dep_id}", summary="One deployment")
+    async def get_deployment(dep_id: str, user: CurrentUser) -> dict[str, Any]:
+        return visible(deps.get(settings.db_url, dep_id), user).to_dict()
+
+    @router.post("/deployments", status_code=201, summary="Start a deployment")
+    async def create_deployment(body: DeploymentRequest, user: CurrentUser) -> dict[str, Any]:
+        if body.kind not in KINDS_VIA_HUB:
+            raise HTTPException(
+                400, f"unknown deployment kind {body.kind!r}: this platform runs {', '.join(KINDS_VIA_HUB)}"
+            )
+        try:
+            await hub().start_server(user.name, body.name, body.options)
+        except HubError as e:
+            raise HTTPException(e.status if 400 <= e.status < 500 else 502, str(e)) from None
+        found = [
+            d for d in deps.list_deployments(settings.db_url, owner=user.name, kind="ide")
+            if d.name == (body.name or "default")
+        ]
+        if not found:
+            raise HTTPException(502, "the hub accepted the session but no deployment was recorded")
+        return found[0].to_dict()
+
+    @router.delete("/deployments/{dep_id}", summary="Stop a deployment")
+    async def delete_deployment(dep_id: str, user: CurrentUser) -> dict[str, Any]:
+        dep = visible(deps.get(settings.db_url, dep_id), user)
+        if dep.kind == "ide":
+            try:
+                await hub().stop_server(dep.owner, "" if dep.name == "default" else dep.name)
+            except HubError as e:
+                if e.status != 404:
+                    raise HTTPException(502, f"hub refused to stop the session: {e}") from None
+        elif dep.status in ("queued", "starting", "running"):
+            await backend.stop(dep.backend_state)
+        if (cur := deps.get(settings.db_url, dep_id)) and cur.status in ("queued", "starting", "running"):
+            deps.set_status(settings.db_url, dep_id, "stopped", f"stopped by {user.name}")
+        return deps.get(settings.db_url, dep_id).to_dict()  # type: ignore[union-attr]
+
+    @router.get("/deployments/{dep_id}/logs", summary="Logs of a deployment", response_class=PlainTextResponse)
+    async def deployment_logs(
+        dep_id: str, user: CurrentUser, tail: int | None = Query(None, ge=1, le=100_000)
+    ) -> str:
+        dep = visible(deps.get(settings.db_url, dep_id), user)
+        return await backend.logs(dep.backend_state, tail=tail)
+
+    # -- storage ------------------------------------------------------------------
+    def storage_errors(fn: Any) -> Any:
+        import functools
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except StoragePathError as e:
+                raise HTTPException(400, str(e)) from None
+            except FileNotFoundError as e:
+                raise HTTPException(404, str(e)) from None
+            except (IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+                raise HTTPException(409, str(e)) from None
+
+        return wrapper
+
+    @router.get("/storage", summary="List the root of my storage")
+    @router.get("/storage/{path:path}", summary="List a folder or download a file of my storage")
+    @storage_errors
+    async def storage_get(user: CurrentUser, path: str = "") -> Any:
+        store = storage_for(user)
+        if not path.strip("/") or store.is_dir(path):
+            return {"path": path.strip("/"), "type": "directory", "content": store.listdir(path)}
+        data = store.read(path)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{Path(path).name}"'},
+        )
+
+    @router.put("/storage/{path:path}", summary="Upload a file (raw body) to my storage")
+    @storage_errors
+    async def storage_put(path: str, request: Request, user: CurrentUser) -> dict[str, Any]:
+        return storage_for(user).write(path, await request.body())
+
+    @router.post("/storage/{path:path}", summary="Upload files (multipart) into a folder, or create a folder")
+    @storage_errors
+    async def storage_post(
+        path: str, user: CurrentUser, files: list[UploadFile] | None = None
+    ) -> list[dict[str, Any]]:
+        store = storage_for(user)
+        if not files:
+            return [store.mkdir(path)]
+        out = []
+        for f in files:
+            name = Path(f.filename or "upload").name
+            out.append(store.write(f"{path.strip('/')}/{name}", await f.read()))
+        return out
+
+    @router.delete("/storage/{path:path}", summary="Delete a file or folder of my storage")
+    @storage_errors
+    async def storage_delete(path: str, user: CurrentUser) -> dict[str, str]:
+        storage_for(user).delete(path)
+        return {"deleted": path}
+
+    app.include_router(router)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    port = int(os.environ.get("AI4LAB_API_PORT", settings.api_port))
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""MLflow for logged-in users: a hub-managed service that runs ``mlflow server`` on
+loopback and forwards authenticated requests to it.
+
+MLflow has no notion of JupyterHub users, so the gateway is what makes the
+tracking server "reachable for logged-in users" only: clients send their hub
+token as ``MLFLOW_TRACKING_TOKEN`` (a Bearer header), browsers log in through
+the hub's OAuth flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ai4lab.api.auth import HubAuthenticator
+from ai4lab.backends.local import kill_tree
+from ai4lab.settings import Settings, get_settings
+
+HOP_HEADERS = {
+    "host", "connection", "keep-alive", "proxy-authorization", "te", "trailers",
+    "transfer-encoding", "upgrade", "authorization", "cookie", "content-length",
+}
+
+
+def mlflow_command(settings: Settings, prefix: str) -> list[str]:
+    state = settings.state
+    store = settings.mlflow_backend_store_uri or f"sqlite:///{state / 'mlflow.sqlite'}"
+    artifacts = settings.mlflow_artifacts_destination or str(state / "mlflow-artifacts")
+    return [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--host", "127.0.0.1",
+        "--port", str(settings.mlflow_backend_port),
+        "--backend-store-uri", store,
+        "--artifacts-destination", artifacts,
+        "--serve-artifacts",
+        "--static-prefix", prefix,
+        "--workers", "1",
+    ]
+
+
+def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    auth = authenticator or HubAuthenticator()
+    prefix = auth.prefix
+    upstream = f"http://127.0.0.1:{settings.mlflow_backend_port}"
+    state: dict[str, object] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log = open(settings.logs_dir / "mlflow.log", "ab")
+        proc = subprocess.Popen(
+            mlflow_command(settings, prefix), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        state["client"] = httpx.AsyncClient(base_url=upstream, timeout=300)
+        try:
+            yield
+        finally:
+            await state["client"].aclose()  # type: ignore[attr-defined]
+            await asyncio.to_thread(kill_tree, proc.pid, None, 10)
+            proc.wait()
+            log.close()
+
+    app = FastAPI(title="ai4lab MLflow gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    auth.install(app)
+
+    @app.get(f"{prefix}/gateway-health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        client: httpx.AsyncClient = state["client"]  # type: ignore[assignment]
+        try:
+            r = await client.get(f"{prefix}/health")
+            ok = r.status_code == 200
+        except httpx.TransportError:
+            ok = False
+        return {"gateway": "ok", "mlflow": "ok" if ok else "starting"}
+
+    @app.api_route(f"{prefix}/{{path:path}}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+    async def forward(path: str, request: Request) -> Response:
+        user = await auth.user_for(request)
+        client: httpx.AsyncClient = state["client"]  # type: ignore[assignment]
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        headers["X-Forwarded-User"] = user.name
+        req = client.build_request(
+            request.method,
+            f"{prefix}/{path}",
+            params=request.query_params,
+            headers=headers,
+            content=request.stream(),
+        )
+        try:
+            r = await client.send(req, stream=True)
+        except httpx.TransportError:
+            return JSONResponse({"detail": "MLflow is starting, retry in a few seconds"}, status_code=503)
+        out_headers = {k: v for k, v in r.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
+        return StreamingResponse(
+            r.aiter_bytes(), status_code=r.status_code, headers=out_headers, background=_closer(r)
+        )
+
+    return app
+
+
+def _closer(r: httpx.Response):  # type: ignore[no-untyped-def]
+    from starlette.background import BackgroundTask
+
+    return BackgroundTask(r.aclose)
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    port = int(os.environ.get("AI4LAB_MLFLOW_PORT", settings.mlflow_port))
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

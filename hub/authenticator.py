@@ -1,0 +1,41 @@
+"""JupyterHub authenticator for the platform's local accounts (the embedded default).
+
+Passwords live hashed in the platform database (``ai4lab users add``); the
+admin flag there decides JupyterHub admin status at each login. OIDC
+deployments replace this with oauthenticator's GenericOAuthenticator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyterhub.auth import Authenticator
+from traitlets import Unicode, default
+
+from ai4lab import accounts
+from ai4lab.settings import get_settings
+
+
+class Ai4labAuthenticator(Authenticator):
+    db_url = Unicode(
+        config=True,
+        help="SQLAlchemy URL of the platform database holding the accounts "
+        "(default: the platform settings' database).",
+    )
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return get_settings().db_url
+
+    @default("allow_all")
+    def _default_allow_all(self) -> bool:
+        # Only accounts that exist in the platform database can authenticate at all.
+        return True
+
+    async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
+        name = self.normalize_username(data.get("username", ""))
+        user = accounts.authenticate(self.db_url, name, data.get("password", ""))
+        if user is None:
+            self.log.warning("Failed login for %s", name)
+            return None
+        return {"name": user.name, "admin": user.is_admin}

@@ -1,0 +1,50 @@
+"""The configuration reference, generated from the settings' descriptions and the traitlets' help."""
+
+from __future__ import annotations
+
+import json
+
+from ai4lab.settings import Settings
+
+
+def _settings_rows() -> list[str]:
+    rows = ["| setting | env variable | default | description |", "|---|---|---|---|"]
+    defaults = json.loads(Settings.model_construct().model_dump_json())
+    for name, field in Settings.model_fields.items():
+        default = defaults.get(name)
+        shown = "(per machine)" if name in ("host_cpus", "tools_dir") else f"`{json.dumps(default)}`"
+        desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| `{name}` | `AI4LAB_{name.upper()}` | {shown} | {desc} |")
+    return rows
+
+
+def _traitlet_rows(cls: type) -> list[str]:
+    rows = ["| trait | description |", "|---|---|"]
+    for name, trait in sorted(cls.class_own_traits(config=True).items()):
+        helptext = " ".join((trait.help or "").split()).replace("|", "\\|")
+        rows.append(f"| `c.{cls.__name__}.{name}` | {helptext} |")
+    return rows
+
+
+def markdown() -> str:
+    from ai4lab.authenticator import Ai4labAuthenticator
+    from ai4lab.spawners.local import LocalSessionSpawner
+
+    parts = [
+        "### Platform settings",
+        "",
+        "Set in `ai4lab.yaml` (or the file named by `AI4LAB_CONFIG`) or as environment variables; "
+        "nested values use `__`, e.g. `AI4LAB_QUOTAS__BASIC__CPU=1`.",
+        "",
+        *_settings_rows(),
+        "",
+        "### Spawner (`config/jupyterhub_config.py`)",
+        "",
+        *_traitlet_rows(LocalSessionSpawner),
+        "",
+        "### Authenticator",
+        "",
+        *_traitlet_rows(Ai4labAuthenticator),
+        "",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,117 @@
+"""JupyterHub configuration of an ai4lab platform, computed from the platform settings.
+
+``config/jupyterhub_config.py`` calls ``configure(c)``; operators add their own
+lines after it (e.g. an OIDC authenticator) like in any JupyterHub config.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ai4lab import accounts, db
+from ai4lab.secrets_store import load_or_create
+from ai4lab.settings import Settings, get_settings
+
+USER_SCOPES = ["self", "access:services"]
+SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!user", "access:services", "read:users!user"]
+API_SERVICE_SCOPES = [
+    "list:users", "read:users", "admin:users", "admin:servers", "servers", "tokens", "access:servers",
+]
+
+
+def _python(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """Environment handed to hub-managed services: they must resolve the same settings."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("AI4LAB_")}
+    env["AI4LAB_STATE_DIR"] = str(settings.state)
+    return env
+
+
+def configure(c: Any, settings: Settings | None = None) -> None:
+    s = settings or get_settings()
+    state = s.state
+    for folder in (state, s.storage_root, s.workspaces_root, s.logs_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    db.upgrade(s.db_url)
+    secrets, _ = load_or_create(state)
+
+    c.JupyterHub.bind_url = f"http://{s.ip}:{s.port}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{s.hub_port}"
+    c.JupyterHub.db_url = s.hub_db_url
+    c.JupyterHub.cookie_secret = bytes.fromhex(secrets["cookie_secret"])
+    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    c.JupyterHub.log_level = s.log_level
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = max(q.sessions for q in s.quotas.values())
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.authenticator_class = s.authenticator
+    c.JupyterHub.spawner_class = s.spawner
+
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port}"
+    c.ConfigurableHTTPProxy.auth_token = secrets["proxy_auth_token"]
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    chp = s.tools_dir / "bin" / "configurable-http-proxy"
+    if chp.exists():
+        c.ConfigurableHTTPProxy.command = [str(chp)]
+
+    c.Authenticator.admin_users = {u.name for u in accounts.list_users(s.db_url) if u.is_admin}
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+    c.Spawner.start_timeout = 180
+    c.Spawner.http_timeout = 120
+    c.Spawner.env_keep = ["LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV"]
+
+    env = service_env(s)
+    c.JupyterHub.services = [
+        {
+            "name": "ai4lab",
+            "display": True,
+            "url": f"http://127.0.0.1:{s.api_port}",
+            "command": _python("ai4lab.api"),
+            "api_token": secrets["api_service_token"],
+            "environment": env,
+            "oauth_no_confirm": True,
+        },
+        {
+            "name": "mlflow",
+            "display": True,
+            "url": f"http://127.0.0.1:{s.mlflow_port}",
+            "command": _python("ai4lab.api.mlflow_gateway"),
+            "api_token": secrets["mlflow_service_token"],
+            "environment": env,
+            "oauth_no_confirm": True,
+        },
+    ]
+    roles: list[dict[str, Any]] = [
+        {"name": "user", "scopes": USER_SCOPES},
+        {"name": "ai4lab-platform", "services": ["ai4lab"], "scopes": API_SERVICE_SCOPES},
+    ]
+    if s.idle_timeout > 0:
+        c.JupyterHub.services.append(
+            {
+                "name": "idle-culler",
+                "command": [
+                    *_python("jupyterhub_idle_culler"), f"--timeout={s.idle_timeout}", "--cull-every=60",
+                ],
+            }
+        )
+        roles.append(
+            {
+                "name": "idle-culler",
+                "services": ["idle-culler"],
+                "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            }
+        )
+    c.JupyterHub.load_roles = roles
+    c.JupyterHub.template_vars = {"ai4lab_api": "/services/ai4lab/docs"}
+
+
+def default_config_file() -> Path:
+    """``config/jupyterhub_config.py`` of the source tree (editable installs)."""
+    return Path(__file__).resolve().parent.parent / "config" / "jupyterhub_config.py"

@@ -1,0 +1,178 @@
+"""Platform settings shared by the CLI, the hub config, the services and the spawner.
+
+One pydantic-settings model so that every process of the platform (hub, API
+service, MLflow gateway, CLI) resolves the same values: environment variables
+``AI4LAB_*`` win over the YAML file named by ``AI4LAB_CONFIG`` (default
+``./ai4lab.yaml`` when present), which wins over the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+Role = Literal["basic", "intermediate", "advanced"]
+ROLES: tuple[str, ...] = ("basic", "intermediate", "advanced")
+
+
+class Quota(BaseModel):
+    """Upper bounds of what one user of a role may ask for one session or deployment."""
+
+    cpu: float = Field(description="CPU cores")
+    ram_gb: float = Field(description="memory in GB")
+    gpu: int = Field(description="GPUs")
+    sessions: int = Field(default=2, description="IDE sessions running at once")
+
+
+class GpuDevice(BaseModel):
+    """One GPU of the local inventory, handed out through CUDA_VISIBLE_DEVICES."""
+
+    id: str = Field(description="device index or UUID as CUDA_VISIBLE_DEVICES expects it")
+    model: str = Field(default="unknown", description="model name shown in the form, e.g. 'Tesla T4'")
+
+
+def _default_quotas() -> dict[str, Quota]:
+    return {
+        "basic": Quota(cpu=2, ram_gb=4, gpu=0, sessions=1),
+        "intermediate": Quota(cpu=4, ram_gb=16, gpu=1, sessions=2),
+        "advanced": Quota(cpu=8, ram_gb=32, gpu=2, sessions=4),
+    }
+
+
+def _default_config_file() -> Path:
+    return Path(os.environ.get("AI4LAB_CONFIG", "ai4lab.yaml"))
+
+
+class Settings(BaseSettings):
+    """Settings of one ai4lab platform instance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AI4LAB_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    state_dir: Path = Field(
+        default=Path(".ai4lab"),
+        description="Folder holding the database, user storage, workspaces, secrets and logs.",
+    )
+    ip: str = Field(default="127.0.0.1", description="Address the public proxy listens on.")
+    port: int = Field(default=8000, description="Port of the public proxy (the URL users open).")
+    hub_port: int = Field(default=8081, description="Port of the hub's internal API.")
+    proxy_api_port: int = Field(default=8001, description="Port of the proxy's REST API.")
+    api_port: int = Field(default=8090, description="Port of the platform API service.")
+    mlflow_port: int = Field(default=8092, description="Port of the MLflow gateway service.")
+    mlflow_backend_port: int = Field(
+        default=8093, description="Port of the MLflow server behind the gateway (loopback only)."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the platform database; default SQLite in the state folder. "
+        "PostgreSQL: postgresql+psycopg://user:pw@host/db",
+    )
+    mlflow_backend_store_uri: str | None = Field(
+        default=None, description="MLflow backend store; default SQLite in the state folder."
+    )
+    mlflow_artifacts_destination: str | None = Field(
+        default=None, description="MLflow artifact root; default a folder in the state folder."
+    )
+    authenticator: str = Field(
+        default="ai4lab",
+        description="JupyterHub authenticator (entry point name or import path); "
+        "'ai4lab' checks the platform's local accounts.",
+    )
+    spawner: str = Field(
+        default="ai4lab-local",
+        description="JupyterHub spawner (entry point name or import path).",
+    )
+    quotas: dict[str, Quota] = Field(
+        default_factory=_default_quotas, description="Per-role resource limits."
+    )
+    gpus: list[GpuDevice] = Field(
+        default_factory=list,
+        description="Local GPU inventory, e.g. [{id: '0', model: 'Tesla T4'}]; empty means no GPU.",
+    )
+    host_cpus: float = Field(
+        default_factory=lambda: float(os.cpu_count() or 1),
+        description="CPU cores this machine offers to sessions.",
+    )
+    idle_timeout: int = Field(
+        default=3600, description="Seconds of inactivity after which sessions are stopped (0: never)."
+    )
+    tools_dir: Path = Field(
+        default_factory=lambda: Path(
+            os.environ.get("AI4LAB_TOOLS_DIR", Path.home() / ".cache" / "ai4lab" / "tools")
+        ),
+        description="Where the installer put configurable-http-proxy and code-server (bin/ inside).",
+    )
+    log_level: str = Field(default="INFO", description="Log level of hub and services.")
+
+    @field_validator("quotas")
+    @classmethod
+    def _all_roles_have_quotas(cls, v: dict[str, Quota]) -> dict[str, Quota]:
+        missing = set(ROLES) - set(v)
+        if missing:
+            raise ValueError(f"quotas missing for role(s): {', '.join(sorted(missing))}")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=_default_config_file())
+        return (init_settings, env_settings, yaml_source)
+
+    # -- derived paths -----------------------------------------------------
+    @property
+    def state(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state / 'ai4lab.sqlite'}"
+
+    @property
+    def hub_db_url(self) -> str:
+        return f"sqlite:///{self.state / 'jupyterhub.sqlite'}"
+
+    @property
+    def storage_root(self) -> Path:
+        return self.state / "storage"
+
+    @property
+    def workspaces_root(self) -> Path:
+        return self.state / "workspaces"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def public_url(self) -> str:
+        host = "127.0.0.1" if self.ip in ("0.0.0.0", "", "::") else self.ip
+        return f"http://{host}:{self.port}"
+
+    def user_storage(self, username: str) -> Path:
+        return self.storage_root / username
+
+    def user_workspace(self, username: str) -> Path:
+        return self.workspaces_root / username
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own ``Settings``)."""
+    return Settings()

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs everything ai4lab needs on a Debian machine with Python 3.11+.
+# Idempotent and cached: a second run only checks stamps.
+#   scripts/install.sh          platform (venv + .[all], proxy, code-server)
+#   scripts/install.sh test     the same plus test extras and Chromium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+WITH_TEST=${1:-}
+VENV=${AI4LAB_VENV:-$ROOT/.venv}
+TOOLS=${AI4LAB_TOOLS_DIR:-$HOME/.cache/ai4lab/tools}
+PY=${PYTHON:-python3}
+CODE_SERVER_VERSION=4.100.3
+RIPGREP_CACHE=vscode-ripgrep-cache-1.15.11
+RIPGREP_TARBALL=ripgrep-v13.0.0-10-x86_64-unknown-linux-musl.tar.gz
+
+log() { printf '\033[1m[ai4lab install]\033[0m %s\n' "$*"; }
+die() { printf '[ai4lab install] error: %s\n' "$*" >&2; exit 1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root to run: $*"; fi; }
+APT_UPDATED=
+apt_install() {
+    missing=()
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "apt-get install ${missing[*]}"
+    if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11+ is required (found $("$PY" --version))"
+
+# --- Python environment -------------------------------------------------------
+extras="all"; [ "$WITH_TEST" = test ] && extras="all,test"
+stamp="$VENV/.ai4lab-stamp"
+want="$(sha256sum pyproject.toml | cut -c1-16)-$extras"
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtual environment $VENV"
+    "$PY" -m venv "$VENV" || { apt_install python3-venv; "$PY" -m venv "$VENV"; }
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$VENV/bin/python" -c 'import ai4lab' 2>/dev/null; then
+    log "pip install -e .[$extras]"
+    "$VENV/bin/pip" install -q -U pip >/dev/null
+    "$VENV/bin/pip" install -q -e ".[$extras]"
+    echo "$want" > "$stamp"
+fi
+
+# --- Node.js + configurable-http-proxy ---------------------------------------
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+mkdir -p "$TOOLS/bin"
+if [ ! -x "$TOOLS/chp/node_modules/.bin/configurable-http-proxy" ]; then
+    log "npm install configurable-http-proxy"
+    if npm install --silent --no-audit --no-fund --prefix "$TOOLS/chp" configurable-http-proxy@5 >/dev/null 2>&1; then :
+    else
+        apt_install node-configurable-http-proxy
+        mkdir -p "$TOOLS/chp/node_modules/.bin"
+        ln -sfn "$(command -v configurable-http-proxy)" "$TOOLS/chp/node_modules/.bin/configurable-http-proxy"
+    fi
+fi
+ln -sfn "$TOOLS/chp/node_modules/.bin/configurable-http-proxy" "$TOOLS/bin/configurable-http-proxy"
+
+# --- code-server (VS Code in the browser), recipe from ENVIRONMENT-NOTES ------
+if [ "${AI4LAB_SKIP_CODE_SERVER:-}" != 1 ] && [ ! -e "$TOOLS/code-server/bin/code-server" ]; then
+    log "installing code-server $CODE_SERVER_VERSION (about a minute)"
+    apt_install libkrb5-dev libxkbfile-dev libsecret-1-dev build-essential pkg-config
+    CS="$TOOLS/code-server"; WORK=$(mktemp -d)
+    mkdir -p "$CS" "$WORK/tmp/$RIPGREP_CACHE" "$WORK/deb"
+    ( cd "$WORK/deb" && apt-get download ripgrep >/dev/null 2>&1 && dpkg-deb -x ripgrep_*.deb x ) \
+        || die "could not fetch the Debian ripgrep package"
+    tar czf "$WORK/tmp/$RIPGREP_CACHE/$RIPGREP_TARBALL" -C "$WORK/deb/x/usr/bin" rg
+    ( export TMPDIR="$WORK/tmp" npm_config_yes=true npm_config_nodedir=/usr \
+             npm_config_unsafe_perm=true npm_config_cache="$WORK/npm-cache"
+      npm install --silent --no-audit --no-fund --prefix "$CS" "code-server@$CODE_SERVER_VERSION" >"$WORK/npm.log" 2>&1 ) \
+        || { tail -n 20 "$WORK/npm.log" >&2; die "code-server install failed"; }
+    mkdir -p "$CS/bin"
+    ln -sfn ../node_modules/code-server/out/node/entry.js "$CS/bin/code-server"
+    rm -rf "$WORK"
+fi
+[ -e "$TOOLS/code-server/bin/code-server" ] && ln -sfn "$TOOLS/code-server/bin/code-server" "$TOOLS/bin/code-server"
+
+# --- test-only: headless Chromium from Debian ---------------------------------
+if [ "$WITH_TEST" = test ]; then
+    command -v chromium >/dev/null || apt_install chromium
+fi
+log "ready (venv: $VENV, tools: $TOOLS/bin)"

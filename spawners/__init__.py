@@ -1,0 +1,1 @@
+"""JupyterHub spawners of ai4lab: local processes (embedded default), Nomad later."""

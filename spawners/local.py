@@ -1,0 +1,378 @@
+"""Local session spawner: each user's IDE is a process tree on this machine.
+
+The embedded default of ai4lab. Sessions are started through the platform's
+local backend and recorded as ``ide`` deployments, so that the API, the admin
+view and the restart logic see them like any other deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from jupyterhub.spawner import Spawner
+from jupyterhub.utils import random_port
+from tornado import web
+from traitlets import Any as AnyTrait
+from traitlets import Dict, Float, List, Unicode, default
+
+from ai4lab import accounts
+from ai4lab import deployments as deps
+from ai4lab.backends.local import LocalBackend
+from ai4lab.settings import Quota, get_settings
+from ai4lab.spawners.profiles import DEFAULT_PROFILES, IDES, SessionOptions, render_form, validate_options
+
+_backend = LocalBackend()
+_gpu_lock = asyncio.Lock()
+
+CODE_SERVER_CONFIG = """\
+auth: none
+disable-telemetry: true
+disable-update-check: true
+disable-workspace-trust: true
+"""
+
+
+class LocalSessionSpawner(Spawner):
+    """Starts ``jupyterhub-singleuser`` in the user's workspace with storage and MLflow wired in."""
+
+    db_url = Unicode(config=True, help="Platform database URL (default: from the platform settings).")
+    workspace_root = Unicode(config=True, help="Folder holding one workspace folder per user.")
+    storage_root = Unicode(
+        config=True, help="Folder holding one storage folder per user; linked as storage/ in the session."
+    )
+    tools_bin = Unicode(
+        config=True, help="Folder with code-server and other tools, put first on the session's PATH."
+    )
+    mlflow_url = Unicode(config=True, help="MLFLOW_TRACKING_URI given to sessions.")
+    api_url = Unicode(config=True, help="AI4LAB_API_URL given to sessions (the platform API).")
+    profile_list = List(
+        Dict(),
+        config=True,
+        help="Profiles offered in the form, kubespawner-style: "
+        "[{slug, display_name, description, default, options: {cpu, ram_gb, gpu, ide}}].",
+    )
+    ides = Dict(config=True, help="IDEs offered: {key: {display_name, default_url}}.")
+    quotas = Dict(config=True, help="Per-role quotas {role: {cpu, ram_gb, gpu, sessions}}.")
+    gpu_inventory = List(
+        Dict(), config=True, help="Local GPUs [{id, model}], handed out through CUDA_VISIBLE_DEVICES."
+    )
+    ready_timeout = Float(120, config=True, help="Seconds to wait for the session to answer HTTP.")
+    backend = AnyTrait(help="The local backend running the process (shared by all sessions).")
+
+    # state kept across hub restarts
+    job_state = Dict()
+    deployment_id = Unicode("")
+
+    @default("backend")
+    def _default_backend(self) -> LocalBackend:
+        return _backend
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return get_settings().db_url
+
+    @default("workspace_root")
+    def _default_workspace_root(self) -> str:
+        return str(get_settings().workspaces_root)
+
+    @default("storage_root")
+    def _default_storage_root(self) -> str:
+        return str(get_settings().storage_root)
+
+    @default("tools_bin")
+    def _default_tools_bin(self) -> str:
+        return str(get_settings().tools_dir / "bin")
+
+    @default("mlflow_url")
+    def _default_mlflow_url(self) -> str:
+        return get_settings().public_url + "/services/mlflow"
+
+    @default("api_url")
+    def _default_api_url(self) -> str:
+        return get_settings().public_url + "/services/ai4lab"
+
+    @default("profile_list")
+    def _default_profiles(self) -> list[dict[str, Any]]:
+        return DEFAULT_PROFILES
+
+    @default("ides")
+    def _default_ides(self) -> dict[str, dict[str, str]]:
+        return IDES
+
+    @default("quotas")
+    def _default_quotas(self) -> dict[str, Any]:
+        return {k: v.model_dump() for k, v in get_settings().quotas.items()}
+
+    @default("gpu_inventory")
+    def _default_gpus(self) -> list[dict[str, str]]:
+        return [g.model_dump() for g in get_settings().gpus]
+
+    @default("cmd")
+    def _default_cmd(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return self._render_options_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        return LocalSessionSpawner._apply_options
+
+    # -- who is asking -------------------------------------------------------
+    @property
+    def workspace(self) -> Path:
+        return Path(self.workspace_root) / self.user.name
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.storage_root) / self.user.name
+
+    def _role_and_quota(self) -> tuple[str, Quota]:
+        user = accounts.get_user(self.db_url, self.user.name) or accounts.ensure_user(
+            self.db_url, self.user.name, admin=self.user.admin
+        )
+        return user.role, Quota(**self.quotas[user.role])
+
+    def _free_gpus(self) -> list[dict[str, str]]:
+        used = deps.gpus_in_use(self.db_url)
+        mine = set(self.job_state.get("gpu_ids", []))
+        return [g for g in self.gpu_inventory if g["id"] not in used or g["id"] in mine]
+
+    def _gpu_models(self) -> list[Any]:
+        from ai4lab.settings import GpuDevice
+
+        return [GpuDevice(**g) for g in self.gpu_inventory]
+
+    # -- the form --------------------------------------------------------------
+    async def _render_options_form(self, spawner: Spawner) -> str:
+        role, quota = self._role_and_quota()
+        return render_form(
+            quota=quota,
+            role=role,
+            profiles=self.profile_list,
+            gpus=self._gpu_models(),
+            free_gpus=len(self._free_gpus()),
+            ides=self.ides,
+        )
+
+    def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        return self.check_options({k: v[0] if v else "" for k, v in formdata.items()}).model_dump()
+
+    def check_options(self, raw: dict[str, Any]) -> SessionOptions:
+        role, quota = self._role_and_quota()
+        options = validate_options(
+            raw,
+            quota=quota,
+            role=role,
+            profiles=self.profile_list,
+            free_gpus=len(self._free_gpus()),
+            ides=self.ides,
+        )
+        running = [
+            d for d in deps.list_deployments(self.db_url, owner=self.user.name, kind="ide", active_only=True)
+            if d.id != self.deployment_id
+        ]
+        if len(running) >= quota.sessions:
+            raise ValueError(
+                f"{len(running)} session(s) already running: the {role} quota allows {quota.sessions}"
+            )
+        return options
+
+    @staticmethod
+    def _apply_options(spawner: "LocalSessionSpawner", user_options: dict[str, Any]) -> None:
+        # Runs for form and REST API starts alike: a bad value is a 400 with its reason.
+        try:
+            options = spawner.check_options(user_options or {})
+        except ValueError as e:
+            raise web.HTTPError(400, str(e), reason=str(e)) from None
+        spawner.user_options = options.model_dump()
+        spawner.default_url = spawner.ides[options.ide].get("default_url", "/lab")
+
+    # -- progress --------------------------------------------------------------
+    def _event(self, progress: int, message: str) -> None:
+        self._events.append({"progress": progress, "message": message})
+        self._events_changed.set()
+
+    async def progress(self):  # type: ignore[override]
+        seen = 0
+        while True:
+            while seen < len(self._events):
+                yield self._events[seen]
+                seen += 1
+            if self._events and self._events[-1]["progress"] >= 100:
+                return
+            self._events_changed.clear()
+            try:
+                await asyncio.wait_for(self._events_changed.wait(), timeout=1)
+            except TimeoutError:
+                pass
+
+    # -- lifecycle ---------------------------------------------------------------
+    def _prepare_workspace(self, options: SessionOptions) -> None:
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.storage.mkdir(parents=True, exist_ok=True)
+        link = self.workspace / "storage"
+        if link.is_symlink() and link.resolve() != self.storage.resolve():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(self.storage, target_is_directory=True)
+        if options.ide == "vscode":
+            conf = self.workspace / ".config" / "code-server" / "config.yaml"
+            conf.parent.mkdir(parents=True, exist_ok=True)
+            conf.write_text(CODE_SERVER_CONFIG)
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        options = SessionOptions(**self.user_options) if self.user_options else None
+        ws = str(self.workspace)
+        path = [self.tools_bin, str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        env.update(
+            {
+                "HOME": ws,
+                "USER": self.user.name,
+                "SHELL": "/bin/bash",
+                "PATH": os.pathsep.join(path),
+                "MLFLOW_TRACKING_URI": self.mlflow_url,
+                "MLFLOW_TRACKING_TOKEN": self.api_token,
+                "AI4LAB_API_URL": self.api_url,
+                "AI4LAB_API_TOKEN": self.api_token,
+                "AI4LAB_STORAGE": str(self.workspace / "storage"),
+                "CODE_WORKINGDIR": ws,
+                "XDG_CONFIG_HOME": os.path.join(ws, ".config"),
+                "XDG_DATA_HOME": os.path.join(ws, ".local", "share"),
+            }
+        )
+        if options:
+            env.update(
+                {
+                    "AI4LAB_IDE": options.ide,
+                    "AI4LAB_PROFILE": options.profile,
+                    "AI4LAB_CPU": f"{options.cpu:g}",
+                    "AI4LAB_RAM_GB": f"{options.ram_gb:g}",
+                    "AI4LAB_GPU": str(options.gpu),
+                    "OMP_NUM_THREADS": str(max(1, int(options.cpu))),
+                }
+            )
+        return env
+
+    def get_args(self) -> list[str]:
+        args = super().get_args()
+        if os.getuid() == 0:
+            args.append("--allow-root")
+        return args
+
+    async def start(self) -> tuple[str, int]:
+        self._events: list[dict[str, Any]] = []
+        self._events_changed = asyncio.Event()
+        options = SessionOptions(**self.user_options) if self.user_options else self.check_options({})
+        self.user_options = options.model_dump()
+        self._prepare_workspace(options)
+        self.notebook_dir = str(self.workspace)
+        self._event(20, f"Workspace ready with storage/ ({options.ide}, {options.cpu:g} CPU, "
+                        f"{options.ram_gb:g} GB, {options.gpu} GPU)")
+        async with _gpu_lock:
+            gpu_ids = [g["id"] for g in self._free_gpus()][: options.gpu]
+            if len(gpu_ids) < options.gpu:
+                raise web.HTTPError(400, f"{options.gpu} GPU(s) asked but only {len(gpu_ids)} free")
+            spec = {**options.model_dump(), "gpu_ids": gpu_ids}
+            if self.deployment_id and deps.get(self.db_url, self.deployment_id):
+                deps.set_status(self.db_url, self.deployment_id, "starting", spec=spec)
+            else:
+                dep = deps.create(
+                    self.db_url, owner=self.user.name, kind="ide", name=self.name or "default",
+                    spec=spec, status="starting",
+                )
+                self.deployment_id = dep.id
+        self.port = random_port()
+        from ai4lab.backends.base import JobSpec
+
+        job = JobSpec(
+            name=f"session-{self.user.name}-{self.name or 'default'}",
+            command=[*self.cmd, *self.get_args()],
+            env=self.get_env(),
+            cwd=self.workspace,
+            log_path=Path(get_settings().logs_dir) / "sessions" / f"{self.deployment_id}.log",
+            cpu=options.cpu,
+            ram_gb=options.ram_gb,
+            gpu_ids=gpu_ids,
+        )
+        self.job_state = await self.backend.submit(job)
+        self.job_state["gpu_ids"] = gpu_ids
+        deps.set_status(self.db_url, self.deployment_id, "starting", backend_state=self.job_state)
+        self._event(50, f"Process started (pid {self.job_state['pid']})")
+        await self._wait_answering(job.name)
+        url = f"{self.user.url}{self.name}/" if self.name else self.user.url
+        deps.set_status(
+            self.db_url, self.deployment_id, "running", endpoints={"url": url.rstrip("/") + "/"}
+        )
+        self._event(90, "Server answering")
+        return (self.ip or "127.0.0.1", self.port)
+
+    async def _wait_answering(self, name: str) -> None:
+        url = f"http://127.0.0.1:{self.port}{self.server.base_url if self.server else '/'}api"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            while loop.time() < deadline:
+                status = await self.backend.status(self.job_state)
+                if not status.running:
+                    tail = await self.backend.logs(self.job_state, tail=15)
+                    reason = f"session process {status.reason}"
+                    deps.set_status(self.db_url, self.deployment_id, "failed", reason + "\n" + tail)
+                    raise RuntimeError(f"{reason}; last log lines:\n{tail}")
+                try:
+                    r = await client.get(url)
+                    if r.status_code < 500:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        await self.backend.stop(self.job_state)
+        deps.set_status(self.db_url, self.deployment_id, "failed", "timed out waiting for the server")
+        raise TimeoutError(f"{name} did not answer within {self.ready_timeout:g}s")
+
+    async def poll(self) -> int | None:
+        if not self.job_state:
+            return 0
+        status = await self.backend.status(self.job_state)
+        if status.running:
+            return None
+        if self.deployment_id:
+            dep = deps.get(self.db_url, self.deployment_id)
+            if dep is not None and dep.status in ("starting", "running"):
+                deps.set_status(self.db_url, self.deployment_id, "failed", status.reason)
+        return status.exit_code if status.exit_code is not None else 1
+
+    async def stop(self, now: bool = False) -> None:
+        if self.job_state:
+            await self.backend.stop(self.job_state, timeout=0 if now else 10)
+        if self.deployment_id:
+            shutting_down = (get_settings().state / "shutting-down").exists()
+            reason = deps.SHUTDOWN_REASON if shutting_down else "stopped"
+            deps.set_status(self.db_url, self.deployment_id, "stopped", reason)
+        self.job_state = {}
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.job_state:
+            state["job"] = self.job_state
+        if self.deployment_id:
+            state["deployment_id"] = self.deployment_id
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.job_state = state.get("job", {})
+        self.deployment_id = state.get("deployment_id", "")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.job_state = {}
+        # keep deployment_id: a restart of this server updates the same record

@@ -1,0 +1,130 @@
+"""The session form: profiles (kubespawner ``profile_list`` shape) plus IDE and resources.
+
+Pure functions: the spawner hands in the user's quota and the free GPUs, these
+render the form and validate what comes back. Shared by every spawner so that
+the local and the Nomad spawner offer the same form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import BaseModel, Field
+
+from ai4lab.settings import GpuDevice, Quota
+
+IDES: dict[str, dict[str, str]] = {
+    "lab": {"display_name": "JupyterLab", "default_url": "/lab"},
+    "vscode": {"display_name": "VS Code (code-server)", "default_url": "/vscode/"},
+}
+
+DEFAULT_PROFILES: list[dict[str, Any]] = [
+    {
+        "slug": "small",
+        "display_name": "Small CPU session",
+        "description": "1 core, 2 GB: notebooks, data exploration, trying models.",
+        "default": True,
+        "options": {"cpu": 1, "ram_gb": 2, "gpu": 0},
+    },
+    {
+        "slug": "large",
+        "display_name": "Large CPU session",
+        "description": "More cores and memory for training on CPU.",
+        "options": {"cpu": 2, "ram_gb": 4, "gpu": 0},
+    },
+    {
+        "slug": "gpu",
+        "display_name": "GPU session",
+        "description": "One GPU from this machine's inventory.",
+        "options": {"cpu": 2, "ram_gb": 8, "gpu": 1},
+    },
+]
+
+
+class SessionOptions(BaseModel):
+    """What a user chose for one IDE session; exported to the session as AI4LAB_* variables."""
+
+    profile: str = Field(default="", description="slug of the chosen profile")
+    ide: str = Field(default="lab", description="lab or vscode")
+    cpu: float = Field(description="CPU cores")
+    ram_gb: float = Field(description="memory in GB")
+    gpu: int = Field(default=0, description="number of GPUs")
+
+
+def _number(raw: Any, name: str, kind: type) -> float | int:
+    if isinstance(raw, list):
+        raw = raw[0] if raw else ""
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if kind is int and isinstance(raw, float) and raw != int(raw):
+        raise ValueError(f"{name} must be a whole number, got {raw!r}")
+    return value
+
+
+def _first(raw: Any) -> Any:
+    return raw[0] if isinstance(raw, list) and raw else raw
+
+
+def validate_options(
+    raw: dict[str, Any],
+    *,
+    quota: Quota,
+    role: str,
+    profiles: list[dict[str, Any]],
+    free_gpus: int,
+    ides: dict[str, dict[str, str]] = IDES,
+) -> SessionOptions:
+    """Turn form or API input into checked options; ValueError says what to fix."""
+    by_slug = {p["slug"]: p for p in profiles}
+    slug = _first(raw.get("profile")) or next(
+        (p["slug"] for p in profiles if p.get("default")), profiles[0]["slug"] if profiles else ""
+    )
+    if by_slug and slug not in by_slug:
+        raise ValueError(f"unknown profile {slug!r}: choose one of {', '.join(by_slug)}")
+    base = dict(by_slug.get(slug, {}).get("options", {}))
+    ide = _first(raw.get("ide")) or base.get("ide", "lab")
+    if ide not in ides:
+        raise ValueError(f"unknown IDE {ide!r}: choose one of {', '.join(ides)}")
+    cpu = _number(raw.get("cpu", base.get("cpu", 1)), "CPU cores", float)
+    ram = _number(raw.get("ram_gb", base.get("ram_gb", 2)), "RAM (GB)", float)
+    gpu = _number(raw.get("gpu", base.get("gpu", 0)), "GPUs", int)
+    if cpu <= 0:
+        raise ValueError(f"CPU cores must be positive, got {cpu:g}")
+    if ram <= 0:
+        raise ValueError(f"RAM must be positive, got {ram:g} GB")
+    if gpu < 0:
+        raise ValueError(f"GPUs cannot be negative, got {gpu}")
+    if cpu > quota.cpu:
+        raise ValueError(f"{cpu:g} CPU cores is over the {role} quota of {quota.cpu:g}")
+    if ram > quota.ram_gb:
+        raise ValueError(f"{ram:g} GB RAM is over the {role} quota of {quota.ram_gb:g} GB")
+    if gpu > quota.gpu:
+        raise ValueError(f"{gpu} GPU(s) is over the {role} quota of {quota.gpu}")
+    if gpu > free_gpus:
+        raise ValueError(
+            f"{gpu} GPU(s) asked but {free_gpus} free on this machine"
+            + (" (it has no GPU)" if free_gpus == 0 else "")
+        )
+    return SessionOptions(profile=slug, ide=ide, cpu=cpu, ram_gb=ram, gpu=gpu)
+
+
+_env = Environment(
+    loader=PackageLoader("ai4lab", "templates"), autoescape=select_autoescape(["html"])
+)
+
+
+def render_form(
+    *,
+    quota: Quota,
+    role: str,
+    profiles: list[dict[str, Any]],
+    gpus: list[GpuDevice],
+    free_gpus: int,
+    ides: dict[str, dict[str, str]] = IDES,
+) -> str:
+    return _env.get_template("spawn_form.html").render(
+        quota=quota, role=role, profiles=profiles, gpus=gpus, free_gpus=free_gpus, ides=ides
+    )
