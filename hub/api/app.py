@@ -4,7 +4,6 @@ Owners see and stop only their own deployments and storage; admins see all.
 Other users' things answer 404, so that their existence is not revealed.
 """
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

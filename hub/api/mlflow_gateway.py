@@ -7,7 +7,6 @@ token as ``MLFLOW_TRACKING_TOKEN`` (a Bearer header), browsers log in through
 the hub's OAuth flow.
 """
 
-from __future__ import annotations
 
 import asyncio
 import contextlib

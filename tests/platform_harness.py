@@ -1,0 +1,156 @@
+"""Start a real ai4lab platform (``ai4lab up``) on free ports for tests, and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Platform:
+    state: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[str] | None = None
+    output: str = ""
+    admin_password: str = ""
+
+    @classmethod
+    def create(cls, state: Path, **settings: str) -> "Platform":
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AI4LAB_", "JUPYTERHUB_"))}
+        env.update(
+            {
+                "AI4LAB_STATE_DIR": str(state),
+                "AI4LAB_PORT": str(free_port()),
+                "AI4LAB_HUB_PORT": str(free_port()),
+                "AI4LAB_PROXY_API_PORT": str(free_port()),
+                "AI4LAB_API_PORT": str(free_port()),
+                "AI4LAB_MLFLOW_PORT": str(free_port()),
+                "AI4LAB_MLFLOW_BACKEND_PORT": str(free_port()),
+                "AI4LAB_IDLE_TIMEOUT": "0",
+                "AI4LAB_CONFIG": str(state / "ai4lab.yaml"),
+            }
+        )
+        env.update({f"AI4LAB_{k.upper()}": v for k, v in settings.items()})
+        return cls(state=state, env=env)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['AI4LAB_PORT']}"
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            [str(VENV_BIN / "ai4lab"), *args], env=self.env, capture_output=True, text=True, input=input,
+            timeout=120,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"ai4lab {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+        return r
+
+    def start(self, timeout: float = 120) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.state / "up.out", "w+")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "ai4lab"), "up"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._log.seek(0)
+            self.output = self._log.read()
+            if "ai4lab is running" in self.output and "press Ctrl-C" in self.output:
+                m = re.search(r"admin login: admin / (\S+)", self.output)
+                if m:
+                    self.admin_password = m.group(1)
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ai4lab up exited: {self.output}\n{self.hub_log()[-3000:]}")
+            time.sleep(0.3)
+        raise TimeoutError(f"ai4lab up not ready: {self.output}\n{self.hub_log()[-3000:]}")
+
+    def hub_log(self) -> str:
+        path = self.state / "logs" / "hub.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def process_tree(self) -> list[psutil.Process]:
+        if not self.proc:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 90) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self._log.seek(0)
+        self.output = self._log.read()
+        self._log.close()
+        return code
+
+    def wait_mlflow(self, token: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{self.url}/services/mlflow/gateway-health",
+                              headers={"Authorization": f"token {token}"}, timeout=5)
+                if r.status_code == 200 and r.json().get("mlflow") == "ok":
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("MLflow did not become healthy")
+
+    # -- users -------------------------------------------------------------------
+    def add_user(self, name: str, password: str, role: str = "basic", admin: bool = False) -> None:
+        args = ["users", "add", name, "--role", role, "--password", password]
+        self.cli(*(args + ["--admin"] if admin else args))
+
+    def token(self, name: str) -> str:
+        return self.cli("users", "token", name).stdout.strip()
+
+    def login(self, name: str, password: str) -> httpx.Client:
+        """A browser-like client logged in through the hub's login form."""
+        client = httpx.Client(base_url=self.url, follow_redirects=True, timeout=60)
+        client.get("/hub/login")
+        xsrf = client.cookies.get("_xsrf", path="/hub/") or client.cookies.get("_xsrf")
+        r = client.post("/hub/login", data={"username": name, "password": password, "_xsrf": xsrf})
+        r.raise_for_status()
+        if "jupyterhub-session-id" not in client.cookies:
+            raise AssertionError(f"login of {name} failed: {r.url}")
+        return client
+
+    def api(self, token: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"token {token}"}, timeout=60)
+
+    def wait_server(self, token: str, user: str, server: str = "", timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.api(token) as api:
+            while time.monotonic() < deadline:
+                model = api.get(f"/hub/api/users/{user}").json()
+                srv = model.get("servers", {}).get(server)
+                if srv and srv.get("ready"):
+                    return srv
+                time.sleep(0.3)
+        raise TimeoutError(f"server {user}/{server} not ready: {json.dumps(model)[:500]}\n{self.hub_log()[-2000:]}")
