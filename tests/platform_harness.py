@@ -136,8 +136,7 @@ class Platform:
         client.get("/hub/login")
         xsrf = client.cookies.get("_xsrf", path="/hub/") or client.cookies.get("_xsrf")
         r = client.post("/hub/login", data={"username": name, "password": password, "_xsrf": xsrf})
-        r.raise_for_status()
-        if "jupyterhub-session-id" not in client.cookies:
+        if r.status_code >= 400 or "jupyterhub-session-id" not in client.cookies:
             raise AssertionError(f"login of {name} failed: {r.url}")
         return client
 

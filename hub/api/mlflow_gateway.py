@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             f"{prefix}/{path}",
             params=request.query_params,
             headers=headers,
-            content=request.stream(),
+            content=await request.body(),
         )
         try:
             r = await client.send(req, stream=True)
