@@ -10,13 +10,15 @@ import httpx
 import websockets
 
 
-async def _execute(base: str, user: str, token: str, code: str, timeout: float) -> str:
+async def _execute(base: str, server: str, token: str, code: str, timeout: float) -> str:
+    """``server`` is the part after /user/: 'alice' or 'alice/named-server'."""
+    user = server.split("/")[0]
     headers = {"Authorization": f"token {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
-        r = await client.post(f"/user/{user}/api/kernels", json={"name": "python3"})
+        r = await client.post(f"/user/{server}/api/kernels", json={"name": "python3"})
         r.raise_for_status()
         kernel_id = r.json()["id"]
-        ws_url = base.replace("http", "ws", 1) + f"/user/{user}/api/kernels/{kernel_id}/channels"
+        ws_url = base.replace("http", "ws", 1) + f"/user/{server}/api/kernels/{kernel_id}/channels"
         msg_id = uuid.uuid4().hex
         request = {
             "header": {"msg_id": msg_id, "username": user, "session": uuid.uuid4().hex,
@@ -44,9 +46,9 @@ async def _execute(base: str, user: str, token: str, code: str, timeout: float) 
                         elif kind == "status" and content["execution_state"] == "idle":
                             break
         finally:
-            await client.delete(f"/user/{user}/api/kernels/{kernel_id}")
+            await client.delete(f"/user/{server}/api/kernels/{kernel_id}")
         return "".join(out)
 
 
-def execute_in_session(base: str, user: str, token: str, code: str, timeout: float = 120) -> str:
-    return asyncio.run(_execute(base, user, token, code, timeout))
+def execute_in_session(base: str, server: str, token: str, code: str, timeout: float = 120) -> str:
+    return asyncio.run(_execute(base, server, token, code, timeout))

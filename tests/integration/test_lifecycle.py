@@ -1,0 +1,80 @@
+"""Ctrl-C stops everything the platform started; a restart keeps users, roles, deployments, sessions."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.platform_harness import Platform
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lifecycle")]
+
+
+def gone(procs: list[psutil.Process], timeout: float = 10) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.2)
+    return alive
+
+
+def platform_processes(state: Path) -> list[psutil.Process]:
+    """Processes started for this platform: their command line or HOME points into its state folder."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if str(state) in " ".join(proc.cmdline()) or proc.environ().get("HOME", "").startswith(str(state)):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
+    p = Platform.create(tmp_path / "state")
+    p.start()
+    first_password = p.admin_password
+    assert first_password
+    p.add_user("eve", "eve-password", role="advanced")
+    token = p.token("eve")
+    api = p.api(token)
+    assert api.post("/hub/api/users/eve/server", json={"ide": "lab", "cpu": 2, "ram_gb": 4}).status_code in (201, 202)
+    p.wait_server(token, "eve")
+    api.put("/services/ai4lab/storage/keep.txt", content=b"kept")
+    deps_before = api.get("/services/ai4lab/deployments").json()
+    assert [d["status"] for d in deps_before] == ["running"]
+    tree = p.process_tree()
+    names = " ".join(" ".join(proc.cmdline()) for proc in tree)
+    assert "configurable-http-proxy" in names and "ai4lab.api" in names and "mlflow" in names
+    session_pids = [proc for proc in platform_processes(p.state) if "jupyterhub-singleuser" in " ".join(proc.cmdline())]
+    assert len(session_pids) == 1
+
+    # Ctrl-C: everything stops, nothing is left behind
+    assert p.stop(signal.SIGINT) == 0
+    assert gone(tree + session_pids) == []
+    assert gone(platform_processes(p.state)) == []
+    assert "ai4lab stopped" in p.output
+
+    # Restart: same admin credentials, users and roles, deployment record, the session comes back
+    p.start()
+    assert p.admin_password == first_password
+    users = {u["name"]: u for u in json.loads(p.cli("users", "list", "--json").stdout)}
+    assert users["eve"]["role"] == "advanced" and users["admin"]["admin"] is True
+    srv = p.wait_server(token, "eve")  # the old token is still valid, the session is running again
+    assert srv["user_options"]["cpu"] == 2.0
+    deps_after = api.get("/services/ai4lab/deployments").json()
+    assert [d["id"] for d in deps_after] == [deps_before[0]["id"]]
+    assert deps_after[0]["status"] == "running"
+    assert api.get("/user/eve/api/contents/storage/keep.txt").json()["content"] == "kept"
+
+    # SIGTERM works the same way as Ctrl-C
+    tree = p.process_tree()
+    assert p.stop(signal.SIGTERM) == 0
+    assert gone(tree) == []
+    assert gone(platform_processes(p.state)) == []
