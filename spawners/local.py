@@ -223,6 +223,11 @@ class LocalSessionSpawner(Spawner):
             link.unlink()
         if not link.exists():
             link.symlink_to(self.storage, target_is_directory=True)
+        news = self.workspace / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
+        if not news.exists():
+            # the platform may be offline: do not ask every user about fetching Jupyter news
+            news.parent.mkdir(parents=True, exist_ok=True)
+            news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
         if options.ide == "vscode":
             conf = self.workspace / ".config" / "code-server" / "config.yaml"
             conf.parent.mkdir(parents=True, exist_ok=True)

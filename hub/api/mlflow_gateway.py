@@ -56,8 +56,10 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log = open(settings.logs_dir / "mlflow.log", "ab")
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
         proc = subprocess.Popen(
-            mlflow_command(settings, prefix), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            mlflow_command(settings, prefix), env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         state["client"] = httpx.AsyncClient(base_url=upstream, timeout=300)
         try:

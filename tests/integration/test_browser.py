@@ -1,0 +1,93 @@
+"""A person in a browser: log in, see the form, start JupyterLab, find storage/; admins get the admin panel.
+
+Headless Debian Chromium driven by Playwright. With AI4LAB_SCREENSHOTS=<dir>
+the pages are also saved as PNG (the README's pictures come from here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.platform_harness import Platform
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: run scripts/install.sh test")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def shot(page: object, name: str) -> None:
+    folder = os.environ.get("AI4LAB_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))  # type: ignore[attr-defined]
+
+
+def login(browser: object, platform: Platform, user: str, password: str) -> object:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(f"{platform.url}/hub/login")
+    shot(page, "login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("#login_submit, input[type=submit], button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    return page
+
+
+def test_user_gets_jupyterlab_with_storage(browser: object, platform: Platform) -> None:
+    platform.add_user("frank", "frank-password", role="intermediate")
+    page = login(browser, platform, "frank", "frank-password")
+    page.goto(f"{platform.url}/hub/spawn")
+    page.wait_for_selector("text=Your role is")
+    assert "This machine has no GPU" in page.content()
+    shot(page, "spawn-form")
+    page.check("input[value=large]")
+    assert page.input_value("#ai4lab-cpu") == "2"
+    page.select_option("#ai4lab-ide", "lab")
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url("**/user/frank/lab**", timeout=120_000)
+    page.wait_for_selector("text=storage", timeout=120_000)
+    shot(page, "jupyterlab")
+    # the MLflow UI and the platform API are reachable in the browser through the hub login
+    platform.wait_mlflow(platform.token("frank"))
+    page.goto(f"{platform.url}/services/mlflow/")
+    page.wait_for_selector("text=Experiments", timeout=60_000)
+    shot(page, "mlflow")
+    page.goto(f"{platform.url}/services/ai4lab/me")
+    assert '"role":"intermediate"' in page.inner_text("body").replace(" ", "")
+    token = platform.token("frank")
+    assert platform.api(token).get("/hub/api/users/frank").json()["servers"][""]["user_options"]["cpu"] == 2.0
+    platform.api(token).delete("/hub/api/users/frank/server")
+
+
+def test_admin_panel_for_admins_only(browser: object, platform: Platform) -> None:
+    page = login(browser, platform, "admin", platform.admin_password)
+    response = page.goto(f"{platform.url}/hub/admin")
+    assert response.status == 200
+    page.wait_for_selector("text=admin", timeout=30_000)
+    shot(page, "admin")
+    platform.add_user("grace", "grace-password")
+    page = login(browser, platform, "grace", "grace-password")
+    response = page.goto(f"{platform.url}/hub/admin")
+    assert response.status == 403
