@@ -30,7 +30,7 @@ from ai4lab.hubconfig import default_config_file
 from ai4lab.secrets_store import load_or_create
 from ai4lab.settings import Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True, highlight=False)
 ADMIN_NAME = "admin"
 
 

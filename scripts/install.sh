@@ -37,7 +37,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtual environment $VENV"
     "$PY" -m venv "$VENV" || { apt_install python3-venv; "$PY" -m venv "$VENV"; }
 fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$VENV/bin/python" -c 'import ai4lab' 2>/dev/null; then
+have="$(cat "$stamp" 2>/dev/null || true)"
+# an environment with the test extras also serves `make run`
+if { [ "$have" != "$want" ] && [ "$have" != "$want,test" ]; } || ! "$VENV/bin/python" -c 'import ai4lab' 2>/dev/null; then
     log "pip install -e .[$extras]"
     "$VENV/bin/pip" install -q -U pip >/dev/null
     "$VENV/bin/pip" install -q -e ".[$extras]"

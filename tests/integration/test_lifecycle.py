@@ -78,3 +78,41 @@ def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -
     assert p.stop(signal.SIGTERM) == 0
     assert gone(tree) == []
     assert gone(platform_processes(p.state)) == []
+
+
+def test_make_run_starts_the_platform_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    """The README's run command, as a person types it: `make run`, open the URL, log in, Ctrl-C."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    p = Platform.create(tmp_path / "state")
+    env = {**p.env, "VENV": str(Path(sys.executable).parent.parent)}
+    log = open(tmp_path / "make-run.log", "w+")
+    proc = subprocess.Popen(["make", "run", f"VENV={env['VENV']}"], cwd=repo, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        text = ""
+        while "press Ctrl-C" not in text:
+            assert time.monotonic() < deadline, text
+            assert proc.poll() is None, text
+            time.sleep(0.5)
+            log.seek(0)
+            text = log.read()
+        assert f"ai4lab is running at {p.url}" in text
+        password = text.split("admin login: admin / ")[1].split()[0]
+        client = p.login("admin", password)
+        assert client.get("/hub/home").status_code == 200
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        code = proc.wait(timeout=90)
+    log.seek(0)
+    text = log.read()
+    # make itself reports the interrupt (exit by SIGINT); the platform under it stopped cleanly
+    assert code in (0, -signal.SIGINT, 130), text
+    assert "ai4lab stopped (hub exit code 0)" in text
+    assert gone(tree) == []
+    assert gone(platform_processes(p.state)) == []
