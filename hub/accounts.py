@@ -32,15 +32,18 @@ def hash_password(password: str) -> str:
 def verify_password(password: str, stored: str | None) -> bool:
     if not stored or not stored.startswith("scrypt$"):
         return False
-    _, n, r, p, salt, digest = stored.split("$")
-    candidate = hashlib.scrypt(
-        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
-    )
-    return hmac.compare_digest(candidate, base64.b64decode(digest))
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        candidate = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
+        )
+        return hmac.compare_digest(candidate, base64.b64decode(digest))
+    except (ValueError, TypeError):
+        return False  # a damaged hash refuses the login; it never crashes it
 
 
 def validate_username(name: str) -> str:
-    if not USERNAME_RE.match(name):
+    if not USERNAME_RE.fullmatch(name):
         raise AccountError(
             f"invalid user name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

@@ -29,7 +29,7 @@ config_app = typer.Typer(help="Platform configuration.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(config_app, name="config")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:

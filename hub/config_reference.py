@@ -12,7 +12,7 @@ def _settings_rows() -> list[str]:
     defaults = json.loads(Settings.model_construct().model_dump_json())
     for name, field in Settings.model_fields.items():
         default = defaults.get(name)
-        shown = "(per machine)" if name in ("host_cpus", "tools_dir") else f"`{json.dumps(default)}`"
+        shown = "(per machine)" if name in ("tools_dir",) else f"`{json.dumps(default)}`"
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{name}` | `AI4LAB_{name.upper()}` | {shown} | {desc} |")
     return rows

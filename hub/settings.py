@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
@@ -100,10 +100,6 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Local GPU inventory, e.g. [{id: '0', model: 'Tesla T4'}]; empty means no GPU.",
     )
-    host_cpus: float = Field(
-        default_factory=lambda: float(os.cpu_count() or 1),
-        description="CPU cores this machine offers to sessions.",
-    )
     idle_timeout: int = Field(
         default=3600, description="Seconds of inactivity after which sessions are stopped (0: never)."
     )
@@ -115,13 +111,21 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Log level of hub and services.")
 
-    @field_validator("quotas")
+    @field_validator("quotas", mode="before")
     @classmethod
-    def _all_roles_have_quotas(cls, v: dict[str, Quota]) -> dict[str, Quota]:
-        missing = set(ROLES) - set(v)
-        if missing:
-            raise ValueError(f"quotas missing for role(s): {', '.join(sorted(missing))}")
-        return v
+    def _merge_quotas_onto_defaults(cls, v: Any) -> Any:
+        """A partial override (``AI4LAB_QUOTAS__BASIC__CPU=1``) keeps the other defaults."""
+        if not isinstance(v, dict):
+            return v
+        unknown = set(v) - set(ROLES)
+        if unknown:
+            raise ValueError(f"quotas for unknown role(s): {', '.join(sorted(unknown))}; roles are {', '.join(ROLES)}")
+        merged: dict[str, Any] = {}
+        for role, default in _default_quotas().items():
+            given = v.get(role, {})
+            given = given.model_dump() if isinstance(given, Quota) else dict(given)
+            merged[role] = {**default.model_dump(), **given}
+        return merged
 
     @classmethod
     def settings_customise_sources(

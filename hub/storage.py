@@ -114,7 +114,11 @@ class UserStorage:
 
     def mkdir(self, rel: str) -> dict[str, Any]:
         rel = clean_relpath(rel)
-        self.fs.makedirs(self._full(rel), exist_ok=True)
+        full = self._full(rel)
+        self.fs.makedirs(full, exist_ok=True)
+        if not self.fs.isdir(full):
+            # object stores have no empty folders: a marker object makes the prefix exist
+            self.fs.touch(f"{full}/.keep")
         return self.info(rel)
 
     def delete(self, rel: str) -> None:

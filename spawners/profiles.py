@@ -7,6 +7,7 @@ the local and the Nomad spawner offer the same form.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -59,6 +60,8 @@ def _number(raw: Any, name: str, kind: type) -> float | int:
         value = kind(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {raw!r}")
     if kind is int and isinstance(raw, float) and raw != int(raw):
         raise ValueError(f"{name} must be a whole number, got {raw!r}")
     return value

@@ -35,12 +35,18 @@ def _same_process(state: dict[str, Any]) -> psutil.Process | None:
 
 def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10) -> None:
     """SIGTERM the process, its group and descendants; SIGKILL what is left after timeout."""
+    procs: list[psutil.Process] = []
     try:
         root = psutil.Process(pid)
         if create_time is not None and abs(root.create_time() - create_time) > 1:
-            return
+            return  # the pid was recycled: so our group is gone too, nothing of ours is left
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
+        pass
+    # Jobs lead their own process group, whose members can outlive a leader that exited;
+    # Linux does not reuse a pid while a group of that id exists, so such a group is ours.
+    procs += [p for p in _group_members(pid) if p not in procs]
+    if not procs:
         return
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -58,6 +64,17 @@ def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10) -
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                members.append(p)
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            pass
+    return members
 
 
 class LocalBackend(Backend):
@@ -119,9 +136,7 @@ class LocalBackend(Backend):
         pid = int(state.get("pid", 0))
         if not pid:
             return
-        child = self._children.pop(pid, None)
-        if child is not None and child.poll() is not None:
-            return
+        child = self._children.get(pid)
         await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, timeout)
         if child is not None:
             await asyncio.to_thread(child.wait)

@@ -64,11 +64,6 @@ def test_verify_unusable_hash_is_false(stored: str | None) -> None:
     assert accounts.verify_password("anything", stored) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: accounts.py:35 verify_password unpacks stored.split('$') into 6 fields; a "
-    "truncated/corrupt 'scrypt$...' hash raises ValueError instead of returning False",
-)
 def test_verify_corrupt_scrypt_hash_is_false() -> None:
     assert accounts.verify_password("anything", "scrypt$16384$8") is False
 
@@ -119,11 +114,6 @@ def test_add_user_limits_accepted(url: str) -> None:
     assert [u.name for u in accounts.list_users(url)] == ["0.a_b-c", "a" * 64]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: accounts.py:18 USERNAME_RE ends with '$' and is used with .match(), so a "
-    "trailing newline is accepted: 'alice\\n' passes validate_username",
-)
 def test_username_with_trailing_newline_refused() -> None:
     with pytest.raises(AccountError):
         accounts.validate_username("alice\n")

@@ -167,11 +167,6 @@ def test_escapes_refused_before_any_s3_call(st: UserStorage, s3, bucket: str) ->
     assert s3.get_object(Bucket=bucket, Key="bob/secret.txt")["Body"].read() == b"bob's"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: storage.py:116-118 UserStorage.mkdir on S3: s3fs.makedirs of a prefix is a no-op, "
-    "so the following info() raises FileNotFoundError('no such file or folder ...')",
-)
 def test_mkdir_on_s3(st: UserStorage) -> None:
     entry = st.mkdir("x/y")
     assert entry["type"] == "directory"

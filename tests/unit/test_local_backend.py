@@ -1,0 +1,226 @@
+"""ai4lab.backends.local.LocalBackend with real process trees."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from ai4lab.backends.base import JobSpec, JobStatus
+from ai4lab.backends.local import LocalBackend, kill_tree
+
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (absent, or a zombie nobody has reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def wait_for(pred, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def wait_exit(backend: LocalBackend, state: dict[str, Any], timeout: float = 10) -> JobStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await backend.status(state)
+        if not st.running:
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError("job did not exit in time")
+        await asyncio.sleep(0.02)
+
+
+def killpg_quietly(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def test_stop_kills_whole_tree(tmp_path: Path) -> None:
+    b = LocalBackend()
+    state = await b.submit(
+        JobSpec(
+            name="tree",
+            command=["sh", "-c", "echo job-started; sleep 300 & sleep 300; wait"],
+            env=ENV,
+            cwd=tmp_path / "work",
+        )
+    )
+    pid = state["pid"]
+    try:
+        assert set(state) >= {"pid", "create_time", "log_path"}
+        assert Path(state["log_path"]) == tmp_path / "work" / "tree.log"
+        assert (tmp_path / "work").is_dir()
+        # the job leads its own session / process group
+        assert os.getsid(pid) == pid and os.getpgid(pid) == pid
+
+        root = psutil.Process(pid)
+        await wait_for(lambda: len(root.children(recursive=True)) >= 2)
+        kids = [p.pid for p in root.children(recursive=True)]
+        assert all(os.getpgid(k) == pid for k in kids)
+
+        assert await b.status(state) == JobStatus(running=True)
+        await wait_for(lambda: "job-started" in Path(state["log_path"]).read_text())
+        assert "job-started" in await b.logs(state)
+
+        await b.stop(state, timeout=5)
+        for p in (pid, *kids):
+            assert gone(p), f"pid {p} survived stop"
+        st = await b.status(state)
+        assert st.running is False
+    finally:
+        killpg_quietly(pid)
+
+
+async def test_status_after_stop_has_exit_code(tmp_path: Path) -> None:
+    b = LocalBackend()
+    state = await b.submit(JobSpec(name="s", command=["sleep", "300"], env=ENV, cwd=tmp_path))
+    try:
+        await b.stop(state, timeout=5)
+        st = await b.status(state)
+        assert st.running is False
+        assert st.exit_code is not None
+    finally:
+        killpg_quietly(state["pid"])
+
+
+async def test_job_exiting_by_itself_reports_exit_code(tmp_path: Path) -> None:
+    b = LocalBackend()
+    log = tmp_path / "logs" / "deep" / "k.log"
+    state = await b.submit(
+        JobSpec(name="k", command=["sh", "-c", "echo out; echo err >&2; exit 3"], env=ENV, log_path=log)
+    )
+    st = await wait_exit(b, state)
+    assert st == JobStatus(running=False, exit_code=3, reason="exited with code 3")
+    assert state["log_path"] == str(log)
+    text = await b.logs(state)
+    assert "out\n" in text and "err\n" in text  # stderr goes to the same log
+    # stopping a job that has already exited is harmless
+    await b.stop(state)
+    assert (await b.status(state)).running is False
+
+
+async def test_successful_job_exit_code_zero(tmp_path: Path) -> None:
+    b = LocalBackend()
+    state = await b.submit(JobSpec(name="ok", command=["true"], env=ENV, cwd=tmp_path))
+    st = await wait_exit(b, state)
+    assert (st.running, st.exit_code) == (False, 0)
+
+
+async def test_logs_tail_and_append(tmp_path: Path) -> None:
+    b = LocalBackend()
+    spec = JobSpec(name="t", command=["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done"],
+                   env=ENV, cwd=tmp_path)
+    state = await b.submit(spec)
+    await wait_exit(b, state)
+    assert await b.logs(state, tail=2) == "line4\nline5\n"
+    assert (await b.logs(state)).splitlines() == [f"line{i}" for i in range(1, 6)]
+    # a resubmission appends to the same log instead of truncating it
+    state2 = await b.submit(spec)
+    await wait_exit(b, state2)
+    assert (await b.logs(state2)).count("line1") == 2
+    assert await b.logs({"log_path": str(tmp_path / "missing.log")}) == ""
+    assert await b.logs({}) == ""
+
+
+@pytest.mark.parametrize(
+    ("gpu_ids", "env", "expected"),
+    [
+        (["0", "2"], {}, "0,2"),
+        (["GPU-abc"], {"CUDA_VISIBLE_DEVICES": "7"}, "GPU-abc"),  # gpu_ids win
+        ([], {}, ""),  # no GPU: explicitly hidden
+        ([], {"CUDA_VISIBLE_DEVICES": "5"}, "5"),  # caller's value kept
+    ],
+)
+async def test_cuda_visible_devices(tmp_path: Path, gpu_ids: list[str], env: dict[str, str], expected: str) -> None:
+    b = LocalBackend()
+    state = await b.submit(
+        JobSpec(
+            name="cuda",
+            command=["sh", "-c", 'echo "cvd=[${CUDA_VISIBLE_DEVICES-unset}] foo=[$FOO]"'],
+            env={**ENV, **env, "FOO": "bar"},
+            cwd=tmp_path,
+            gpu_ids=gpu_ids,
+        )
+    )
+    assert (await wait_exit(b, state)).exit_code == 0
+    assert (await b.logs(state)).strip() == f"cvd=[{expected}] foo=[bar]"
+
+
+async def test_job_does_not_inherit_platform_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AI4LAB_SECRET_FOR_TEST", "leak")
+    b = LocalBackend()
+    state = await b.submit(
+        JobSpec(name="env", command=["sh", "-c", 'echo "s=[$AI4LAB_SECRET_FOR_TEST]"'], env=ENV, cwd=tmp_path)
+    )
+    await wait_exit(b, state)
+    assert (await b.logs(state)).strip() == "s=[]"
+
+
+async def test_status_from_fresh_backend_after_restart(tmp_path: Path) -> None:
+    b1 = LocalBackend()
+    state = await b1.submit(JobSpec(name="r", command=["sleep", "300"], env=ENV, cwd=tmp_path))
+    try:
+        b2 = LocalBackend()  # e.g. the platform restarted: only the stored state is known
+        assert (await b2.status(state)).running is True
+        # a recycled pid (different start time) is not the job
+        other = dict(state, create_time=state["create_time"] - 1000)
+        assert (await b2.status(other)).running is False
+        await b2.stop(other, timeout=1)
+        assert not gone(state["pid"])  # the wrong-start-time stop left the real job alone
+        await b2.stop(state, timeout=5)
+        await wait_for(lambda: b1._children[state["pid"]].poll() is not None)
+        assert (await b2.status(state)) == JobStatus(running=False, reason="process is gone")
+    finally:
+        killpg_quietly(state["pid"])
+        b1._children[state["pid"]].wait(timeout=5)
+
+
+async def test_stop_without_pid_is_noop() -> None:
+    await LocalBackend().stop({})
+
+
+def test_kill_tree_on_missing_pid_is_noop() -> None:
+    kill_tree(2**22 + 12345)  # beyond any real pid: nothing to do, no error
+
+
+async def test_stop_reaches_orphans_of_exited_leader(tmp_path: Path) -> None:
+    b = LocalBackend()
+    state = await b.submit(
+        JobSpec(name="orphan", command=["sh", "-c", "sleep 300 & echo child=$!; exit 0"], env=ENV, cwd=tmp_path)
+    )
+    pgid = state["pid"]
+    try:
+        assert (await wait_exit(b, state)).exit_code == 0
+        m = re.search(r"child=(\d+)", await b.logs(state))
+        assert m
+        child = int(m.group(1))
+        assert not gone(child)
+        await b.stop(state, timeout=2)
+        await asyncio.sleep(0.2)
+        assert gone(child), "a process of the stopped job is still running"
+    finally:
+        killpg_quietly(pgid)
+
+
+def test_capacity() -> None:
+    cap = LocalBackend().capacity()
+    assert cap["cpu"] == os.cpu_count()
+    assert cap["ram_gb"] > 0
