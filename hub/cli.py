@@ -201,11 +201,22 @@ def config_show(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @config_app.command("reference")
-def config_reference() -> None:
+def config_reference(
+    write: Optional[Path] = typer.Option(
+        None, "--write", help="Update the reference between the config-reference markers of this file."
+    ),
+) -> None:
     """Print the configuration reference as Markdown (settings and spawner traitlets)."""
-    from ai4lab.config_reference import markdown
+    from ai4lab import config_reference as ref
 
-    sys.stdout.write(markdown())
+    if write is None:
+        sys.stdout.write(ref.markdown())
+        return
+    try:
+        write.write_text(ref.write_into(write.read_text()))
+    except (OSError, ValueError) as e:
+        fail(f"cannot update {write}: {e}")
+    out.print(f"updated the configuration reference in {write}")
 
 
 def main() -> None:

@@ -48,3 +48,21 @@ def markdown() -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def embedded(text: str) -> str:
+    """The reference currently written between the markers of a Markdown file."""
+    if START not in text or END not in text:
+        raise ValueError(f"markers {START} / {END} not found")
+    return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
+
+
+def write_into(text: str) -> str:
+    """``text`` with the freshly generated reference between the markers."""
+    embedded(text)
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    return f"{head}{START}\n{markdown()}{END}{tail}"
