@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests.kernel_client import execute_in_session
 from tests.platform_harness import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
@@ -36,18 +37,18 @@ def test_login_wrong_password_refused(platform: Platform, alice: dict[str, str])
         platform.login("alice", "not-the-password")
 
 
-def test_form_shows_quota_and_no_gpu(platform: Platform, alice: dict[str, str]) -> None:
+def test_form_shows_quota_and_gpus(platform: Platform, alice: dict[str, str]) -> None:
     with closing(platform.login("alice", alice["password"])) as client:
         page = client.get("/hub/spawn").text
     assert "intermediate" in page
     assert "VS Code (code-server)" in page and "JupyterLab" in page
-    assert "This machine has no GPU" in page
+    assert "2 of 2 free: Tesla T4, Tesla T4" in page
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"profile": "small", "ide": "lab", "cpu": "1", "ram_gb": "2", "gpu": "1"}, "over the basic quota"),
+        ({"profile": "small", "ide": "lab", "cpu": "1", "ram_gb": "2", "gpu": "1"}, "1 GPU(s) is over the basic quota"),
         ({"profile": "small", "ide": "lab", "cpu": "1", "ram_gb": "-3", "gpu": "0"}, "RAM must be positive"),
         ({"profile": "small", "ide": "emacs", "cpu": "1", "ram_gb": "2", "gpu": "0"}, "unknown IDE"),
         ({"profile": "small", "ide": "lab", "cpu": "64", "ram_gb": "2", "gpu": "0"}, "over the basic quota"),
@@ -108,8 +109,6 @@ def test_session_with_storage_and_mlflow(platform: Platform, alice: dict[str, st
         "    mlflow.log_metric('loss', 0.25)\n"
         "print('RUN', run.info.run_id)\n"
     )
-    from tests.kernel_client import execute_in_session
-
     output = execute_in_session(platform.url, "alice", token, code)
     assert f"URI {platform.url}/services/mlflow" in output
     assert "CPU 1 GPU 0 CUDA ''" in output
@@ -129,9 +128,9 @@ def test_mlflow_refuses_anonymous(platform: Platform) -> None:
 def test_other_user_cannot_see_or_stop(platform: Platform, alice: dict[str, str], bob: dict[str, str]) -> None:
     alice_api, bob_api = platform.api(alice["token"]), platform.api(bob["token"])
     alice_api.put("/services/ai4lab/storage/private/secret.txt", content=b"alice only")
-    deps = alice_api.get("/services/ai4lab/deployments").json()
-    assert deps, "alice has deployments"
-    dep_id = deps[0]["id"]
+    r = alice_api.post("/services/ai4lab/deployments", json={"kind": "ide", "name": "iso", "options": {"cpu": 1, "ram_gb": 1}})
+    assert r.status_code == 201, r.text
+    dep_id = r.json()["id"]
     assert bob_api.get(f"/services/ai4lab/deployments/{dep_id}").status_code == 404
     assert bob_api.get(f"/services/ai4lab/deployments/{dep_id}/logs").status_code == 404
     assert bob_api.delete(f"/services/ai4lab/deployments/{dep_id}").status_code == 404
@@ -146,9 +145,10 @@ def test_other_user_cannot_see_or_stop(platform: Platform, alice: dict[str, str]
     r = bob_api.get("/services/ai4lab/storage/a/../../alice")
     assert r.status_code in (400, 404)
     # nor through the hub: bob's token cannot reach alice's server
-    assert bob_api.get("/user/alice/api/contents/").status_code in (403, 404)
-    # alice's deployment is still running
-    assert alice_api.get(f"/services/ai4lab/deployments/{dep_id}").json()["status"] in ("running", "stopped")
+    assert bob_api.get("/user/alice/iso/api/contents/").status_code in (403, 404)
+    # alice's deployment is still running, and she can stop it
+    assert alice_api.get(f"/services/ai4lab/deployments/{dep_id}").json()["status"] == "running"
+    assert alice_api.delete(f"/services/ai4lab/deployments/{dep_id}").json()["status"] == "stopped"
 
 
 def test_storage_api_refuses_escapes_with_400(platform: Platform, bob: dict[str, str]) -> None:
@@ -174,3 +174,33 @@ def test_me_shows_role(platform: Platform, alice: dict[str, str]) -> None:
 def test_openapi_served(platform: Platform) -> None:
     spec = httpx.get(f"{platform.url}/services/ai4lab/openapi.json").json()
     assert "/services/ai4lab/deployments" in spec["paths"]
+
+
+def test_gpus_are_exclusive_per_session(platform: Platform) -> None:
+    platform.add_user("gina", "gina-password", role="advanced")
+    token = platform.token("gina")
+    api = platform.api(token)
+    seen = []
+    for server in ("g1", "g2"):
+        r = api.post(f"/hub/api/users/gina/servers/{server}", json={"cpu": 1, "ram_gb": 1, "gpu": 1})
+        assert r.status_code in (201, 202), r.text
+        platform.wait_server(token, "gina", server)
+        out = execute_in_session(platform.url, f"gina/{server}", token,
+                                 "import os; print(os.environ['CUDA_VISIBLE_DEVICES'], os.environ['AI4LAB_GPU'])")
+        seen.append(out.split())
+    assert sorted(s[0] for s in seen) == ["0", "1"] and all(s[1] == "1" for s in seen)
+    r = api.post("/hub/api/users/gina/servers/g3", json={"cpu": 1, "ram_gb": 1, "gpu": 1})
+    assert r.status_code == 400 and "0 free" in r.text
+    with closing(platform.login("gina", "gina-password")) as client:
+        assert "0 of 2 free" in client.get("/hub/spawn").text
+    # stopping a session gives its GPU back
+    assert api.delete("/hub/api/users/gina/servers/g1").status_code in (202, 204)
+    for _ in range(100):
+        if "g1" not in api.get("/hub/api/users/gina").json()["servers"]:
+            break
+        time.sleep(0.2)
+    r = api.post("/hub/api/users/gina/servers/g3", json={"cpu": 1, "ram_gb": 1, "gpu": 1})
+    assert r.status_code in (201, 202), r.text
+    platform.wait_server(token, "gina", "g3")
+    for server in ("g2", "g3"):
+        api.delete(f"/hub/api/users/gina/servers/{server}")
