@@ -28,6 +28,15 @@ users_app = typer.Typer(help="Local accounts and their roles.", no_args_is_help=
 config_app = typer.Typer(help="Platform configuration.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(config_app, name="config")
+
+
+def _add_subcommands() -> None:
+    from ai4lab.catalog_cli import app as catalog_app
+
+    app.add_typer(catalog_app, name="catalog")
+
+
+_add_subcommands()
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 

@@ -88,6 +88,23 @@ class Deployment(Base):
         }
 
 
+class PublishedItem(Base):
+    """A module or tool published by a user: visible to its owner, its VO, or everyone once promoted."""
+
+    __tablename__ = "catalog_items"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    vo: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="private")
+    item_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    package_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    docker_image: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 ACTIVE_STATUSES = ("queued", "starting", "running")
 FINAL_STATUSES = ("succeeded", "failed", "stopped", "cancelled")
 

@@ -41,6 +41,35 @@ class GpuDevice(BaseModel):
     model: str = Field(default="unknown", description="model name shown in the form, e.g. 'Tesla T4'")
 
 
+class SourceConfig(BaseModel):
+    """One catalog source (``catalog_sources``); earlier sources win when ids collide."""
+
+    name: str = Field(description="unique name, shown as each item's source")
+    type: Literal["folder", "git", "http"] = Field(description="folder, git (clone) or http (raw files)")
+    path: str | None = Field(default=None, description="folder: path holding modules/ and tools/ (or items)")
+    kind: Literal["module", "tool"] | None = Field(
+        default=None, description="git/http: module or tool; folder: set when the folder holds one kind only"
+    )
+    url: str | None = Field(
+        default=None, description="git: catalog repo URL; http: base URL of the catalog repo's raw files"
+    )
+    branch: str | None = Field(default=None, description="git: branch of the catalog repo")
+    raw_url_template: str = Field(
+        default="https://raw.githubusercontent.com/{org}/{repo}/{branch}/{file}",
+        description="http: where an item repo's metadata file is read",
+    )
+    refresh_interval: int = Field(default=3600, description="seconds between refreshes of a remote source")
+
+
+def bundled_catalog_path() -> Path:
+    """``config/catalog`` of the source tree: the platform's own modules and tools."""
+    return Path(__file__).resolve().parent.parent / "config" / "catalog"
+
+
+def _default_sources() -> list[SourceConfig]:
+    return [SourceConfig(name="bundled", type="folder", path=str(bundled_catalog_path()))]
+
+
 def _default_quotas() -> dict[str, Quota]:
     return {
         "basic": Quota(cpu=2, ram_gb=4, gpu=0, sessions=1),
@@ -109,6 +138,11 @@ class Settings(BaseSettings):
         ),
         description="Where the installer put configurable-http-proxy and code-server (bin/ inside).",
     )
+    catalog_sources: list[SourceConfig] = Field(
+        default_factory=_default_sources,
+        description="Catalog sources in priority order: the bundled catalog, local folders, "
+        "remote AI4OS catalogs (git or http).",
+    )
     log_level: str = Field(default="INFO", description="Log level of hub and services.")
 
     @field_validator("quotas", mode="before")
@@ -168,6 +202,10 @@ class Settings(BaseSettings):
     def public_url(self) -> str:
         host = "127.0.0.1" if self.ip in ("0.0.0.0", "", "::") else self.ip
         return f"http://{host}:{self.port}"
+
+    @property
+    def catalog_cache(self) -> Path:
+        return self.state / "catalog-cache"
 
     def user_storage(self, username: str) -> Path:
         return self.storage_root / username

@@ -17,7 +17,9 @@ from tests.platform_harness import Platform
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = Platform.create(Path(tmp_path_factory.mktemp("platform")) / "state")
+    # two pretend GPUs: the inventory logic (CUDA_VISIBLE_DEVICES, exclusivity) needs no real device
+    gpus = '[{"id": "0", "model": "Tesla T4"}, {"id": "1", "model": "Tesla T4"}]'
+    p = Platform.create(Path(tmp_path_factory.mktemp("platform")) / "state", gpus=gpus)
     p.start()
     try:
         yield p

@@ -5,7 +5,10 @@ Other users' things answer 404, so that their existence is not revealed.
 """
 
 
+import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +18,9 @@ from pydantic import BaseModel, Field
 
 from ai4lab import __version__, accounts
 from ai4lab import deployments as deps
+from ai4lab.api import catalog_routes
 from ai4lab.api.auth import HubAuthenticator, HubUser
+from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
 from ai4lab.db import Deployment
 from ai4lab.hubclient import HubClient, HubError
@@ -37,7 +42,18 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     settings = settings or get_settings()
     auth = authenticator or HubAuthenticator()
     prefix = auth.prefix
+    catalog = Catalog(settings.catalog_sources, settings.catalog_cache, settings.db_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_refresh_catalog_forever(catalog))
+        try:
+            yield
+        finally:
+            task.cancel()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="ai4lab platform API",
         version=__version__,
         description="Deployments, storage and accounts of an ai4lab platform. "
@@ -54,6 +70,12 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         return await auth.user_for(request)
 
     CurrentUser = Annotated[HubUser, Depends(current_user)]
+
+    async def optional_user(request: Request) -> HubUser | None:
+        """Anonymous callers may browse public things; a bad token is still refused."""
+        if auth.has_credentials(request):
+            return await auth.user_for(request)
+        return None
 
     def storage_for(user: HubUser) -> UserStorage:
         store = UserStorage(f"file://{settings.user_storage(user.name)}", {})
@@ -207,12 +229,27 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         return {"deleted": path}
 
     app.include_router(router)
+    app.state.catalog = catalog
+    app.include_router(catalog_routes.build_router(prefix, settings, catalog, current_user, optional_user))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
 
     return app
+
+
+async def _refresh_catalog_forever(catalog: Catalog, every: float = 60) -> None:
+    """Fetch remote sources whose cache is older than their refresh interval."""
+    import logging
+
+    log = logging.getLogger("ai4lab.catalog")
+    while True:
+        try:
+            await asyncio.to_thread(catalog.refresh, False)
+        except Exception:  # noqa: BLE001 - a broken source must not stop the loop
+            log.exception("catalog refresh failed")
+        await asyncio.sleep(every)
 
 
 def main() -> None:

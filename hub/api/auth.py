@@ -61,6 +61,9 @@ class HubAuthenticator:
             return value.strip()
         return request.query_params.get("token")
 
+    def has_credentials(self, request: Request) -> bool:
+        return bool(self._header_token(request) or request.cookies.get(self.cookie_name))
+
     async def user_for(self, request: Request) -> HubUser:
         token = self._header_token(request)
         from_cookie = False

@@ -60,7 +60,7 @@ def test_user_gets_jupyterlab_with_storage(browser: object, platform: Platform) 
     page = login(browser, platform, "frank", "frank-password")
     page.goto(f"{platform.url}/hub/spawn")
     page.wait_for_selector("text=Your role is")
-    assert "This machine has no GPU" in page.content()
+    assert "2 of 2 free: Tesla T4, Tesla T4" in page.content()
     shot(page, "spawn-form")
     page.check("input[value=large]")
     assert page.input_value("#ai4lab-cpu") == "2"

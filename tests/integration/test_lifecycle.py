@@ -42,6 +42,8 @@ def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -
     first_password = p.admin_password
     assert first_password
     p.add_user("eve", "eve-password", role="advanced")
+    form = p.login("eve", "eve-password").get("/hub/spawn").text
+    assert "This machine has no GPU: sessions run on CPU." in form  # no inventory configured here
     token = p.token("eve")
     api = p.api(token)
     assert api.post("/hub/api/users/eve/server", json={"ide": "lab", "cpu": 2, "ram_gb": 4}).status_code in (201, 202)

@@ -1,0 +1,168 @@
+"""Catalog routes of the platform API: browse and search (anyone), deploy forms, publish, admin."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from ai4lab import accounts
+from ai4lab.api.auth import HubUser
+from ai4lab.catalog import Catalog
+from ai4lab.catalog import publish as pub
+from ai4lab.catalog.deploy_config import deploy_config
+from ai4lab.catalog.model import KINDS, CatalogItem
+from ai4lab.catalog.registry import ANONYMOUS, Viewer
+from ai4lab.catalog.render import description_html
+from ai4lab.settings import Settings
+from ai4lab.storage import StoragePathError, clean_relpath
+
+KindPath = Literal["modules", "tools"]
+
+
+def build_router(
+    prefix: str,
+    settings: Settings,
+    catalog: Catalog,
+    current_user: Callable[..., Awaitable[HubUser]],
+    optional_user: Callable[..., Awaitable[HubUser | None]],
+) -> APIRouter:
+    router = APIRouter(prefix=f"{prefix}/catalog", tags=["catalog"])
+    User = Annotated[HubUser, Depends(current_user)]
+    MaybeUser = Annotated[HubUser | None, Depends(optional_user)]
+
+    def account(user: HubUser | None) -> tuple[str, str | None]:
+        if user is None:
+            return "basic", None
+        acc = accounts.get_user(settings.db_url, user.name) or accounts.ensure_user(
+            settings.db_url, user.name, admin=user.admin
+        )
+        return acc.role, acc.vo
+
+    def viewer(user: HubUser | None) -> Viewer:
+        if user is None:
+            return ANONYMOUS
+        return Viewer(name=user.name, vo=account(user)[1], admin=user.admin)
+
+    def find(kind: KindPath, item_id: str, user: HubUser | None) -> CatalogItem:
+        item = catalog.get(KINDS[kind], item_id, viewer(user))
+        if item is None:
+            raise HTTPException(404, f"no {KINDS[kind]} {item_id!r} in the catalog")
+        return item
+
+    def require_admin(user: HubUser) -> None:
+        if not user.admin:
+            raise HTTPException(403, "admins only")
+
+    @router.get("/errors", summary="Items that could not be loaded, per source (admin)")
+    async def errors(user: User) -> list[dict[str, Any]]:
+        require_admin(user)
+        return [e.model_dump() for e in catalog.errors()]
+
+    @router.post("/refresh", summary="Fetch remote catalog sources again (admin)")
+    async def refresh(user: User) -> dict[str, Any]:
+        require_admin(user)
+        errs = await asyncio.to_thread(catalog.refresh, True)
+        counts = {k: catalog.search(k, per_page=1)["total"] for k in ("module", "tool")}
+        return {"modules": counts["module"], "tools": counts["tool"], "errors": [e.model_dump() for e in errs]}
+
+    @router.get("/{kind}", summary="List and search modules or tools")
+    async def list_items(
+        kind: KindPath,
+        user: MaybeUser,
+        q: str | None = Query(None, description="full-text search in title, tags, summary, description"),
+        task: str | None = None,
+        category: str | None = None,
+        tag: str | None = None,
+        library: str | None = None,
+        data_type: str | None = None,
+        gpu: bool | None = Query(None, description="only items that can (true) or cannot (false) use a GPU"),
+        source: str | None = None,
+        sort: str = Query("relevance", description="relevance, title, updated or -updated"),
+        page: int = Query(1, ge=1),
+        per_page: int = Query(20, ge=1, le=200),
+        facets: bool = Query(False, description="also return the values each filter can take"),
+    ) -> dict[str, Any]:
+        try:
+            result = catalog.search(
+                KINDS[kind], q=q, task=task, category=category, tag=tag, library=library, data_type=data_type,
+                gpu=gpu, source=source, sort=sort, page=page, per_page=per_page, viewer=viewer(user),
+            )
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        if facets:
+            result["facets"] = catalog.facets(KINDS[kind], viewer(user))
+        return result
+
+    @router.post("/{kind}", status_code=201, summary="Publish a module or tool (role intermediate or advanced)")
+    async def publish(kind: KindPath, body: pub.PublishRequest, user: User) -> dict[str, Any]:
+        role, vo = account(user)
+
+        def resolve(path: str) -> Path:
+            try:
+                rel = clean_relpath(path.removeprefix("storage/"))
+            except StoragePathError as e:
+                raise pub.PublishError(str(e)) from None
+            folder = settings.user_storage(user.name) / rel
+            if not folder.is_dir():
+                raise pub.PublishError(f"no folder {path!r} in your storage")
+            return folder
+
+        catalog.ensure_loaded()
+        taken = {i for (k, i), item in catalog._items.items() if item.source != "published"}
+        try:
+            row = pub.publish(settings.db_url, body, kind=KINDS[kind], owner=user.name, role=role, vo=vo,
+                              resolve_package=resolve, existing_ids=taken)
+        except pub.PublishError as e:
+            raise HTTPException(e.status, str(e)) from None
+        except ValueError as e:  # metadata text that does not parse
+            raise HTTPException(400, f"invalid metadata: {e}") from None
+        catalog.reload()
+        return _detail(find(kind, row.id, user))
+
+    @router.get("/{kind}/{item_id}", summary="One item, with its rendered description and resource defaults")
+    async def get_item(kind: KindPath, item_id: str, user: MaybeUser) -> dict[str, Any]:
+        return _detail(find(kind, item_id, user))
+
+    @router.get("/{kind}/{item_id}/config", summary="The deploy form of an item for you (user.yaml shape)")
+    async def get_config(
+        kind: KindPath,
+        item_id: str,
+        user: MaybeUser,
+        purpose: Literal["inference", "training"] = "inference",
+    ) -> dict[str, Any]:
+        item = find(kind, item_id, user)
+        role, _ = account(user)
+        return deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus, purpose=purpose)
+
+    @router.post("/{kind}/{item_id}/promote", summary="Make a published item visible to everyone (admin)")
+    async def promote(kind: KindPath, item_id: str, user: User) -> dict[str, Any]:
+        require_admin(user)
+        item = find(kind, item_id, user)
+        if item.source != "published":
+            raise HTTPException(400, f"{item_id!r} comes from source {item.source!r}, not a publication")
+        pub.set_visibility(settings.db_url, item_id, "public")
+        catalog.reload()
+        return _detail(find(kind, item_id, user))
+
+    @router.delete("/{kind}/{item_id}", summary="Withdraw a published item (its owner or an admin)")
+    async def withdraw(kind: KindPath, item_id: str, user: User) -> dict[str, str]:
+        item = find(kind, item_id, user)
+        if item.source != "published":
+            raise HTTPException(400, f"{item_id!r} comes from source {item.source!r}: only publications can be withdrawn")
+        if item.owner != user.name and not user.admin:
+            raise HTTPException(403, "only its owner or an admin can withdraw it")
+        pub.unpublish(settings.db_url, item_id)
+        catalog.reload()
+        return {"withdrawn": item_id}
+
+    return router
+
+
+def _detail(item: CatalogItem) -> dict[str, Any]:
+    out = item.model_dump(exclude={"metadata"})
+    out.update(item.summary_dict())
+    out["description_html"] = description_html(item.description)
+    out["metadata"] = item.metadata
+    return out

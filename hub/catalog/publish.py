@@ -1,0 +1,115 @@
+"""Publishing a user's module or tool into the catalog (private, VO, or public once promoted)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from ai4lab.catalog import metadata as md
+from ai4lab.db import PublishedItem, session_scope
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,99}$")
+PUBLISH_ROLES = ("intermediate", "advanced")
+
+
+class PublishError(ValueError):
+    """A publish request that cannot be honoured; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PublishRequest(BaseModel):
+    id: str = Field(description="item id: lower-case letters, digits, '.', '_', '-'")
+    metadata: dict[str, Any] | None = Field(default=None, description="AI4OS metadata (v2) as JSON")
+    metadata_yaml: str | None = Field(default=None, description="or the ai4-metadata.yml text")
+    package_path: str | None = Field(
+        default=None, description="folder in your storage holding the module's Python package"
+    )
+    docker_image: str | None = Field(default=None, description="container image (with tag) for clusters")
+    visibility: str = Field(default="private", description="private or vo (public needs an admin)")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict, description="where it comes from: parent module, dataset, MLflow run ..."
+    )
+
+
+def publish(
+    db_url: str,
+    req: PublishRequest,
+    *,
+    kind: str,
+    owner: str,
+    role: str,
+    vo: str | None,
+    resolve_package: Any,
+    existing_ids: set[str],
+) -> PublishedItem:
+    """Validate and store; ``resolve_package(path) -> Path`` maps a storage path to a local folder."""
+    if role not in PUBLISH_ROLES:
+        raise PublishError(f"publishing needs role intermediate or advanced; yours is {role}", 403)
+    if not ID_RE.match(req.id):
+        raise PublishError(f"invalid id {req.id!r}: use 2-100 lower-case letters, digits, '.', '_' or '-'")
+    if req.visibility not in ("private", "vo"):
+        raise PublishError("visibility must be 'private' or 'vo'; an admin promotes items to public")
+    if req.visibility == "vo" and not vo:
+        raise PublishError("you belong to no VO: publish as private")
+    if (req.metadata is None) == (req.metadata_yaml is None):
+        raise PublishError("give exactly one of metadata (JSON) or metadata_yaml (text)")
+    data = req.metadata if req.metadata is not None else md.parse_text(req.metadata_yaml or "", "ai4-metadata.yml")
+    try:
+        data = md.validate(data)
+    except md.MetadataError as e:
+        raise PublishError(f"invalid metadata: {e}") from None
+    package: Path | None = None
+    if req.package_path:
+        package = resolve_package(req.package_path)
+        if not (package / "pyproject.toml").is_file() and not (package / "setup.py").is_file():
+            raise PublishError(f"{req.package_path!r} holds no Python package (no pyproject.toml or setup.py)")
+    if not package and not req.docker_image and not (data.get("links") or {}).get("docker_image"):
+        raise PublishError("say how to run it: package_path, docker_image or links.docker_image in the metadata")
+    with session_scope(db_url) as db:
+        row = db.get(PublishedItem, req.id)
+        if row is not None and row.owner != owner:
+            raise PublishError(f"id {req.id!r} is taken by another user's item", 409)
+        if row is None and req.id in existing_ids:
+            raise PublishError(f"id {req.id!r} is already in the catalog: choose another", 409)
+        if row is None:
+            row = PublishedItem(id=req.id, kind=kind, owner=owner)
+            db.add(row)
+        elif row.kind != kind:
+            raise PublishError(f"{req.id!r} is a {row.kind}, not a {kind}", 409)
+        row.vo = vo
+        row.visibility = req.visibility
+        row.item_metadata = data
+        row.package_path = str(package) if package else None
+        row.docker_image = req.docker_image
+        row.lineage = req.lineage
+        return row
+
+
+def set_visibility(db_url: str, item_id: str, visibility: str) -> PublishedItem | None:
+    if visibility not in ("private", "vo", "public"):
+        raise PublishError("visibility must be private, vo or public")
+    with session_scope(db_url) as db:
+        row = db.get(PublishedItem, item_id)
+        if row is not None:
+            row.visibility = visibility
+        return row
+
+
+def unpublish(db_url: str, item_id: str) -> bool:
+    with session_scope(db_url) as db:
+        row = db.get(PublishedItem, item_id)
+        if row is None:
+            return False
+        db.delete(row)
+        return True
+
+
+def metadata_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,244 @@
+"""The merged catalog: sources in priority order, published items, search and filters.
+
+Kept in memory (a marketplace is hundreds of items, not millions) with a
+lower-cased text per item, so that listing and searching is a scan of plain
+strings. Remote sources are read from their cache; ``refresh()`` fetches them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ai4lab.catalog import metadata as md
+from ai4lab.catalog.model import CatalogItem, ItemError, Kind
+from ai4lab.catalog.sources import LoadResult, RemoteCatalog, load_folder_source
+from ai4lab.settings import SourceConfig
+from ai4lab.db import PublishedItem, session_scope
+
+SORTS = ("relevance", "title", "updated", "-updated")
+_WORD = re.compile(r"[\w.+-]+")
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking: decides which published items are visible."""
+
+    name: str | None = None
+    vo: str | None = None
+    admin: bool = False
+
+
+ANONYMOUS = Viewer()
+
+
+def _text(item: CatalogItem) -> dict[str, str]:
+    return {
+        "title": item.title.lower(),
+        "tags": " ".join(item.tags).lower(),
+        "summary": item.summary.lower(),
+        "other": " ".join([item.id, item.description, *item.tasks, *item.categories, *item.libraries]).lower(),
+    }
+
+
+_WEIGHTS = {"title": 4.0, "tags": 3.0, "summary": 2.0, "other": 1.0}
+
+
+def score(words: list[str], text: dict[str, str]) -> float:
+    """Sum of field weights for each query word found; 0 when any word is missing."""
+    total = 0.0
+    for w in words:
+        hit = sum(weight for field, weight in _WEIGHTS.items() if w in text[field])
+        if hit == 0:
+            return 0.0
+        total += hit
+    return total
+
+
+def _matches(values: list[str], wanted: str | None) -> bool:
+    return wanted is None or wanted.lower() in (v.lower() for v in values)
+
+
+class Catalog:
+    def __init__(self, sources: list[SourceConfig], cache_root: Path, db_url: str) -> None:
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"catalog source names must be unique: {names}")
+        self.sources = sources
+        self.cache_root = cache_root
+        self.db_url = db_url
+        self.remotes = {s.name: RemoteCatalog(s, cache_root) for s in sources if s.type in ("git", "http")}
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, str], CatalogItem] = {}
+        self._text: dict[tuple[str, str], dict[str, str]] = {}
+        self._errors: list[ItemError] = []
+        self._stamp: tuple[float, ...] = ()
+        self._loaded = False
+
+    # -- loading ------------------------------------------------------------------------
+    def _load_source(self, cfg: SourceConfig) -> LoadResult:
+        if cfg.type == "folder":
+            return load_folder_source(cfg)
+        remote = self.remotes[cfg.name]
+        result = remote.load_cached()
+        status = remote.status()
+        if status.get("last_error") and status.get("last_error_at", 0) >= (status.get("fetched_at") or 0):
+            result.errors.insert(0, ItemError(source=cfg.name, item="*", reason=status["last_error"]))
+        elif result.fetched_at is None:
+            result.errors.insert(0, ItemError(source=cfg.name, item="*", reason="not fetched yet: refresh the catalog"))
+        return result
+
+    def _published(self) -> list[CatalogItem]:
+        with session_scope(self.db_url) as db:
+            rows = list(db.scalars(select(PublishedItem)))
+        items = []
+        for row in rows:
+            item = md.to_item(
+                row.item_metadata, item_id=row.id, kind=row.kind,  # type: ignore[arg-type]
+                source="published", package_path=Path(row.package_path) if row.package_path else None,
+            )
+            if row.docker_image:
+                item.run.docker_image, item.run.docker_tag = md._split_image(row.docker_image)
+            item.owner, item.vo, item.visibility, item.lineage = row.owner, row.vo, row.visibility, row.lineage  # type: ignore[assignment]
+            items.append(item)
+        return items
+
+    def _cache_stamp(self) -> tuple[float, ...]:
+        stamps = []
+        for remote in self.remotes.values():
+            try:
+                stamps.append(remote.status_file.stat().st_mtime)
+            except OSError:
+                stamps.append(0.0)
+        return tuple(stamps)
+
+    def reload(self) -> None:
+        """Re-read every source (cheap for remote ones: their cache) and the published items."""
+        items: dict[tuple[str, str], CatalogItem] = {}
+        errors: list[ItemError] = []
+        results = [(cfg.name, self._load_source(cfg)) for cfg in self.sources]
+        results.append(("published", LoadResult(items=self._published())))
+        for name, result in results:
+            errors.extend(result.errors)
+            for item in result.items:
+                key = (item.kind, item.id)
+                if key in items:
+                    errors.append(ItemError(
+                        source=name, item=item.id,
+                        reason=f"{item.kind} {item.id!r} is also in source {items[key].source!r}, which comes first",
+                    ))
+                    continue
+                items[key] = item
+        with self._lock:
+            self._items = items
+            self._text = {k: _text(v) for k, v in items.items()}
+            self._errors = errors
+            self._stamp = self._cache_stamp()
+            self._loaded = True
+
+    def ensure_loaded(self) -> None:
+        """Load on first use, and again when another process refreshed a remote cache."""
+        if not self._loaded or self._cache_stamp() != self._stamp:
+            self.reload()
+
+    def refresh(self, force: bool = True) -> list[ItemError]:
+        """Fetch remote sources (all, or only the stale ones) and reload."""
+        for remote in self.remotes.values():
+            if force or remote.stale():
+                remote.refresh()
+        self.reload()
+        return self.errors()
+
+    # -- queries --------------------------------------------------------------------------
+    def errors(self) -> list[ItemError]:
+        self.ensure_loaded()
+        return list(self._errors)
+
+    @staticmethod
+    def visible(item: CatalogItem, viewer: Viewer) -> bool:
+        if item.visibility == "public" or viewer.admin:
+            return True
+        if viewer.name and item.owner == viewer.name:
+            return True
+        return item.visibility == "vo" and viewer.vo is not None and item.vo == viewer.vo
+
+    def get(self, kind: Kind, item_id: str, viewer: Viewer = ANONYMOUS) -> CatalogItem | None:
+        self.ensure_loaded()
+        item = self._items.get((kind, item_id))
+        return item if item is not None and self.visible(item, viewer) else None
+
+    def search(
+        self,
+        kind: Kind,
+        *,
+        q: str | None = None,
+        task: str | None = None,
+        category: str | None = None,
+        tag: str | None = None,
+        library: str | None = None,
+        data_type: str | None = None,
+        gpu: bool | None = None,
+        source: str | None = None,
+        sort: str = "relevance",
+        page: int = 1,
+        per_page: int = 20,
+        viewer: Viewer = ANONYMOUS,
+    ) -> dict[str, Any]:
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r}: use one of {', '.join(SORTS)}")
+        self.ensure_loaded()
+        words = [w.lower() for w in _WORD.findall(q or "")]
+        hits: list[tuple[float, CatalogItem]] = []
+        with self._lock:
+            pairs = [(k, v) for k, v in self._items.items() if k[0] == kind]
+            texts = self._text
+        for key, item in pairs:
+            if not self.visible(item, viewer):
+                continue
+            if not (_matches(item.tasks, task) and _matches(item.categories, category) and _matches(item.tags, tag)
+                    and _matches(item.libraries, library) and _matches(item.data_types, data_type)):
+                continue
+            if gpu is not None and item.gpu_capable != gpu:
+                continue
+            if source is not None and item.source != source:
+                continue
+            s = score(words, texts[key]) if words else 1.0
+            if s > 0:
+                hits.append((s, item))
+        if sort == "title":
+            hits.sort(key=lambda h: h[1].title.lower())
+        elif sort in ("updated", "-updated"):
+            hits.sort(key=lambda h: h[1].updated or "", reverse=sort == "-updated")
+        else:
+            hits.sort(key=lambda h: (-h[0], h[1].title.lower()))
+        total = len(hits)
+        start = (page - 1) * per_page
+        return {
+            "items": [h[1].summary_dict() for h in hits[start : start + per_page]],
+            "total": total,
+            "page": page,
+            "per_page": per_page,
+            "pages": max(1, math.ceil(total / per_page)),
+        }
+
+    def facets(self, kind: Kind, viewer: Viewer = ANONYMOUS) -> dict[str, list[str]]:
+        """The values the filters can take, for the marketplace's filter menus."""
+        self.ensure_loaded()
+        out: dict[str, set[str]] = {"tasks": set(), "categories": set(), "tags": set(), "libraries": set(),
+                                    "data_types": set(), "sources": set()}
+        for (k, _), item in self._items.items():
+            if k != kind or not self.visible(item, viewer):
+                continue
+            out["tasks"].update(item.tasks)
+            out["categories"].update(item.categories)
+            out["tags"].update(item.tags)
+            out["libraries"].update(item.libraries)
+            out["data_types"].update(item.data_types)
+            out["sources"].add(item.source)
+        return {k: sorted(v, key=str.lower) for k, v in out.items()}
