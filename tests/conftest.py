@@ -7,19 +7,36 @@ their own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import ai4os_data
 from tests.platform_harness import Platform
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def remote_catalogs(tmp_path_factory: pytest.TempPathFactory) -> ai4os_data.RemoteCatalogs:
+    """AI4OS-layout catalogs (local git repos) built from the real metadata in ../shared/data."""
+    return ai4os_data.build(Path(tmp_path_factory.mktemp("ai4os")) / "catalogs")
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_data.RemoteCatalogs) -> Iterator[Platform]:
     # two pretend GPUs: the inventory logic (CUDA_VISIBLE_DEVICES, exclusivity) needs no real device
     gpus = '[{"id": "0", "model": "Tesla T4"}, {"id": "1", "model": "Tesla T4"}]'
-    p = Platform.create(Path(tmp_path_factory.mktemp("platform")) / "state", gpus=gpus)
+    from ai4lab.settings import bundled_catalog_path
+
+    sources = [
+        {"name": "bundled", "type": "folder", "path": str(bundled_catalog_path())},
+        *remote_catalogs.sources(),
+        {"name": "broken", "type": "git", "kind": "module", "url": "file:///nonexistent/catalog"},
+    ]
+    p = Platform.create(
+        Path(tmp_path_factory.mktemp("platform")) / "state", gpus=gpus, catalog_sources=json.dumps(sources)
+    )
     p.start()
     try:
         yield p

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -48,6 +49,10 @@ class HubAuthenticator:
             oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID", "unset"),
             pkce_enabled=False,
         )
+        # token -> (checked at, user): the hub is asked again after cache_seconds, so a
+        # revoked token stops working within that time
+        self.cache_seconds = 30.0
+        self._checked: dict[str, tuple[float, HubUser]] = {}
 
     @property
     def cookie_name(self) -> str:
@@ -65,6 +70,17 @@ class HubAuthenticator:
         return bool(self._header_token(request) or request.cookies.get(self.cookie_name))
 
     async def user_for(self, request: Request) -> HubUser:
+        token = self._header_token(request) or request.cookies.get(self.cookie_name)
+        hit = self._checked.get(token) if token else None
+        if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
+            return hit[1]
+        user = await self._check(request)
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        self._checked[user.token] = (time.monotonic(), user)
+        return user
+
+    async def _check(self, request: Request) -> HubUser:
         token = self._header_token(request)
         from_cookie = False
         if not token:

@@ -1,11 +1,13 @@
 """Catalog routes of the platform API: browse and search (anyone), deploy forms, publish, admin."""
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
 
 from ai4lab import accounts
 from ai4lab.api.auth import HubUser
@@ -32,12 +34,20 @@ def build_router(
     User = Annotated[HubUser, Depends(current_user)]
     MaybeUser = Annotated[HubUser | None, Depends(optional_user)]
 
-    def account(user: HubUser | None) -> tuple[str, str | None]:
+    recent: dict[str, tuple[float, str, str | None]] = {}
+
+    def account(user: HubUser | None, max_age: float = 10) -> tuple[str, str | None]:
+        """Role and VO, remembered a few seconds: browsing must not cost a query per request."""
         if user is None:
             return "basic", None
+        now = time.monotonic()
+        hit = recent.get(user.name)
+        if hit and now - hit[0] < max_age:
+            return hit[1], hit[2]
         acc = accounts.get_user(settings.db_url, user.name) or accounts.ensure_user(
             settings.db_url, user.name, admin=user.admin
         )
+        recent[user.name] = (now, acc.role, acc.vo)
         return acc.role, acc.vo
 
     def viewer(user: HubUser | None) -> Viewer:
@@ -83,7 +93,7 @@ def build_router(
         page: int = Query(1, ge=1),
         per_page: int = Query(20, ge=1, le=200),
         facets: bool = Query(False, description="also return the values each filter can take"),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         try:
             result = catalog.search(
                 KINDS[kind], q=q, task=task, category=category, tag=tag, library=library, data_type=data_type,
@@ -93,7 +103,7 @@ def build_router(
             raise HTTPException(400, str(e)) from None
         if facets:
             result["facets"] = catalog.facets(KINDS[kind], viewer(user))
-        return result
+        return JSONResponse(result)  # plain dicts already: skip FastAPI's re-encoding
 
     @router.post("/{kind}", status_code=201, summary="Publish a module or tool (role intermediate or advanced)")
     async def publish(kind: KindPath, body: pub.PublishRequest, user: User) -> dict[str, Any]:

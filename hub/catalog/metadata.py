@@ -8,14 +8,15 @@ migration and must then pass the v2 schema, else it is refused with the reason.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ai4_metadata import metadata as ai4_schema
 from ai4_metadata import migrate as ai4_migrate
-from ai4_metadata import validate as ai4_validate
 from ai4_metadata.exceptions import MetadataValidationError
+from jsonschema.exceptions import best_match
 
 from ai4lab.catalog.model import CatalogItem, Kind, Resources, RunInfo
 
@@ -72,12 +73,24 @@ def convert_legacy(data: dict[str, Any]) -> dict[str, Any]:
         Path(f.name).unlink(missing_ok=True)
 
 
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    # ai4-metadata builds (and checks) the validator anew on every call: ~10 ms an item
+    return ai4_schema.get_validator_for_schema(_schema())
+
+
+def _check(data: dict[str, Any]) -> None:
+    error = best_match(_validator().iter_errors(data))
+    if error is not None:
+        raise MetadataValidationError("no-file", error)
+
+
 def validate(data: dict[str, Any]) -> dict[str, Any]:
     """The v2 metadata (converted from v1 when needed), or MetadataError with the reason."""
     if is_legacy(data):
         converted = convert_legacy(data)
         try:
-            ai4_validate.validate_json(converted, _schema())
+            _check(converted)
         except MetadataValidationError as e:
             raise MetadataError(
                 f"v1 metadata could not be converted to v2: {_reason(e)}; "
@@ -85,7 +98,7 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
             ) from None
         return converted
     try:
-        ai4_validate.validate_json(data, _schema())
+        _check(data)
     except MetadataValidationError as e:
         raise MetadataError(_reason(e)) from None
     return data

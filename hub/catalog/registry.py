@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,31 +39,45 @@ class Viewer:
 ANONYMOUS = Viewer()
 
 
-def _text(item: CatalogItem) -> dict[str, str]:
-    return {
-        "title": item.title.lower(),
-        "tags": " ".join(item.tags).lower(),
-        "summary": item.summary.lower(),
-        "other": " ".join([item.id, item.description, *item.tasks, *item.categories, *item.libraries]).lower(),
-    }
+_WEIGHTS = (("title", 4.0), ("tags", 3.0), ("summary", 2.0), ("other", 1.0))
 
 
-_WEIGHTS = {"title": 4.0, "tags": 3.0, "summary": 2.0, "other": 1.0}
+@dataclass
+class Indexed:
+    """An item with what search needs precomputed: lower-cased texts, filter sets, its summary."""
+
+    item: CatalogItem
+    title: str
+    fields: dict[str, str]
+    everything: str
+    facets: dict[str, frozenset[str]]
+    summary: dict[str, Any]
+
+    @classmethod
+    def of(cls, item: CatalogItem) -> "Indexed":
+        fields = {
+            "title": item.title.lower(),
+            "tags": " ".join(item.tags).lower(),
+            "summary": item.summary.lower(),
+            "other": " ".join([item.id, item.description, *item.tasks, *item.categories, *item.libraries]).lower(),
+        }
+        lower = lambda values: frozenset(v.lower() for v in values)  # noqa: E731
+        return cls(
+            item=item, title=fields["title"], fields=fields, everything=" ".join(fields.values()),
+            facets={"task": lower(item.tasks), "category": lower(item.categories), "tag": lower(item.tags),
+                    "library": lower(item.libraries), "data_type": lower(item.data_types)},
+            summary=item.summary_dict(),
+        )
 
 
-def score(words: list[str], text: dict[str, str]) -> float:
+def score(words: list[str], entry: Indexed) -> float:
     """Sum of field weights for each query word found; 0 when any word is missing."""
     total = 0.0
     for w in words:
-        hit = sum(weight for field, weight in _WEIGHTS.items() if w in text[field])
-        if hit == 0:
+        if w not in entry.everything:
             return 0.0
-        total += hit
+        total += sum(weight for name, weight in _WEIGHTS if w in entry.fields[name])
     return total
-
-
-def _matches(values: list[str], wanted: str | None) -> bool:
-    return wanted is None or wanted.lower() in (v.lower() for v in values)
 
 
 class Catalog:
@@ -76,10 +91,14 @@ class Catalog:
         self.remotes = {s.name: RemoteCatalog(s, cache_root) for s in sources if s.type in ("git", "http")}
         self._lock = threading.Lock()
         self._items: dict[tuple[str, str], CatalogItem] = {}
-        self._text: dict[tuple[str, str], dict[str, str]] = {}
+        self._by_kind: dict[str, list[Indexed]] = {}
         self._errors: list[ItemError] = []
         self._stamp: tuple[float, ...] = ()
         self._loaded = False
+        # ordered hits of recent queries; marketplace pages repeat the same few queries a lot
+        self._results: OrderedDict[tuple[Any, ...], list[Indexed]] = OrderedDict()
+        self.result_cache_size = 512
+        self._restricted = False
 
     # -- loading ------------------------------------------------------------------------
     def _load_source(self, cfg: SourceConfig) -> LoadResult:
@@ -137,9 +156,12 @@ class Catalog:
                 items[key] = item
         with self._lock:
             self._items = items
-            self._text = {k: _text(v) for k, v in items.items()}
+            self._by_kind = {kind: [Indexed.of(v) for k, v in items.items() if k[0] == kind]
+                             for kind in ("module", "tool")}
             self._errors = errors
             self._stamp = self._cache_stamp()
+            self._results.clear()
+            self._restricted = any(item.visibility != "public" for item in items.values())
             self._loaded = True
 
     def ensure_loaded(self) -> None:
@@ -193,39 +215,58 @@ class Catalog:
         if sort not in SORTS:
             raise ValueError(f"unknown sort {sort!r}: use one of {', '.join(SORTS)}")
         self.ensure_loaded()
-        words = [w.lower() for w in _WORD.findall(q or "")]
-        hits: list[tuple[float, CatalogItem]] = []
+        # everyone sees the same thing unless some items are private or VO-only
+        who = viewer if self._restricted else ANONYMOUS
+        key = (kind, q, task, category, tag, library, data_type, gpu, source, sort, who)
         with self._lock:
-            pairs = [(k, v) for k, v in self._items.items() if k[0] == kind]
-            texts = self._text
-        for key, item in pairs:
-            if not self.visible(item, viewer):
-                continue
-            if not (_matches(item.tasks, task) and _matches(item.categories, category) and _matches(item.tags, tag)
-                    and _matches(item.libraries, library) and _matches(item.data_types, data_type)):
-                continue
-            if gpu is not None and item.gpu_capable != gpu:
-                continue
-            if source is not None and item.source != source:
-                continue
-            s = score(words, texts[key]) if words else 1.0
-            if s > 0:
-                hits.append((s, item))
-        if sort == "title":
-            hits.sort(key=lambda h: h[1].title.lower())
-        elif sort in ("updated", "-updated"):
-            hits.sort(key=lambda h: h[1].updated or "", reverse=sort == "-updated")
-        else:
-            hits.sort(key=lambda h: (-h[0], h[1].title.lower()))
-        total = len(hits)
+            ordered = self._results.get(key)
+            if ordered is not None:
+                self._results.move_to_end(key)
+        if ordered is None:
+            ordered = self._ordered_hits(kind, q, task, category, tag, library, data_type, gpu, source, sort, viewer)
+            with self._lock:
+                self._results[key] = ordered
+                while len(self._results) > self.result_cache_size:
+                    self._results.popitem(last=False)
+        total = len(ordered)
         start = (page - 1) * per_page
         return {
-            "items": [h[1].summary_dict() for h in hits[start : start + per_page]],
+            "items": [entry.summary for entry in ordered[start : start + per_page]],
             "total": total,
             "page": page,
             "per_page": per_page,
             "pages": max(1, math.ceil(total / per_page)),
         }
+
+    def _ordered_hits(
+        self, kind: Kind, q: str | None, task: str | None, category: str | None, tag: str | None,
+        library: str | None, data_type: str | None, gpu: bool | None, source: str | None, sort: str,
+        viewer: Viewer,
+    ) -> list[Indexed]:
+        words = [w.lower() for w in _WORD.findall(q or "")]
+        wanted = {name: value.lower() for name, value in (("task", task), ("category", category), ("tag", tag),
+                                                          ("library", library), ("data_type", data_type)) if value}
+        hits: list[tuple[float, Indexed]] = []
+        for entry in self._by_kind.get(kind, []):
+            item = entry.item
+            if item.visibility != "public" and not self.visible(item, viewer):
+                continue
+            if wanted and any(value not in entry.facets[name] for name, value in wanted.items()):
+                continue
+            if gpu is not None and item.gpu_capable != gpu:
+                continue
+            if source is not None and item.source != source:
+                continue
+            s = score(words, entry) if words else 1.0
+            if s > 0:
+                hits.append((s, entry))
+        if sort == "title":
+            hits.sort(key=lambda h: h[1].title)
+        elif sort in ("updated", "-updated"):
+            hits.sort(key=lambda h: h[1].item.updated or "", reverse=sort == "-updated")
+        else:
+            hits.sort(key=lambda h: (-h[0], h[1].title))
+        return [h[1] for h in hits]
 
     def facets(self, kind: Kind, viewer: Viewer = ANONYMOUS) -> dict[str, list[str]]:
         """The values the filters can take, for the marketplace's filter menus."""

@@ -1,0 +1,1 @@
+"""Benchmarks of ai4lab: each writes JSON to bench/results/ and prints a short table."""

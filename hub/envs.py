@@ -1,0 +1,259 @@
+"""One cached virtual environment per catalog item (AI module, tool).
+
+Why: catalog items pin libraries the platform cannot share. DEEPaaS needs
+``webargs<6``, ``apispec<4`` and ``marshmallow<4``; real AI4OS modules pin
+older things still. On a cluster every module runs in its own image; on one
+machine the equivalent is one virtual environment per item, built from the
+item's own ``pyproject.toml`` and kept until its sources change. ``uv`` (a
+dependency of the platform) builds one in seconds from its package cache.
+
+How:
+
+* The environment's name carries a hash of the item's sources (file names and
+  contents, not mtimes: a fresh checkout must not rebuild anything), the
+  extras and the Python version, so a changed module gets a new environment
+  and an unchanged one is reused.
+* It is built in a scratch folder next to the cache and renamed into place
+  only when complete: an environment that exists is a working one.
+* An ``fcntl`` lock per environment makes a second process wait for the first
+  build and then reuse it, instead of building the same thing twice.
+* The environment is made ``--relocatable`` (its console scripts find their
+  interpreter relative to themselves), which is what makes the final rename
+  safe.
+* The sources are copied before installing: setuptools writes ``build/`` and
+  ``*.egg-info`` into the tree it builds, and two builds of one tree at once
+  would trip over each other.
+
+Usage::
+
+    from ai4lab.envs import ensure_env, env_bin
+
+    env = ensure_env(Path("config/catalog/modules/ai4lab-digits"))
+    subprocess.Popen([env_bin(env, "deepaas-run"), "--listen-port", "5000"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+__all__ = ["EnvBuildError", "default_cache_root", "ensure_env", "env_bin", "find_uv", "source_hash"]
+
+#: Environment variable that moves the cache (e.g. onto a bigger disk).
+ENVS_DIR_VAR = "AI4LAB_ENVS_DIR"
+#: Metadata written into each environment (what it was built from, what it holds).
+MARKER = "ai4lab-env.json"
+#: Bumped when the layout of an environment changes, so old ones are not reused.
+LAYOUT_VERSION = "1"
+
+#: Folders that are by-products of builds or tool caches, not sources.
+_IGNORED_DIRS = frozenset(
+    {"__pycache__", ".git", ".hg", ".svn", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+     ".tox", ".nox", ".venv", "venv", "build", "dist", "node_modules", ".ipynb_checkpoints"}
+)
+_IGNORED_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".swp")
+#: Lines of uv's output kept in an EnvBuildError.
+_TAIL_LINES = 40
+
+
+class EnvBuildError(RuntimeError):
+    """Building an item's environment failed; carries the end of uv's output.
+
+    The tail is what a user (or a spawn progress message) needs to see: the
+    resolver conflict or the build error, not just "exit status 1".
+    """
+
+    def __init__(self, item_dir: Path, step: str, returncode: int | None, output: str) -> None:
+        self.item_dir = Path(item_dir)
+        self.step = step
+        self.returncode = returncode
+        lines = output.strip().splitlines()
+        self.output_tail = "\n".join(lines[-_TAIL_LINES:])
+        status = "timed out" if returncode is None else f"exit status {returncode}"
+        super().__init__(
+            f"building the environment of {self.item_dir.name} failed at {step!r} ({status}):\n{self.output_tail}"
+        )
+
+
+def default_cache_root() -> Path:
+    """``$AI4LAB_ENVS_DIR``, else ``~/.cache/ai4lab/envs``.
+
+    Under the user's cache rather than the platform state: environments are
+    disposable (rebuilt from sources in seconds) and can be large.
+    """
+    value = os.environ.get(ENVS_DIR_VAR)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "ai4lab" / "envs"
+
+
+def find_uv() -> Path:
+    """The ``uv`` installed next to the running interpreter (a platform dependency), else on PATH.
+
+    Next to ``sys.executable`` first, so that the platform uses the uv version
+    it was installed with, whatever is first on the user's PATH.
+    """
+    local = Path(sys.executable).parent / "uv"
+    if local.is_file() and os.access(local, os.X_OK):
+        return local
+    found = shutil.which("uv")
+    if found:
+        return Path(found)
+    raise FileNotFoundError(f"uv not found next to {sys.executable} nor on PATH (pip install uv)")
+
+
+def _source_files(item_dir: Path) -> Iterator[Path]:
+    """Source files of an item, in a stable order, without build by-products."""
+    for root, dirs, files in os.walk(item_dir):
+        dirs[:] = sorted(d for d in dirs if d not in _IGNORED_DIRS and not d.endswith(_IGNORED_SUFFIXES))
+        for name in sorted(files):
+            if not name.endswith(_IGNORED_SUFFIXES):
+                yield Path(root) / name
+
+
+def source_hash(item_dir: Path, extras: Sequence[str] = ()) -> str:
+    """Hex digest identifying what an environment is built from.
+
+    Covers the contents and relative paths of the sources (so edits, added and
+    removed files count, and touching or re-cloning does not), the extras, and
+    the interpreter (an environment is tied to its Python).
+    """
+    item_dir = Path(item_dir)
+    h = hashlib.sha256()
+    h.update(f"ai4lab-env/{LAYOUT_VERSION}\0{sys.implementation.cache_tag}\0{sys.version}\0".encode())
+    h.update(("extras:" + ",".join(sorted(set(extras))) + "\0").encode())
+    for path in _source_files(item_dir):
+        h.update(path.relative_to(item_dir).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def env_bin(env_dir: Path, name: str) -> Path:
+    """Path of the executable ``name`` (``python``, ``deepaas-run``, ...) inside an environment.
+
+    Raises ``FileNotFoundError`` naming the environment, which is clearer than
+    the ``ENOENT`` a subprocess would report.
+    """
+    path = Path(env_dir) / ("Scripts" if os.name == "nt" else "bin") / name
+    if not path.exists():
+        raise FileNotFoundError(f"{name!r} is not installed in the environment {env_dir}")
+    return path
+
+
+def _env_name(item_dir: Path, digest: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", item_dir.resolve().name).strip("-.") or "item"
+    return f"{safe}-{digest[:16]}"
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Exclusive ``flock`` on ``lock_path``: released by the kernel even if the holder dies."""
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float) -> str:
+    try:
+        proc = subprocess.run(
+            cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        raise EnvBuildError(item_dir, step, None, out + f"\n(timed out after {timeout:.0f}s)") from None
+    if proc.returncode != 0:
+        raise EnvBuildError(item_dir, step, proc.returncode, proc.stdout)
+    return proc.stdout
+
+
+def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], timeout: float) -> None:
+    """Build the environment in a scratch folder beside ``final``, then rename it into place."""
+    uv = str(find_uv())
+    deadline = time.monotonic() + timeout
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
+    try:
+        src, env = work / "src", work / "env"
+        shutil.copytree(item_dir, src, ignore=_ignore_by_products)
+        target = f"{src}[{','.join(extras)}]" if extras else str(src)
+        # cwd=work: uv must not pick up the requires-python / config of whatever project we run in.
+        _run([uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(env)],
+             item_dir=item_dir, step="uv venv", cwd=work, timeout=max(1.0, deadline - time.monotonic()))
+        python = env_bin(env, "python")
+        _run([uv, "pip", "install", "--python", str(python), target],
+             item_dir=item_dir, step="uv pip install", cwd=work, timeout=max(1.0, deadline - time.monotonic()))
+        frozen = _run([uv, "pip", "freeze", "--python", str(python)],
+                      item_dir=item_dir, step="uv pip freeze", cwd=work, timeout=max(1.0, deadline - time.monotonic()))
+        marker = {
+            "item": item_dir.name,
+            "source": str(item_dir),
+            "hash": digest,
+            "extras": list(extras),
+            "python": sys.version.split()[0],
+            "uv": _run([uv, "--version"], item_dir=item_dir, step="uv --version", cwd=work, timeout=30).strip(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "packages": frozen.split(),
+        }
+        (env / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        os.rename(env, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ignore_by_products(folder: str, names: list[str]) -> set[str]:
+    return {n for n in names if n in _IGNORED_DIRS or n.endswith(_IGNORED_SUFFIXES)}
+
+
+def ensure_env(
+    item_dir: Path,
+    cache_root: Path | None = None,
+    *,
+    extras: Sequence[str] = (),
+    timeout: float = 1800.0,
+) -> Path:
+    """Return a virtual environment with the package in ``item_dir`` installed, building it once.
+
+    ``item_dir`` is a folder with a ``pyproject.toml`` (or ``setup.py``), such
+    as ``config/catalog/modules/ai4lab-digits``. ``extras`` are installed too
+    (e.g. ``("test",)``). ``cache_root`` defaults to :func:`default_cache_root`.
+    The environment runs the same Python version as the platform.
+
+    Raises :class:`EnvBuildError` (with uv's output) when the build fails; a
+    failed build leaves nothing behind, so the next call tries again.
+    """
+    item_dir = Path(item_dir).resolve()
+    if not item_dir.is_dir():
+        raise FileNotFoundError(f"catalog item folder not found: {item_dir}")
+    if not ((item_dir / "pyproject.toml").is_file() or (item_dir / "setup.py").is_file()):
+        raise ValueError(f"{item_dir} is not a Python package (no pyproject.toml or setup.py)")
+    extras = tuple(sorted(set(extras)))
+    for extra in extras:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", extra):
+            raise ValueError(f"invalid extra name: {extra!r}")
+    root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+
+    digest = source_hash(item_dir, extras)
+    final = root / _env_name(item_dir, digest)
+    if (final / MARKER).is_file():  # fast path: no lock needed to reuse a finished environment
+        return final
+    with _locked(root / f".{final.name}.lock"):
+        if (final / MARKER).is_file():  # another process built it while we waited
+            return final
+        if final.exists():  # not ours to trust (e.g. copied in by hand without a marker)
+            shutil.rmtree(final)
+        _build(item_dir, final, digest, extras, timeout)
+    return final
