@@ -3,6 +3,7 @@
 # Idempotent and cached: a second run only checks stamps.
 #   scripts/install.sh          platform (venv + .[all], proxy, code-server)
 #   scripts/install.sh test     the same plus test extras and Chromium
+#   scripts/install.sh bench    the same as test, plus wrk (load generator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -30,7 +31,7 @@ apt_install() {
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11+ is required (found $("$PY" --version))"
 
 # --- Python environment -------------------------------------------------------
-extras="all"; [ "$WITH_TEST" = test ] && extras="all,test"
+extras="all"; case "$WITH_TEST" in test|bench) extras="all,test" ;; esac
 stamp="$VENV/.ai4lab-stamp"
 want="$(sha256sum pyproject.toml | cut -c1-16)-$extras"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -80,7 +81,6 @@ fi
 [ -e "$TOOLS/code-server/bin/code-server" ] && ln -sfn "$TOOLS/code-server/bin/code-server" "$TOOLS/bin/code-server"
 
 # --- test-only: headless Chromium from Debian ---------------------------------
-if [ "$WITH_TEST" = test ]; then
-    command -v chromium >/dev/null || apt_install chromium
-fi
+case "$WITH_TEST" in test|bench) command -v chromium >/dev/null || apt_install chromium ;; esac
+if [ "$WITH_TEST" = bench ]; then command -v wrk >/dev/null || apt_install wrk; fi
 log "ready (venv: $VENV, tools: $TOOLS/bin)"
