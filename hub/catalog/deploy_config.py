@@ -51,6 +51,8 @@ def deploy_config(
     if min_gpu > max_gpu:
         where = "this platform has none" if not gpus else f"at most {max_gpu} for your role"
         problems.append(f"needs {min_gpu} GPU(s), {where}")
+    if (need.disk_mb or 0) > MAX_DISK_MB:
+        problems.append(f"needs {need.disk_mb} MB disk, this platform offers at most {MAX_DISK_MB} MB")
     gpu_models = sorted({g.model for g in gpus})
     image = item.run.docker_image or ""
     services = ["deepaas"] if item.kind == "module" else ["tool"]
@@ -86,15 +88,20 @@ def deploy_config(
     }
 
 
-def check_choice(config: dict[str, Any], hardware: dict[str, float]) -> list[str]:
-    """Reasons why chosen hardware values fall outside the form's ranges (empty when fine)."""
+def check_choice(config: dict[str, Any], hardware: dict[str, Any]) -> list[str]:
+    """Reasons why chosen hardware values fall outside the form's ranges or options (empty when fine)."""
     errors = []
     for key, value in hardware.items():
         field = config["hardware"].get(key)
         if field is None:
-            errors.append(f"unknown hardware field {key!r}")
-            continue
-        low, high = field["range"]
-        if not (low <= value <= high):
-            errors.append(f"{key}={value:g} is outside [{low:g}, {high:g}]")
+            errors.append(f"unknown hardware field {key!r}: use {', '.join(config['hardware'])}")
+        elif "options" in field:
+            if value not in field["options"]:
+                errors.append(f"{key}={value!r} is not one of {field['options']}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
+            errors.append(f"{key} must be a number, got {value!r}")
+        else:
+            low, high = field["range"]
+            if not (low <= value <= high):
+                errors.append(f"{key}={value:g} is outside [{low:g}, {high:g}]")
     return errors

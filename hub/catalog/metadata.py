@@ -68,9 +68,25 @@ def convert_legacy(data: dict[str, Any]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(data, f)
     try:
-        return json.loads(json.dumps(ai4_migrate.migrate(Path(f.name))))
+        converted = json.loads(json.dumps(ai4_migrate.migrate(Path(f.name))))
+    except Exception as e:  # noqa: BLE001 - the migration trips over malformed v1 files in many ways
+        raise MetadataError(f"v1 metadata could not be converted to v2: {type(e).__name__}: {e}") from None
     finally:
         Path(f.name).unlink(missing_ok=True)
+    # the migration stamps "updated" with today's date; keep the item's own dates instead
+    dates = converted.get("dates") or {}
+    own = data.get("date_updated") or data.get("date_creation")
+    if own:
+        dates["updated"] = own
+    else:
+        dates.pop("updated", None)
+    if not dates.get("created"):
+        dates.pop("created", None)
+    if dates:
+        converted["dates"] = dates
+    else:
+        converted.pop("dates", None)
+    return converted
 
 
 @lru_cache(maxsize=1)
@@ -117,7 +133,10 @@ def _deepaas_entry_point(package: Path) -> str | None:
         return None
     import tomllib
 
-    data = tomllib.loads(pyproject.read_text())
+    try:
+        data = tomllib.loads(pyproject.read_text(errors="replace"))
+    except tomllib.TOMLDecodeError as e:
+        raise MetadataError(f"pyproject.toml of {package.name} is not valid TOML: {e}") from None
     eps = data.get("project", {}).get("entry-points", {}).get("deepaas.v2.model", {})
     return next(iter(eps), None)
 

@@ -70,6 +70,10 @@ def publish(
         package = resolve_package(req.package_path)
         if not (package / "pyproject.toml").is_file() and not (package / "setup.py").is_file():
             raise PublishError(f"{req.package_path!r} holds no Python package (no pyproject.toml or setup.py)")
+        try:
+            md.to_item(data, item_id=req.id, kind=kind, source="published", package_path=package)  # type: ignore[arg-type]
+        except md.MetadataError as e:
+            raise PublishError(str(e)) from None
     if not package and not req.docker_image and not (data.get("links") or {}).get("docker_image"):
         raise PublishError("say how to run it: package_path, docker_image or links.docker_image in the metadata")
     with session_scope(db_url) as db:

@@ -113,20 +113,24 @@ class Catalog:
             result.errors.insert(0, ItemError(source=cfg.name, item="*", reason="not fetched yet: refresh the catalog"))
         return result
 
-    def _published(self) -> list[CatalogItem]:
+    def _published(self) -> LoadResult:
         with session_scope(self.db_url) as db:
             rows = list(db.scalars(select(PublishedItem)))
-        items = []
+        result = LoadResult()
         for row in rows:
-            item = md.to_item(
-                row.item_metadata, item_id=row.id, kind=row.kind,  # type: ignore[arg-type]
-                source="published", package_path=Path(row.package_path) if row.package_path else None,
-            )
+            try:
+                item = md.to_item(
+                    row.item_metadata, item_id=row.id, kind=row.kind,  # type: ignore[arg-type]
+                    source="published", package_path=Path(row.package_path) if row.package_path else None,
+                )
+            except md.MetadataError as e:
+                result.errors.append(ItemError(source="published", item=row.id, reason=str(e)))
+                continue
             if row.docker_image:
                 item.run.docker_image, item.run.docker_tag = md._split_image(row.docker_image)
             item.owner, item.vo, item.visibility, item.lineage = row.owner, row.vo, row.visibility, row.lineage  # type: ignore[assignment]
-            items.append(item)
-        return items
+            result.items.append(item)
+        return result
 
     def _cache_stamp(self) -> tuple[float, ...]:
         stamps = []
@@ -142,7 +146,7 @@ class Catalog:
         items: dict[tuple[str, str], CatalogItem] = {}
         errors: list[ItemError] = []
         results = [(cfg.name, self._load_source(cfg)) for cfg in self.sources]
-        results.append(("published", LoadResult(items=self._published())))
+        results.append(("published", self._published()))
         for name, result in results:
             errors.extend(result.errors)
             for item in result.items:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import nh3
 from markdown_it import MarkdownIt
 
@@ -16,5 +18,13 @@ _ATTRS = {
 }
 
 
+_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+
+
+def _tidy_img(tag: re.Match[str]) -> str:
+    # AI4OS descriptions write <img class='fit', src='...'/>: a comma that CommonMark refuses
+    return re.sub(r"""(['"])\s*,""", r"\1", tag.group(0))
+
+
 def description_html(markdown: str) -> str:
-    return nh3.clean(_md.render(markdown or ""), tags=_TAGS, attributes=_ATTRS)
+    return nh3.clean(_md.render(_IMG.sub(_tidy_img, markdown or "")), tags=_TAGS, attributes=_ATTRS)

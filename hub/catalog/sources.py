@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import httpx
 from ai4lab.catalog.metadata import METADATA_FILES, LEGACY_FILE, MetadataError, load_folder, parse_text, to_item, validate
@@ -71,6 +71,11 @@ class Submodule:
         repo = parts[-1].removesuffix(".git") if parts else self.name
         org = parts[-2] if len(parts) > 1 else ""
         return org, repo
+
+
+def item_id_of(submodule_name: str) -> str:
+    """Item ids are URL path segments: a submodule kept in a folder ('modules/x') is item 'x'."""
+    return submodule_name.rstrip("/").rsplit("/", 1)[-1]
 
 
 def parse_gitmodules(text: str) -> list[Submodule]:
@@ -148,7 +153,7 @@ class RemoteCatalog:
         if not items_dir.is_dir():
             return result
         for f in sorted(items_dir.iterdir()):
-            item_id = f.name.split(".", 1)[0]
+            item_id = item_id_of(unquote(f.name.rsplit(".", 1)[0]))
             try:
                 data = validate(parse_text(f.read_text(errors="replace"), f.name))
                 result.items.append(to_item(data, item_id=item_id, kind=self.kind, source=self.cfg.name))
@@ -160,7 +165,7 @@ class RemoteCatalog:
     def _gitmodules(self, work: Path) -> str:
         if self.cfg.type == "git":
             return _git_read_file(self.cfg.url, self.cfg.branch, (".gitmodules",), work / "catalog")[1]
-        r = httpx.get(self.cfg.url.rstrip("/") + "/.gitmodules", timeout=30, follow_redirects=True)
+        r = self._http.get(self.cfg.url.rstrip("/") + "/.gitmodules")
         r.raise_for_status()
         return r.text
 
@@ -171,7 +176,7 @@ class RemoteCatalog:
         org, repo = sub.org_repo
         for name in names:
             url = self.cfg.raw_url_template.format(org=org, repo=repo, branch=sub.branch or "master", file=name)
-            r = httpx.get(url, timeout=30, follow_redirects=True)
+            r = self._http.get(url)
             if r.status_code == 200:
                 return name, r.text
             if r.status_code != 404:
@@ -181,6 +186,7 @@ class RemoteCatalog:
     def refresh(self) -> LoadResult:
         """Fetch everything anew; on a catalog-level failure keep the old cache and record why."""
         work = Path(tempfile.mkdtemp(prefix="ai4lab-catalog-"))
+        self._http = httpx.Client(timeout=30, follow_redirects=True)
         try:
             try:
                 subs = parse_gitmodules(self._gitmodules(work))
@@ -197,7 +203,8 @@ class RemoteCatalog:
                 try:
                     fetched[sub.name] = self._fetch_item(sub, work)
                 except (RuntimeError, httpx.HTTPError, OSError, subprocess.TimeoutExpired) as e:
-                    errors.append(ItemError(source=self.cfg.name, item=sub.name, reason=str(e), location=sub.url))
+                    errors.append(ItemError(source=self.cfg.name, item=item_id_of(sub.name), reason=str(e),
+                                            location=sub.url))
 
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(one, subs))
@@ -207,11 +214,18 @@ class RemoteCatalog:
             for sub in subs:
                 if sub.name in fetched:
                     name, text = fetched[sub.name]
-                    (new_items / f"{sub.name}.{name.rsplit('.', 1)[-1]}").write_text(text)
-                elif old_items.is_dir():
+                    try:
+                        validate(parse_text(text, name))
+                    except MetadataError as e:
+                        kept = self._keep_old(sub.name, old_items, new_items)
+                        note = "; serving the last good version" if kept else ""
+                        errors.append(ItemError(source=self.cfg.name, item=item_id_of(sub.name),
+                                                reason=f"{e}{note}", location=sub.url))
+                        continue
+                    (new_items / f"{quote(sub.name, safe='')}.{name.rsplit('.', 1)[-1]}").write_text(text)
+                else:
                     # an item that could not be fetched this time keeps its last good copy
-                    for old in old_items.glob(f"{sub.name}.*"):
-                        shutil.copy2(old, new_items / old.name)
+                    self._keep_old(sub.name, old_items, new_items)
             self.cache.mkdir(parents=True, exist_ok=True)
             swap = self.cache / "items.old"
             shutil.rmtree(swap, ignore_errors=True)
@@ -228,7 +242,19 @@ class RemoteCatalog:
             )
             return self.load_cached()
         finally:
+            self._http.close()
             shutil.rmtree(work, ignore_errors=True)
+
+    @staticmethod
+    def _keep_old(name: str, old_items: Path, new_items: Path) -> bool:
+        if not old_items.is_dir():
+            return False
+        kept = False
+        for old in old_items.iterdir():
+            if unquote(old.name.rsplit(".", 1)[0]) == name:
+                shutil.copy2(old, new_items / old.name)
+                kept = True
+        return kept
 
     def _write_status(self, status: dict[str, Any]) -> None:
         self.cache.mkdir(parents=True, exist_ok=True)
