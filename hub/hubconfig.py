@@ -25,11 +25,19 @@ def _python(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
+# Services build module environments (uv, pip): they need the machine's certificates and proxies.
+PASSED_PREFIXES = ("AI4LAB_", "UV_", "PIP_")
+PASSED_VARS = {
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY",
+    "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "HOME", "LANG", "LC_ALL", "TZ",
+}
+
+
 def service_env(settings: Settings) -> dict[str, str]:
     """Environment handed to hub-managed services: they must resolve the same settings."""
     import os
 
-    env = {k: v for k, v in os.environ.items() if k.startswith("AI4LAB_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_PREFIXES) or k in PASSED_VARS}
     env["AI4LAB_STATE_DIR"] = str(settings.state)
     return env
 

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     idle_timeout: int = Field(
         default=3600, description="Seconds of inactivity after which sessions are stopped (0: never)."
     )
+    deployment_idle_timeout: int = Field(
+        default=3600,
+        description="Seconds without a request after which a module deployment is stopped (0: never).",
+    )
+    max_upload_mb: float = Field(default=20, description="Largest upload accepted by predictions (MB).")
+    envs_dir: Path | None = Field(
+        default=None,
+        description="Cache of the per-module virtual environments (default ~/.cache/ai4lab/envs).",
+    )
     tools_dir: Path = Field(
         default_factory=lambda: Path(
             os.environ.get("AI4LAB_TOOLS_DIR", Path.home() / ".cache" / "ai4lab" / "tools")
@@ -206,6 +215,10 @@ class Settings(BaseSettings):
     @property
     def catalog_cache(self) -> Path:
         return self.state / "catalog-cache"
+
+    @property
+    def deployments_root(self) -> Path:
+        return self.state / "deployments"
 
     def user_storage(self, username: str) -> Path:
         return self.storage_root / username

@@ -9,12 +9,15 @@ touches the network.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4os-catalog"
+# shared/ lies beside the clone (as CI lays it out); AI4LAB_SHARED_DIR points elsewhere
+SHARED = Path(os.environ.get("AI4LAB_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
+DATA = SHARED / "data" / "ai4os-catalog"
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
     "GIT_COMMITTER_EMAIL": "t@example.org", "HOME": "/tmp", "PATH": "/usr/bin:/bin",

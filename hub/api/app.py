@@ -18,24 +18,31 @@ from pydantic import BaseModel, Field
 
 from ai4lab import __version__, accounts
 from ai4lab import deployments as deps
-from ai4lab.api import catalog_routes
+from ai4lab.api import catalog_routes, deployment_routes
 from ai4lab.api.auth import HubAuthenticator, HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
 from ai4lab.db import Deployment
+from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.hubclient import HubClient, HubError
 from ai4lab.settings import Settings, get_settings
 from ai4lab.storage import StoragePathError, UserStorage
 
-KINDS_VIA_HUB = ("ide",)
+KINDS = ("ide", "module")
 
 
 class DeploymentRequest(BaseModel):
-    kind: str = Field(description="what to run; 'ide' starts an IDE session through the hub")
-    name: str = Field(default="", description="server name for IDE sessions ('' is the default server)")
+    kind: str = Field(description="'ide' (an IDE session through the hub) or 'module' (a DEEPaaS inference server)")
+    name: str = Field(default="", description="ide: server name ('' is the default server)")
     options: dict[str, Any] = Field(
-        default_factory=dict, description="IDE: {profile, ide, cpu, ram_gb, gpu}, as in the spawn form"
+        default_factory=dict, description="ide: {profile, ide, cpu, ram_gb, gpu}, as in the spawn form"
     )
+    item: str | None = Field(default=None, description="module: catalog id of the module")
+    hardware: dict[str, Any] = Field(
+        default_factory=dict, description="module: {cpu_num, gpu_num, ram, disk} within the item's deploy form"
+    )
+    title: str = Field(default="", description="module: a title to find the deployment again")
+    weights: str | None = Field(default=None, description="module: weights file in your storage to predict with")
 
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
@@ -46,11 +53,14 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_refresh_catalog_forever(catalog))
+        await app.state.modules.recover()
+        tasks = [asyncio.create_task(_refresh_catalog_forever(catalog)),
+                 asyncio.create_task(app.state.modules.watch_forever())]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -64,6 +74,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     )
     auth.install(app)
     backend = LocalBackend()
+    modules = ModuleDeployments(settings, backend)
+    app.state.modules = modules
     router = APIRouter(prefix=prefix)
 
     async def current_user(request: Request) -> HubUser:
@@ -134,10 +146,12 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
 
     @router.post("/deployments", status_code=201, summary="Start a deployment")
     async def create_deployment(body: DeploymentRequest, user: CurrentUser) -> dict[str, Any]:
-        if body.kind not in KINDS_VIA_HUB:
+        if body.kind not in KINDS:
             raise HTTPException(
-                400, f"unknown deployment kind {body.kind!r}: this platform runs {', '.join(KINDS_VIA_HUB)}"
+                400, f"unknown deployment kind {body.kind!r}: this platform runs {', '.join(KINDS)}"
             )
+        if body.kind == "module":
+            return module_routes.create(body, user)
         try:
             await hub().start_server(user.name, body.name, body.options)
         except HubError as e:
@@ -159,6 +173,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             except HubError as e:
                 if e.status != 404:
                     raise HTTPException(502, f"hub refused to stop the session: {e}") from None
+        elif dep.kind == "module":
+            await modules.stop(dep, f"stopped by {user.name}")
         elif dep.status in ("queued", "starting", "running"):
             await backend.stop(dep.backend_state)
         if (cur := deps.get(settings.db_url, dep_id)) and cur.status in ("queued", "starting", "running"):
@@ -228,6 +244,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         storage_for(user).delete(path)
         return {"deleted": path}
 
+    module_routes = deployment_routes.ModuleRoutes(prefix, settings, catalog, modules, current_user, visible)
+    app.include_router(module_routes.router)
     app.include_router(router)
     app.state.catalog = catalog
     app.include_router(catalog_routes.build_router(prefix, settings, catalog, current_user, optional_user))

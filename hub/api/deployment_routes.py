@@ -1,0 +1,209 @@
+"""Module deployments in the platform API: start, the authenticated proxy to each DEEPaaS
+server (API, Swagger UI), predictions, and one-shot tries of a catalog module."""
+
+import asyncio
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.datastructures import UploadFile
+
+from ai4lab import accounts
+from ai4lab import deployments as deps
+from ai4lab.api.auth import HubUser
+from ai4lab.catalog import Catalog
+from ai4lab.catalog.deploy_config import check_choice, deploy_config
+from ai4lab.catalog.model import CatalogItem
+from ai4lab.catalog.registry import Viewer
+from ai4lab.db import Deployment
+from ai4lab.deploy.modules import ModuleDeployments
+from ai4lab.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.settings import Settings
+from ai4lab.storage import StoragePathError, clean_relpath
+
+HOP = {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "authorization", "cookie",
+       "content-length", "content-encoding", "te", "trailers", "proxy-authorization"}
+ONESHOT = Path(__file__).resolve().parent.parent / "deploy" / "oneshot.py"
+
+
+class ModuleRoutes:
+    def __init__(
+        self,
+        prefix: str,
+        settings: Settings,
+        catalog: Catalog,
+        modules: ModuleDeployments,
+        current_user: Callable[..., Awaitable[HubUser]],
+        visible: Callable[[Deployment | None, HubUser], Deployment],
+    ) -> None:
+        self.prefix, self.settings, self.catalog, self.modules = prefix, settings, catalog, modules
+        self.visible = visible
+        self.max_bytes = int(settings.max_upload_mb * 2**20)
+        self.client = httpx.AsyncClient(timeout=300)
+        self.router = APIRouter(prefix=prefix, tags=["deployments"])
+        User = Annotated[HubUser, Depends(current_user)]
+        r = self.router
+
+        @r.api_route("/deployments/{dep_id}/api/{path:path}",
+                     methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
+                     summary="The deployment's own API (DEEPaaS, Swagger UI at ui), for its owner")
+        async def proxy(dep_id: str, path: str, request: Request, user: User) -> Response:
+            dep = self.running(dep_id, user)
+            body = await self.read_body(request)
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+            return await self.forward(dep, request.method, request.url.path, request.query_params, headers, body)
+
+        @r.post("/deployments/{dep_id}/predict", summary="Predict with a module deployment (files or JSON)")
+        async def predict(dep_id: str, request: Request, user: User) -> Response:
+            dep = self.running(dep_id, user)
+            body = await self.read_body(request)
+            ctype = request.headers.get("content-type", "")
+            headers = {"content-type": ctype} if ctype else {}
+            if ctype.startswith("application/json"):
+                try:
+                    fields = json.loads(body or b"{}")
+                except ValueError:
+                    raise HTTPException(400, "the body is not valid JSON") from None
+                if not isinstance(fields, dict):
+                    raise HTTPException(400, "send a JSON object of the module's predict arguments")
+                files = {k: (None, v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
+                built = httpx.Request("POST", "http://x", files=files)
+                body, headers = built.read(), {"content-type": built.headers["content-type"]}
+            model = dep.endpoints.get("model") or dep.spec["entry_point"]
+            path = f"{self.api_path(dep.id)}/v2/models/{model}/predict/"
+            return await self.forward(dep, "POST", path, {}, headers, body, stream=False)
+
+        @r.post("/catalog/modules/{item_id}/try", summary="One prediction without a deployment (try me)")
+        async def try_module(item_id: str, request: Request, user: User) -> JSONResponse:
+            item = self.catalog.get("module", item_id, Viewer(name=user.name, admin=user.admin))
+            if item is None:
+                raise HTTPException(404, f"no module {item_id!r} in the catalog")
+            if not item.run.package_path or not item.run.entry_point:
+                raise HTTPException(400, f"{item_id} has no local package: deploy its image on a cluster backend")
+            if int(request.headers.get("content-length") or 0) > self.max_bytes:
+                raise self.too_large()
+            form = await request.form(max_part_size=self.max_bytes)
+            return await self.oneshot(item, form)
+
+    # -- helpers ----------------------------------------------------------------------
+    def api_path(self, dep_id: str) -> str:
+        return f"{self.prefix}/deployments/{dep_id}/api"
+
+    def running(self, dep_id: str, user: HubUser) -> Deployment:
+        dep = self.visible(deps.get(self.settings.db_url, dep_id), user)
+        if dep.kind != "module":
+            raise HTTPException(400, f"deployment {dep_id} is a {dep.kind}, not a module")
+        if dep.status != "running":
+            reason = f": {dep.status_reason}" if dep.status_reason else ""
+            raise HTTPException(409, f"deployment {dep_id} is {dep.status}{reason}")
+        self.modules.touch(dep_id)
+        return dep
+
+    def too_large(self) -> HTTPException:
+        return HTTPException(413, f"upload larger than {self.settings.max_upload_mb:g} MB")
+
+    async def read_body(self, request: Request) -> bytes:
+        if int(request.headers.get("content-length") or 0) > self.max_bytes:
+            raise self.too_large()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise self.too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def forward(self, dep: Deployment, method: str, path: str, params: Any, headers: dict[str, str],
+                      body: bytes, stream: bool = True) -> Response:
+        url = self.modules.upstream(dep) + path
+        try:
+            req = self.client.build_request(method, url, params=params, headers=headers, content=body)
+            upstream = await self.client.send(req, stream=True)
+        except httpx.TransportError as e:
+            raise HTTPException(502, f"the deployment does not answer: {e}") from None
+        out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP}
+        if stream:
+            return StreamingResponse(upstream.aiter_bytes(), status_code=upstream.status_code, headers=out,
+                                     background=BackgroundTask(upstream.aclose))
+        content = await upstream.aread()
+        await upstream.aclose()
+        return Response(content, status_code=upstream.status_code, headers=out)
+
+    def create(self, body: Any, user: HubUser) -> dict[str, Any]:
+        acc = accounts.get_user(self.settings.db_url, user.name) or accounts.ensure_user(
+            self.settings.db_url, user.name, admin=user.admin)
+        if not body.item:
+            raise HTTPException(400, "say which module to deploy: item=<catalog id>")
+        item = self.catalog.get("module", body.item, Viewer(name=user.name, vo=acc.vo, admin=user.admin))
+        if item is None:
+            raise HTTPException(404, f"no module {body.item!r} in the catalog")
+        if not item.run.package_path or not item.run.entry_point:
+            raise HTTPException(400, f"{item.id} has no local package with a deepaas.v2.model entry point: "
+                                     "it can only run from its image on a cluster backend")
+        form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus)
+        if not form["deployable"]:
+            raise HTTPException(400, "cannot deploy: " + "; ".join(form["problems"]))
+        problems = check_choice(form, body.hardware)
+        if problems:
+            raise HTTPException(400, "hardware: " + "; ".join(problems))
+        hardware = {k: f["value"] for k, f in form["hardware"].items()} | body.hardware
+        if hardware.get("gpu_num"):
+            raise HTTPException(400, "GPUs for module deployments on the local backend are not offered yet")
+        weights = None
+        if body.weights:
+            try:
+                rel = clean_relpath(body.weights.removeprefix("storage/"))
+            except StoragePathError as e:
+                raise HTTPException(400, str(e)) from None
+            path = self.settings.user_storage(user.name) / rel
+            if not path.is_file():
+                raise HTTPException(400, f"no weights file {body.weights!r} in your storage")
+            weights = str(path)
+        dep = self.modules.create(user.name, item, hardware, title=body.title, weights=weights, vo=acc.vo)
+        return dep.to_dict()
+
+    async def oneshot(self, item: CatalogItem, form: Any) -> JSONResponse:
+        work = Path(tempfile.mkdtemp(prefix="ai4lab-try-"))
+        try:
+            fields: dict[str, str] = {}
+            files: dict[str, dict[str, str | None]] = {}
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    target = work / f"{len(files)}-{Path(value.filename or 'upload').name}"
+                    with open(target, "wb") as f:
+                        shutil.copyfileobj(value.file, f)
+                    files[name] = {"path": str(target), "filename": value.filename,
+                                   "content_type": value.content_type}
+                else:
+                    fields[name] = value
+            try:
+                env = await asyncio.to_thread(ensure_env, Path(item.run.package_path or ""),
+                                              self.settings.envs_dir)
+            except EnvBuildError as e:
+                raise HTTPException(500, f"the module's environment could not be built: {e}") from None
+            request = json.dumps({"model": item.run.entry_point, "fields": fields, "files": files})
+            proc = await asyncio.to_thread(
+                subprocess.run, [str(env_bin(env, "python")), str(ONESHOT)], input=request, capture_output=True,
+                text=True, timeout=300, cwd=work,
+                env={"PATH": f"{env}/bin:/usr/bin:/bin", "HOME": str(work),
+                     "AI4LAB_MODEL_DIR": str(Path.home() / ".cache" / "ai4lab" / "models")},
+            )
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
+            if not lines:
+                tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+                raise HTTPException(500, f"the module crashed (exit code {proc.returncode}): {tail}")
+            result = json.loads(lines[-1].removeprefix("AI4LAB-RESULT "))
+            if result["status"] != "OK":
+                return JSONResponse({"detail": result["reason"], "status": result["code"]},
+                                    status_code=result["code"])
+            return JSONResponse({"status": "OK", "predictions": result["predictions"]})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)

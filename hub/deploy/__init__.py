@@ -1,0 +1,1 @@
+"""Running catalog items: inference deployments of modules (DEEPaaS servers) and one-shot tries."""
