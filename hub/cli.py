@@ -31,9 +31,11 @@ app.add_typer(config_app, name="config")
 
 
 def _add_subcommands() -> None:
+    from ai4lab import remote_cli
     from ai4lab.catalog_cli import app as catalog_app
 
     app.add_typer(catalog_app, name="catalog")
+    remote_cli.register(app)
 
 
 _add_subcommands()

@@ -83,13 +83,17 @@ def check_name(name: str) -> str:
         )
     if not 2 <= len(name) <= MAX_NAME_LENGTH:
         raise ValueError(f"invalid module name {name!r}: use 2 to {MAX_NAME_LENGTH} characters")
-    package = name.replace("-", "_")
-    if keyword.iskeyword(package) or package in sys.stdlib_module_names or package in _RESERVED_PACKAGES:
+    if _shadows(name.replace("-", "_")):
         raise ValueError(
-            f"invalid module name {name!r}: its package {package!r} would shadow a Python keyword "
-            "or module; choose a more specific name"
+            f"invalid module name {name!r}: its package {name.replace('-', '_')!r} would shadow a Python "
+            "keyword or module; choose a more specific name"
         )
     return name
+
+
+def _shadows(package: str) -> bool:
+    """Whether ``package`` is a keyword, a standard-library module or one the module itself imports."""
+    return keyword.iskeyword(package) or package in sys.stdlib_module_names or package in _RESERVED_PACKAGES
 
 
 def _check_answers(name: str, answers: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +104,9 @@ def _check_answers(name: str, answers: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown template answers: {', '.join(unknown)} (known: {', '.join(known)})")
     if "module_name" in answers and answers["module_name"] != name:
         raise ValueError(f"answers say module_name={answers['module_name']!r} but the name is {name!r}")
+    package = answers.get("package_name")
+    if package is not None and _shadows(str(package)):
+        raise ValueError(f"package_name {package!r} would shadow a Python keyword or module")
     if "created" in answers:  # not checked by copier: a computed question
         try:
             _dt.date.fromisoformat(str(answers["created"]))

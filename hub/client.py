@@ -1,0 +1,131 @@
+"""Python client of the platform API, for notebooks, scripts and the CLI.
+
+Inside an ai4lab session it needs no arguments: ``AI4LAB_API_URL`` and
+``AI4LAB_API_TOKEN`` are set there. Elsewhere pass the platform URL (e.g.
+``http://127.0.0.1:8000/services/ai4lab``) and a hub API token.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ApiError(RuntimeError):
+    """The API refused a request; ``status`` is the HTTP status, the message its reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 300) -> None:
+        url = url or os.environ.get("AI4LAB_API_URL")
+        token = token or os.environ.get("AI4LAB_API_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not url:
+            raise ValueError("no platform URL: pass url= or set AI4LAB_API_URL (e.g. http://host/services/ai4lab)")
+        if not token:
+            raise ValueError("no API token: pass token= or set AI4LAB_API_TOKEN (`ai4lab users token NAME`)")
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"token {token}"}, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise ApiError(0, f"cannot reach the platform at {self.url}: {e}") from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise ApiError(r.status_code, f"{r.status_code}: {detail}")
+        ctype = r.headers.get("content-type", "")
+        return r.json() if ctype.startswith("application/json") else r.content
+
+    # -- who, what --------------------------------------------------------------------
+    def me(self) -> dict[str, Any]:
+        return self._call("GET", "/me")
+
+    def catalog(self, kind: str = "modules", **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        params.setdefault("per_page", 200)
+        return self._call("GET", f"/catalog/{kind}", params=params)["items"]
+
+    def item(self, item_id: str, kind: str = "modules") -> dict[str, Any]:
+        return self._call("GET", f"/catalog/{kind}/{item_id}")
+
+    def deploy_form(self, item_id: str, purpose: str = "inference") -> dict[str, Any]:
+        return self._call("GET", f"/catalog/modules/{item_id}/config", params={"purpose": purpose})
+
+    # -- deployments ------------------------------------------------------------------
+    def deployments(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/deployments", params={"kind": kind} if kind else {})
+
+    def deployment(self, dep_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/deployments/{dep_id}")
+
+    def deploy(self, item_id: str, *, title: str = "", weights: str | None = None, wait: bool = True,
+               timeout: float = 300, **hardware: Any) -> dict[str, Any]:
+        """Start an inference deployment of a module; by default wait until it is running."""
+        body = {"kind": "module", "item": item_id, "title": title, "hardware": hardware, "weights": weights}
+        dep = self._call("POST", "/deployments", json=body)
+        return self.wait(dep["id"], "running", timeout) if wait else dep
+
+    def wait(self, dep_id: str, status: str = "running", timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            dep = self.deployment(dep_id)
+            if dep["status"] == status:
+                return dep
+            if dep["status"] in ("failed", "stopped", "cancelled", "succeeded"):
+                raise ApiError(409, f"deployment {dep_id} is {dep['status']}: {dep['status_reason']}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployment {dep_id} still {dep['status']} after {timeout:g}s")
+            time.sleep(0.5)
+
+    def predict(self, dep_id: str, files: dict[str, str | Path] | None = None, **fields: Any) -> Any:
+        """Predict with a deployment: ``files`` maps field names to local paths, the rest are fields."""
+        return self._send_predict(f"/deployments/{dep_id}/predict", files, fields)
+
+    def try_module(self, item_id: str, files: dict[str, str | Path] | None = None, **fields: Any) -> Any:
+        """One prediction without a deployment (the marketplace's "try me")."""
+        return self._send_predict(f"/catalog/modules/{item_id}/try", files, fields)
+
+    def _send_predict(self, path: str, files: dict[str, str | Path] | None, fields: dict[str, Any]) -> Any:
+        if not files:
+            return self._call("POST", path, json=fields)
+        opened = {name: (Path(p).name, Path(p).read_bytes()) for name, p in files.items()}
+        data = {k: str(v) for k, v in fields.items()}
+        return self._call("POST", path, files=opened, data=data)
+
+    def stop(self, dep_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/deployments/{dep_id}")
+
+    def logs(self, dep_id: str, tail: int | None = None) -> str:
+        data = self._call("GET", f"/deployments/{dep_id}/logs", params={"tail": tail} if tail else {})
+        return data.decode() if isinstance(data, bytes) else str(data)
+
+    # -- storage ----------------------------------------------------------------------
+    def ls(self, path: str = "") -> list[dict[str, Any]]:
+        return self._call("GET", f"/storage/{path}")["content"]
+
+    def upload(self, local: str | Path, path: str) -> dict[str, Any]:
+        return self._call("PUT", f"/storage/{path}", content=Path(local).read_bytes())
+
+    def download(self, path: str) -> bytes:
+        return self._call("GET", f"/storage/{path}")

@@ -1,0 +1,190 @@
+"""CLI commands that talk to a running platform through its API (``ai4lab.client``):
+deploy, predict, deployments, logs, stop, and ``module`` (export, new)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ai4lab.client import ApiError, Client
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+module_app = typer.Typer(help="AI modules: export one to run elsewhere, start a new one.", no_args_is_help=True)
+
+URL_HELP = "platform API URL (default $AI4LAB_API_URL, or this machine's platform)"
+TOKEN_HELP = "hub API token (default $AI4LAB_API_TOKEN)"
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _client(url: Optional[str], token: Optional[str]) -> Client:
+    import os
+
+    if not url and not os.environ.get("AI4LAB_API_URL"):
+        from ai4lab.cli import load_settings
+
+        url = load_settings().public_url + "/services/ai4lab"
+    try:
+        return Client(url, token)
+    except ValueError as e:
+        _fail(str(e), 2)
+    raise AssertionError
+
+
+def _fields(args: list[str]) -> dict[str, str]:
+    fields = {}
+    for a in args:
+        key, sep, value = a.partition("=")
+        if not sep or not key:
+            _fail(f"--arg takes name=value, got {a!r}", 2)
+        fields[key] = value
+    return fields
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def deploy(
+        item: str = typer.Argument(..., help="catalog id of the module"),
+        cpu: Optional[float] = typer.Option(None, help="CPU cores"),
+        ram: Optional[int] = typer.Option(None, help="RAM in MB"),
+        title: str = typer.Option("", help="a title for the deployment"),
+        weights: Optional[str] = typer.Option(None, help="weights file in your storage"),
+        no_wait: bool = typer.Option(False, "--no-wait", help="return at once, while it starts"),
+        url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+    ) -> None:
+        """Start an inference deployment (a DEEPaaS server) of a module."""
+        hardware = {k: v for k, v in (("cpu_num", cpu), ("ram", ram)) if v is not None}
+        try:
+            dep = _client(url, token).deploy(item, title=title, weights=weights, wait=not no_wait, **hardware)
+        except (ApiError, TimeoutError) as e:
+            _fail(str(e))
+        out.print(f"{dep['id']} {dep['status']}" + (f"  {dep['endpoints'].get('ui', '')}" if dep["endpoints"] else ""))
+
+    @app.command()
+    def predict(
+        deployment: str = typer.Argument(..., help="deployment id"),
+        file: list[str] = typer.Option([], "--file", help="FIELD=PATH or PATH (the module's file field)"),
+        arg: list[str] = typer.Option([], "--arg", help="name=value, repeatable"),
+        url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+    ) -> None:
+        """Predict with a deployment; prints the JSON answer."""
+        client = _client(url, token)
+        files = {}
+        for f in file:
+            name, sep, path = f.partition("=")
+            if not sep:
+                name, path = "", f
+            if not Path(path).is_file():
+                _fail(f"no such file: {path}", 2)
+            files[name] = path
+        if "" in files:  # a bare path: the module's only file field, read from its Swagger
+            try:
+                file_fields = _file_fields(client, client.deployment(deployment))
+            except ApiError as e:
+                _fail(str(e))
+            if len(file_fields) != 1:
+                _fail(f"say which field the file is for: --file FIELD=PATH (fields: {', '.join(file_fields) or 'none'})", 2)
+            files[file_fields[0]] = files.pop("")
+        try:
+            answer = client.predict(deployment, files or None, **_fields(arg))
+        except ApiError as e:
+            _fail(str(e))
+        sys.stdout.write(json.dumps(answer, indent=1) + "\n")
+
+    @app.command("deployments")
+    def list_deployments(
+        kind: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json"),
+        url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+    ) -> None:
+        """My deployments."""
+        try:
+            items = _client(url, token).deployments(kind)
+        except ApiError as e:
+            _fail(str(e))
+        if as_json:
+            sys.stdout.write(json.dumps(items, indent=1) + "\n")
+            return
+        table = Table("id", "kind", "name", "status", "reason", "created")
+        for d in items:
+            table.add_row(d["id"], d["kind"], d["name"], d["status"], (d["status_reason"] or "")[:50],
+                          (d["created_at"] or "")[:19])
+        out.print(table)
+
+    @app.command()
+    def logs(
+        deployment: str = typer.Argument(...), tail: Optional[int] = typer.Option(None, min=1),
+        url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+    ) -> None:
+        """Logs of a deployment."""
+        try:
+            sys.stdout.write(_client(url, token).logs(deployment, tail))
+        except ApiError as e:
+            _fail(str(e))
+
+    @app.command()
+    def stop(
+        deployment: str = typer.Argument(...),
+        url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+    ) -> None:
+        """Stop a deployment."""
+        try:
+            dep = _client(url, token).stop(deployment)
+        except ApiError as e:
+            _fail(str(e))
+        out.print(f"{dep['id']} {dep['status']}")
+
+    app.add_typer(module_app, name="module")
+
+
+def _file_fields(client: Client, dep: dict) -> list[str]:
+    swagger = client._call("GET", f"/deployments/{dep['id']}/api/swagger.json")
+    names = []
+    for path, ops in swagger.get("paths", {}).items():
+        if path.endswith("/predict/"):
+            for p in ops.get("post", {}).get("parameters", []):
+                if p.get("type") == "file":
+                    names.append(p["name"])
+    return names
+
+
+@module_app.command("export")
+def export(item_id: str = typer.Argument(..., help="catalog id of the module")) -> None:
+    """How to run a module outside the platform: docker run of its image, or pip install + deepaas-run."""
+    from ai4lab.catalog_cli import _catalog
+
+    item = _catalog().get("module", item_id)
+    if item is None:
+        _fail(f"no module {item_id!r} in the catalog: try 'ai4lab catalog search'", 1)
+    lines = [f"# {item.title} ({item.id}): run it on your own machine or in a cloud", ""]
+    if item.run.docker_image:
+        lines += [
+            "# with Docker (the module's image; add --gpus all on a GPU machine):",
+            f"docker run -ti -p 5000:5000 {item.run.docker_image}:{item.run.docker_tag} "
+            "deepaas-run --listen-ip 0.0.0.0 --listen-port 5000",
+            "# then open http://127.0.0.1:5000/ui",
+            "",
+        ]
+    if item.run.package_path and item.run.entry_point:
+        pkg = shlex.quote(item.run.package_path)
+        lines += [
+            "# with pip, in a fresh virtual environment:",
+            "python3 -m venv .venv-" + item.id,
+            f". .venv-{item.id}/bin/activate",
+            f"pip install {pkg}",
+            f"deepaas-run --listen-ip 127.0.0.1 --listen-port 5000 --model-name {item.run.entry_point}",
+            "# then open http://127.0.0.1:5000/ui",
+        ]
+    if len(lines) == 2:
+        _fail(f"{item_id} has neither an image nor a local package to export", 1)
+    sys.stdout.write("\n".join(lines) + "\n")
