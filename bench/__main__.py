@@ -1,5 +1,12 @@
-"""``python -m bench``: run every benchmark."""
+"""``python -m bench [name ...]``: run the benchmarks (all by default)."""
 
-from bench import catalog
+import sys
 
-catalog.main()
+from bench import catalog, predict
+
+BENCHES = {"catalog": catalog.main, "predict": predict.main}
+
+for name in sys.argv[1:] or list(BENCHES):
+    if name not in BENCHES:
+        sys.exit(f"unknown benchmark {name!r}: choose from {', '.join(BENCHES)}")
+    BENCHES[name]()

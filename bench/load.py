@@ -51,3 +51,10 @@ def run_wrk(base: str, paths: list[str], *, token: str | None, seconds: int = 10
     result["throughput_rps"] = round(result["requests"] / result["duration_s"], 1)
     result["connections"] = connections
     return result
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile of measured latencies."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ai4lab.settings import Settings
+from ai4lab.settings import Settings, bundled_catalog_path
 
 
 def _settings_rows() -> list[str]:
@@ -13,6 +13,8 @@ def _settings_rows() -> list[str]:
     for name, field in Settings.model_fields.items():
         default = defaults.get(name)
         shown = "(per machine)" if name in ("tools_dir",) else f"`{json.dumps(default)}`"
+        # the bundled catalog lies in the source tree: show where, not this machine's path
+        shown = shown.replace(str(bundled_catalog_path()), "<source tree>/config/catalog")
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{name}` | `AI4LAB_{name.upper()}` | {shown} | {desc} |")
     return rows

@@ -158,6 +158,31 @@ def _file_fields(client: Client, dep: dict) -> list[str]:
     return names
 
 
+@module_app.command("new")
+def new(
+    name: str = typer.Argument(..., help="module name: lower-case letters, digits and '-'"),
+    dest: Path = typer.Option(Path("."), "--dest", help="folder in which the module folder is created"),
+    title: Optional[str] = typer.Option(None, help="title shown in the marketplace"),
+    summary: Optional[str] = typer.Option(None, help="one-line summary"),
+    author: Optional[str] = typer.Option(None), author_email: Optional[str] = typer.Option(None),
+    task: Optional[str] = typer.Option(None, help="AI4OS task, e.g. 'Classification'"),
+    library: Optional[str] = typer.Option(None, help="AI4OS library, e.g. 'PyTorch'"),
+    data_type: Optional[str] = typer.Option(None, help="AI4OS data type, e.g. 'Image'"),
+) -> None:
+    """Start a new AI module from the template: DEEPaaS API, metadata, tests, Dockerfile."""
+    from ai4lab.module_template import new_module
+
+    answers = {k: v for k, v in (("title", title), ("summary", summary), ("author", author),
+                                 ("author_email", author_email), ("task", task), ("library", library),
+                                 ("data_type", data_type)) if v is not None}
+    try:
+        folder = new_module(name, dest, answers)
+    except (ValueError, FileExistsError) as e:
+        _fail(str(e).splitlines()[0], 2)
+    out.print(f"created {folder}")
+    out.print(f"next: cd {folder} && pip install -e '.[test]' && pytest && deepaas-run --listen-port 5000", markup=False)
+
+
 @module_app.command("export")
 def export(item_id: str = typer.Argument(..., help="catalog id of the module")) -> None:
     """How to run a module outside the platform: docker run of its image, or pip install + deepaas-run."""

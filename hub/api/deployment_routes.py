@@ -98,7 +98,7 @@ class ModuleRoutes:
         return f"{self.prefix}/deployments/{dep_id}/api"
 
     def running(self, dep_id: str, user: HubUser) -> Deployment:
-        dep = self.visible(deps.get(self.settings.db_url, dep_id), user)
+        dep = self.visible(self.modules.running(dep_id), user)
         if dep.kind != "module":
             raise HTTPException(400, f"deployment {dep_id} is a {dep.kind}, not a module")
         if dep.status != "running":

@@ -48,6 +48,22 @@ class ModuleDeployments:
         self.backend = backend
         self.last_used: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # running deployments by id, so that each proxied request is not a database query
+        self._running: dict[str, Deployment] = {}
+
+    def running(self, dep_id: str) -> Deployment | None:
+        """The deployment if it is running (from memory; the database when not seen yet)."""
+        dep = self._running.get(dep_id)
+        if dep is None:
+            dep = deps.get(self.settings.db_url, dep_id)
+            if dep is not None and dep.status == "running" and dep.kind == "module":
+                self._running[dep_id] = dep
+        return dep
+
+    def _set_status(self, dep_id: str, status: str, reason: str = "", **fields: Any) -> None:
+        if status != "running":
+            self._running.pop(dep_id, None)
+        deps.set_status(self.settings.db_url, dep_id, status, reason, **fields)
 
     # -- start ----------------------------------------------------------------------------
     def create(self, owner: str, item: CatalogItem, hardware: dict[str, Any], title: str = "",
@@ -74,7 +90,7 @@ class ModuleDeployments:
             return
         spec = dep.spec
         try:
-            deps.set_status(self.settings.db_url, dep_id, "starting", "building the module's environment")
+            self._set_status(dep_id, "starting", "building the module's environment")
             env = await asyncio.to_thread(
                 ensure_env, Path(spec["package_path"]), self.settings.envs_dir
             )
@@ -97,16 +113,16 @@ class ModuleDeployments:
             )
             state = await self.backend.submit(job)
             state["port"] = port
-            deps.set_status(self.settings.db_url, dep_id, "starting", "starting the DEEPaaS server",
+            self._set_status(dep_id, "starting", "starting the DEEPaaS server",
                             backend_state=state)
             await self._wait_ready(dep_id, state, port, spec["entry_point"])
         except EnvBuildError as e:
-            deps.set_status(self.settings.db_url, dep_id, "failed", f"environment build failed: {e}")
+            self._set_status(dep_id, "failed", f"environment build failed: {e}")
         except Exception as e:  # noqa: BLE001 - any failure is the deployment's status, not a crash
             log.exception("deployment %s failed to start", dep_id)
             current = deps.get(self.settings.db_url, dep_id)
             if current is not None and current.status in ("queued", "starting"):
-                deps.set_status(self.settings.db_url, dep_id, "failed", str(e))
+                self._set_status(dep_id, "failed", str(e))
 
     def _env(self, env: Path, workdir: Path) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "TZ")}
@@ -126,7 +142,7 @@ class ModuleDeployments:
                 status = await self.backend.status(state)
                 if not status.running:
                     tail = await self.backend.logs(state, tail=20)
-                    deps.set_status(self.settings.db_url, dep_id, "failed",
+                    self._set_status(dep_id, "failed",
                                     f"DEEPaaS server {status.reason}; last log lines:\n{tail}")
                     return
                 try:
@@ -148,7 +164,7 @@ class ModuleDeployments:
                     pass
                 await asyncio.sleep(0.3)
         await self.backend.stop(state)
-        deps.set_status(self.settings.db_url, dep_id, "failed", f"not ready within {READY_TIMEOUT:g}s")
+        self._set_status(dep_id, "failed", f"not ready within {READY_TIMEOUT:g}s")
 
     # -- use ------------------------------------------------------------------------------
     def upstream(self, dep: Deployment) -> str:
@@ -160,7 +176,7 @@ class ModuleDeployments:
     async def stop(self, dep: Deployment, reason: str) -> None:
         if dep.backend_state:
             await self.backend.stop(dep.backend_state)
-        deps.set_status(self.settings.db_url, dep.id, "stopped", reason)
+        self._set_status(dep.id, "stopped", reason)
         self.last_used.pop(dep.id, None)
 
     # -- watch ----------------------------------------------------------------------------
@@ -174,7 +190,7 @@ class ModuleDeployments:
             status = await self.backend.status(dep.backend_state)
             if not status.running:
                 tail = await self.backend.logs(dep.backend_state, tail=20)
-                deps.set_status(self.settings.db_url, dep.id, "failed",
+                self._set_status(dep.id, "failed",
                                 f"DEEPaaS server {status.reason}; last log lines:\n{tail}")
                 continue
             last = self.last_used.setdefault(dep.id, now)
@@ -190,10 +206,10 @@ class ModuleDeployments:
                     continue
                 if alive:
                     await self.backend.stop(dep.backend_state)
-                deps.set_status(self.settings.db_url, dep.id, "starting", "restarting after a platform restart")
+                self._set_status(dep.id, "starting", "restarting after a platform restart")
                 self._spawn(dep.id)
             elif dep.status == "stopped" and dep.status_reason == deps.SHUTDOWN_REASON:
-                deps.set_status(self.settings.db_url, dep.id, "starting", "resuming after a platform restart")
+                self._set_status(dep.id, "starting", "resuming after a platform restart")
                 self._spawn(dep.id)
 
     def _spawn(self, dep_id: str) -> None:

@@ -127,15 +127,35 @@ def test_diabetes_deployment_json_predictions_then_stop(owner: httpx.Client) -> 
     assert owner.post(f"{API}/deployments/{dep['id']}/predict", json={"rows": "[]"}).status_code == 409
 
 
-def test_stopped_process_is_gone(platform: Platform, owner: httpx.Client) -> None:
-    r = owner.post(f"{API}/deployments", json={"kind": "module", "item": "ai4lab-diabetes", "title": "short"})
+def server_processes(dep_id: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"] and f"deployments/{dep_id}/api" in " ".join(p.info["cmdline"])]
+
+
+def test_diabetes_csv_upload_then_stop_and_process_gone(owner: httpx.Client, tmp_path: Path) -> None:
+    r = owner.post(f"{API}/deployments", json={"kind": "module", "item": "ai4lab-diabetes", "title": "csv"})
     dep = wait_status(owner, r.json()["id"], "running")
-    procs = [p for p in psutil.process_iter(["cmdline"])
-             if p.info["cmdline"] and f"deployments/{dep['id']}/api" in " ".join(p.info["cmdline"])]
+    csv = "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6\n59,2,32.1,101,157,93.2,38,4,4.8598,87\n48,1,21.6,87,183,103.2,70,3,3.8918,69\n"
+    r = owner.post(f"{API}/deployments/{dep['id']}/predict", files={"file": ("patients.csv", csv.encode(), "text/csv")})
+    assert r.status_code == 200, r.text
+    predictions = [float(v) for v in r.json()["predictions"]]
+    assert len(predictions) == 2 and all(25 <= v <= 346 for v in predictions)
+    assert predictions[0] > predictions[1]  # row 0 (target 151) is sicker than row 1 (target 75)
+    procs = server_processes(dep["id"])
     assert procs, "the DEEPaaS server process is visible"
     owner.delete(f"{API}/deployments/{dep['id']}")
     _, alive = psutil.wait_procs(procs, timeout=15)
     assert alive == []
+
+
+def test_stop_digits_and_process_gone(owner: httpx.Client, digits: dict) -> None:
+    procs = server_processes(digits["id"])
+    assert procs
+    assert owner.delete(f"{API}/deployments/{digits['id']}").json()["status"] == "stopped"
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    assert alive == []
+    r = owner.post(f"{API}/deployments/{digits['id']}/predict", files={"image": ("x.png", b"x", "image/png")})
+    assert r.status_code == 409 and "stopped" in r.json()["detail"]
 
 
 def test_bad_deployment_requests(owner: httpx.Client) -> None:

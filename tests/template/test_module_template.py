@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from ai4lab.envs import MARKER, ensure_env, env_bin
 from ai4lab.module_template import new_module, question_names, template_path
+
 from tests.modules.conftest import DeepaasServer
 from tests.modules.helpers import TEST_ENVS_ROOT, wait_training
 
@@ -136,9 +136,9 @@ def test_questions_are_the_documented_ones() -> None:
 
 def test_choices_are_the_ai4os_schema_enums() -> None:
     """task / library / data_type offer exactly the enums of the AI4OS metadata schema."""
-    from ai4lab.catalog import metadata as md
+    from ai4_metadata import metadata as ai4
 
-    schema = json.loads(md._schema().read_text())["properties"]
+    schema = json.loads(ai4.get_schema_file(ai4.MetadataVersions("2.3.0")).read_text())["properties"]
     config = yaml.safe_load((template_path() / "copier.yml").read_text())
     for question, prop in (("task", "tasks"), ("library", "libraries"), ("data_type", "data-type")):
         assert config[question]["choices"] == schema[prop]["items"]["enum"], question
@@ -181,7 +181,8 @@ def test_generated_files(generated: Path) -> None:
     assert _dockerfile_cmd(dockerfile) == DEEPAAS_CMD
 
     readme = (generated / "README.md").read_text()
-    for words in ('pip install -e ".[test]"', "pytest", "deepaas-run", "/services/ai4lab/catalog/modules", "package_path"):
+    for words in ('pip install -e ".[test]"', "pytest", "deepaas-run", "/services/ai4lab/catalog/modules",
+                  "package_path"):
         assert words in readme, words
 
 
