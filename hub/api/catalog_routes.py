@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ai4lab import accounts
 from ai4lab.api.auth import HubUser
@@ -93,17 +93,17 @@ def build_router(
         page: int = Query(1, ge=1),
         per_page: int = Query(20, ge=1, le=200),
         facets: bool = Query(False, description="also return the values each filter can take"),
-    ) -> JSONResponse:
+    ) -> Response:
+        query = dict(q=q, task=task, category=category, tag=tag, library=library, data_type=data_type,
+                     gpu=gpu, source=source, sort=sort, page=page, per_page=per_page, viewer=viewer(user))
         try:
-            result = catalog.search(
-                KINDS[kind], q=q, task=task, category=category, tag=tag, library=library, data_type=data_type,
-                gpu=gpu, source=source, sort=sort, page=page, per_page=per_page, viewer=viewer(user),
-            )
+            if not facets:  # the common case: pre-encoded items, no re-encoding
+                return Response(catalog.search_json(KINDS[kind], **query), media_type="application/json")
+            result = catalog.search(KINDS[kind], **query)
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
-        if facets:
-            result["facets"] = catalog.facets(KINDS[kind], viewer(user))
-        return JSONResponse(result)  # plain dicts already: skip FastAPI's re-encoding
+        result["facets"] = catalog.facets(KINDS[kind], viewer(user))
+        return JSONResponse(result)
 
     @router.post("/{kind}", status_code=201, summary="Publish a module or tool (role intermediate or advanced)")
     async def publish(kind: KindPath, body: pub.PublishRequest, user: User) -> dict[str, Any]:
