@@ -57,8 +57,12 @@ class HubClient:
         await self.request("POST", "/users", json={"usernames": [user], "admin": admin})
         return await self.request("GET", f"/users/{quote(user, safe='')}")
 
-    async def new_token(self, user: str, note: str, expires_in: int | None = None) -> str:
+    async def new_token(
+        self, user: str, note: str, expires_in: int | None = None, scopes: list[str] | None = None
+    ) -> str:
         body: dict[str, Any] = {"note": note}
+        if scopes:
+            body["scopes"] = scopes
         if expires_in:
             body["expires_in"] = expires_in
         model = await self.request("POST", f"/users/{quote(user, safe='')}/tokens", json=body)

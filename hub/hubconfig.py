@@ -18,6 +18,7 @@ USER_SCOPES = ["self", "access:services"]
 SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!user", "access:services", "read:users!user"]
 API_SERVICE_SCOPES = [
     "list:users", "read:users", "admin:users", "admin:servers", "servers", "tokens", "access:servers",
+    "access:services",
 ]
 
 

@@ -97,13 +97,16 @@ def sweep_local_processes(settings: Settings) -> int:
     """Kill processes of deployments still marked active after the hub exited; mark them stopped."""
     killed = 0
     for dep in deps.list_deployments(settings.db_url, active_only=True):
-        if dep.backend != "local":
+        if dep.backend != "local" or dep.status == "queued":  # queued ones wait for the next start
             continue
         pid, ctime = dep.backend_state.get("pid"), dep.backend_state.get("create_time")
         if pid:
             kill_tree(int(pid), float(ctime) if ctime else None, timeout=5)
             killed += 1
-        deps.set_status(settings.db_url, dep.id, "stopped", deps.SHUTDOWN_REASON)
+        if dep.kind == "training":  # a batch job cannot resume where it was
+            deps.set_status(settings.db_url, dep.id, "failed", "the platform was stopped during the training")
+        else:
+            deps.set_status(settings.db_url, dep.id, "stopped", deps.SHUTDOWN_REASON)
     return killed
 
 

@@ -32,6 +32,7 @@ class Quota(BaseModel):
     ram_gb: float = Field(description="memory in GB")
     gpu: int = Field(description="GPUs")
     sessions: int = Field(default=2, description="IDE sessions running at once")
+    trainings: int = Field(default=1, description="trainings running at once (more wait in the queue)")
 
 
 class GpuDevice(BaseModel):
@@ -72,9 +73,9 @@ def _default_sources() -> list[SourceConfig]:
 
 def _default_quotas() -> dict[str, Quota]:
     return {
-        "basic": Quota(cpu=2, ram_gb=4, gpu=0, sessions=1),
-        "intermediate": Quota(cpu=4, ram_gb=16, gpu=1, sessions=2),
-        "advanced": Quota(cpu=8, ram_gb=32, gpu=2, sessions=4),
+        "basic": Quota(cpu=2, ram_gb=4, gpu=0, sessions=1, trainings=0),
+        "intermediate": Quota(cpu=4, ram_gb=16, gpu=1, sessions=2, trainings=1),
+        "advanced": Quota(cpu=8, ram_gb=32, gpu=2, sessions=4, trainings=2),
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from ai4lab import __version__, accounts
@@ -24,11 +24,12 @@ from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
 from ai4lab.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
+from ai4lab.deploy.trainings import Trainings
 from ai4lab.hubclient import HubClient, HubError
 from ai4lab.settings import Settings, get_settings
 from ai4lab.storage import StoragePathError, UserStorage
 
-KINDS = ("ide", "module")
+KINDS = ("ide", "module", "training")
 
 
 class DeploymentRequest(BaseModel):
@@ -42,7 +43,11 @@ class DeploymentRequest(BaseModel):
         default_factory=dict, description="module: {cpu_num, gpu_num, ram, disk} within the item's deploy form"
     )
     title: str = Field(default="", description="module: a title to find the deployment again")
-    weights: str | None = Field(default=None, description="module: weights file in your storage to predict with")
+    weights: str | None = Field(
+        default=None, description="module: weights to predict with: a file in your storage or a training id")
+    dataset: str | None = Field(default=None, description="training: folder or file in your storage")
+    args: dict[str, Any] = Field(default_factory=dict, description="training: the module's train arguments")
+    init_weights: str | None = Field(default=None, description="training: start from the model of this training")
 
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
@@ -54,8 +59,10 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.modules.recover()
+        await app.state.trainings.recover()
         tasks = [asyncio.create_task(_refresh_catalog_forever(catalog)),
-                 asyncio.create_task(app.state.modules.watch_forever())]
+                 asyncio.create_task(app.state.modules.watch_forever()),
+                 asyncio.create_task(_watch_forever(app.state.trainings.watch_once, every=1.0))]
         try:
             yield
         finally:
@@ -75,7 +82,9 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     auth.install(app)
     backend = LocalBackend()
     modules = ModuleDeployments(settings, backend)
+    trainings = Trainings(settings, backend)
     app.state.modules = modules
+    app.state.trainings = trainings
     router = APIRouter(prefix=prefix)
 
     async def current_user(request: Request) -> HubUser:
@@ -152,6 +161,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             )
         if body.kind == "module":
             return module_routes.create(body, user)
+        if body.kind == "training":
+            return await module_routes.create_training(body, user)
         try:
             await hub().start_server(user.name, body.name, body.options)
         except HubError as e:
@@ -175,6 +186,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
                     raise HTTPException(502, f"hub refused to stop the session: {e}") from None
         elif dep.kind == "module":
             await modules.stop(dep, f"stopped by {user.name}")
+        elif dep.kind == "training":
+            await trainings.cancel(dep, user.name)
         elif dep.status in ("queued", "starting", "running"):
             await backend.stop(dep.backend_state)
         if (cur := deps.get(settings.db_url, dep_id)) and cur.status in ("queued", "starting", "running"):
@@ -183,10 +196,14 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
 
     @router.get("/deployments/{dep_id}/logs", summary="Logs of a deployment", response_class=PlainTextResponse)
     async def deployment_logs(
-        dep_id: str, user: CurrentUser, tail: int | None = Query(None, ge=1, le=100_000)
-    ) -> str:
+        dep_id: str, user: CurrentUser, tail: int | None = Query(None, ge=1, le=100_000),
+        follow: bool = Query(False, description="stream new lines as server-sent events until it ends"),
+    ) -> Any:
         dep = visible(deps.get(settings.db_url, dep_id), user)
-        return await backend.logs(dep.backend_state, tail=tail)
+        if not follow:
+            return await backend.logs(dep.backend_state, tail=tail)
+        return StreamingResponse(_follow_logs(settings.db_url, dep_id, tail), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # -- storage ------------------------------------------------------------------
     def storage_errors(fn: Any) -> Any:
@@ -244,7 +261,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         storage_for(user).delete(path)
         return {"deleted": path}
 
-    module_routes = deployment_routes.ModuleRoutes(prefix, settings, catalog, modules, current_user, visible)
+    module_routes = deployment_routes.ModuleRoutes(prefix, settings, catalog, modules, trainings, current_user,
+                                                   visible)
     app.include_router(module_routes.router)
     app.include_router(router)
     app.state.catalog = catalog
@@ -255,6 +273,45 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         return JSONResponse({"detail": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
 
     return app
+
+
+async def _follow_logs(db_url: str, dep_id: str, tail: int | None) -> AsyncIterator[str]:
+    """Server-sent events: one ``data:`` per log line, then ``event: end`` with the final status."""
+    import json as _json
+    from collections import deque
+
+    offset = 0
+    first = True
+    while True:
+        dep = deps.get(db_url, dep_id)
+        path = Path((dep.backend_state if dep else {}).get("log_path", ""))
+        if path.is_file():
+            with open(path, errors="replace") as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+            lines = chunk.splitlines()
+            if first and tail:
+                lines = list(deque(lines, maxlen=tail))
+            for line in lines:
+                yield f"data: {line}\n\n"
+        first = False
+        if dep is None or dep.status not in ("queued", "starting", "running"):
+            status = dep.status if dep else "gone"
+            yield f"event: end\ndata: {_json.dumps({'status': status})}\n\n"
+            return
+        await asyncio.sleep(0.5)
+
+
+async def _watch_forever(step: Any, every: float) -> None:
+    import logging
+
+    while True:
+        try:
+            await step()
+        except Exception:  # noqa: BLE001 - keep watching
+            logging.getLogger("ai4lab.watch").exception("watch step failed")
+        await asyncio.sleep(every)
 
 
 async def _refresh_catalog_forever(catalog: Catalog, every: float = 60) -> None:

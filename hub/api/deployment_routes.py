@@ -25,6 +25,7 @@ from ai4lab.catalog.model import CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
+from ai4lab.deploy.trainings import TrainingError, Trainings
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.settings import Settings
 from ai4lab.storage import StoragePathError, clean_relpath
@@ -41,10 +42,12 @@ class ModuleRoutes:
         settings: Settings,
         catalog: Catalog,
         modules: ModuleDeployments,
+        trainings: Trainings,
         current_user: Callable[..., Awaitable[HubUser]],
         visible: Callable[[Deployment | None, HubUser], Deployment],
     ) -> None:
         self.prefix, self.settings, self.catalog, self.modules = prefix, settings, catalog, modules
+        self.trainings = trainings
         self.visible = visible
         self.max_bytes = int(settings.max_upload_mb * 2**20)
         self.client = httpx.AsyncClient(timeout=300)
@@ -64,9 +67,15 @@ class ModuleRoutes:
         @r.post("/deployments/{dep_id}/predict", summary="Predict with a module deployment (files or JSON)")
         async def predict(dep_id: str, request: Request, user: User) -> Response:
             dep = self.running(dep_id, user)
-            body = await self.read_body(request)
             ctype = request.headers.get("content-type", "")
             headers = {"content-type": ctype} if ctype else {}
+            weights = dep.spec.get("weights")
+            if weights and ctype.startswith("multipart/form-data"):
+                if int(request.headers.get("content-length") or 0) > self.max_bytes:
+                    raise self.too_large()
+                body, headers = await self.with_weights(request, weights)
+            else:
+                body = await self.read_body(request)
             if ctype.startswith("application/json"):
                 try:
                     fields = json.loads(body or b"{}")
@@ -74,12 +83,41 @@ class ModuleRoutes:
                     raise HTTPException(400, "the body is not valid JSON") from None
                 if not isinstance(fields, dict):
                     raise HTTPException(400, "send a JSON object of the module's predict arguments")
+                if dep.spec.get("weights"):
+                    fields.setdefault("weights", dep.spec["weights"])
                 files = {k: (None, v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
                 built = httpx.Request("POST", "http://x", files=files)
                 body, headers = built.read(), {"content-type": built.headers["content-type"]}
             model = dep.endpoints.get("model") or dep.spec["entry_point"]
             path = f"{self.api_path(dep.id)}/v2/models/{model}/predict/"
             return await self.forward(dep, "POST", path, {}, headers, body, stream=False)
+
+        @r.get("/deployments/{dep_id}/metrics", summary="Metric histories of a training (from its MLflow run)")
+        async def metrics(dep_id: str, user: User) -> dict[str, Any]:
+            dep = self.visible(deps.get(self.settings.db_url, dep_id), user)
+            run_id = dep.endpoints.get("mlflow_run_id") or await self.run_of(dep)
+            if not run_id:
+                return {"run_id": None, "metrics": {}}
+            base = f"http://127.0.0.1:{self.settings.mlflow_backend_port}/services/mlflow/api/2.0/mlflow"
+            run = (await self.client.get(f"{base}/runs/get", params={"run_id": run_id})).json().get("run", {})
+            out: dict[str, list[dict[str, Any]]] = {}
+            for m in run.get("data", {}).get("metrics", []):
+                h = await self.client.get(f"{base}/metrics/get-history", params={"run_id": run_id, "metric_key": m["key"]})
+                out[m["key"]] = sorted(({"step": p.get("step", 0), "value": p["value"]} for p in h.json().get("metrics", [])),
+                                       key=lambda p: p["step"])
+            return {"run_id": run_id, "status": run.get("info", {}).get("status"), "metrics": out}
+
+        @r.get("/catalog/modules/{item_id}/train-args", summary="The module's training arguments (types, ranges)")
+        async def train_args(item_id: str, user: User) -> dict[str, Any]:
+            item = self.catalog.get("module", item_id, Viewer(name=user.name, admin=user.admin))
+            if item is None:
+                raise HTTPException(404, f"no module {item_id!r} in the catalog")
+            if not item.run.package_path:
+                raise HTTPException(400, f"{item_id} has no local package")
+            try:
+                return await asyncio.to_thread(self.trainings.describe_args, item)
+            except TrainingError as e:
+                raise HTTPException(e.status, str(e)) from None
 
         @r.post("/catalog/modules/{item_id}/try", summary="One prediction without a deployment (try me)")
         async def try_module(item_id: str, request: Request, user: User) -> JSONResponse:
@@ -94,6 +132,49 @@ class ModuleRoutes:
             return await self.oneshot(item, form)
 
     # -- helpers ----------------------------------------------------------------------
+    async def run_of(self, dep: Deployment) -> str | None:
+        """The MLflow run of a training still running (its runner prints the id in its log)."""
+        if dep.kind != "training" or not dep.backend_state:
+            return None
+        text = await self.trainings.backend.logs(dep.backend_state, tail=200)
+        for line in text.splitlines():
+            if line.startswith("mlflow run "):
+                return line.split()[2]
+        return None
+
+    async def with_weights(self, request: Request, weights: str) -> tuple[bytes, dict[str, str]]:
+        """The multipart body again, with the deployment's weights unless the request names others."""
+        form = await request.form(max_part_size=self.max_bytes)
+        files, data = [], {"weights": weights}
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                files.append((name, (value.filename or name, await value.read(), value.content_type)))
+            else:
+                data[name] = value
+        built = httpx.Request("POST", "http://x", files=files, data=data)
+        return built.read(), {"content-type": built.headers["content-type"]}
+
+    async def create_training(self, body: Any, user: HubUser) -> dict[str, Any]:
+        acc = accounts.get_user(self.settings.db_url, user.name) or accounts.ensure_user(
+            self.settings.db_url, user.name, admin=user.admin)
+        if not body.item:
+            raise HTTPException(400, "say which module to train: item=<catalog id>")
+        item = self.catalog.get("module", body.item, Viewer(name=user.name, vo=acc.vo, admin=user.admin))
+        if item is None:
+            raise HTTPException(404, f"no module {body.item!r} in the catalog")
+        form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus,
+                             purpose="training")
+        problems = check_choice(form, body.hardware)
+        if problems:
+            raise HTTPException(400, "hardware: " + "; ".join(problems))
+        hardware = {k: f["value"] for k, f in form["hardware"].items() if "range" in f} | body.hardware
+        try:
+            dep = await self.trainings.create(user.name, item, dataset=body.dataset, args=body.args,
+                                              hardware=hardware, init_weights=body.init_weights, title=body.title)
+        except TrainingError as e:
+            raise HTTPException(e.status, str(e)) from None
+        return dep.to_dict()
+
     def api_path(self, dep_id: str) -> str:
         return f"{self.prefix}/deployments/{dep_id}/api"
 
@@ -158,7 +239,12 @@ class ModuleRoutes:
         if hardware.get("gpu_num"):
             raise HTTPException(400, "GPUs for module deployments on the local backend are not offered yet")
         weights = None
-        if body.weights:
+        if body.weights and "/" not in body.weights and "." not in body.weights:
+            try:
+                weights = str(self.trainings.model_file(user.name, body.weights))
+            except TrainingError as e:
+                raise HTTPException(e.status, str(e)) from None
+        elif body.weights:
             try:
                 rel = clean_relpath(body.weights.removeprefix("storage/"))
             except StoragePathError as e:

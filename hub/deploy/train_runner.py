@@ -1,0 +1,111 @@
+"""Runs a module's ``train`` as a batch job, inside the module's environment.
+
+Executed by the module environment's Python, so it imports nothing from
+ai4lab. ``train_runner.py REQUEST.json`` reads ``{"model", "args", "result",
+"tags", "run_name"}``; ``--check`` only validates the arguments against the
+module's ``get_train_args`` (marshmallow, as DEEPaaS does) and prints the
+verdict. The run itself: an MLflow run is created with the platform's tags and
+handed to the module through ``MLFLOW_RUN_ID`` (what ``mlflow.start_run()``
+resumes), then ``train(**args)`` runs and its return value is written to
+``result`` as JSON. Exit codes: 0 done, 2 bad arguments, 1 training failed.
+"""
+
+import json
+import os
+import sys
+import traceback
+from importlib.metadata import entry_points
+
+
+def load(model):
+    eps = [ep for ep in entry_points(group="deepaas.v2.model") if ep.name == model]
+    if not eps:
+        raise LookupError("no deepaas.v2.model entry point named %r" % model)
+    return eps[0].load()
+
+
+def describe(args):
+    """The train arguments as JSON: type, required, default, choices/range, description."""
+    out = {}
+    for name, field in args.items():
+        meta = field.metadata or {}
+        entry = {"type": type(field).__name__, "required": bool(field.required),
+                 "description": meta.get("description", "")}
+        default = field.load_default
+        if default is not None and not callable(default) and repr(default) != "<marshmallow.missing>":
+            entry["default"] = default
+        for v in getattr(field, "validators", []) or []:
+            if hasattr(v, "choices"):
+                entry["choices"] = list(v.choices)
+            if hasattr(v, "min") and hasattr(v, "max"):
+                entry["range"] = [v.min, v.max]
+        out[name] = entry
+    return out
+
+
+def check(api, given):
+    from marshmallow import ValidationError
+
+    args = api.get_train_args()
+    unknown = sorted(set(given) - set(args))
+    if unknown:
+        return None, "unknown argument(s) %s: this module takes %s" % (", ".join(unknown), ", ".join(sorted(args)))
+    kwargs = {}
+    for name, field in args.items():
+        if name in given:
+            try:
+                kwargs[name] = field.deserialize(given[name])
+            except ValidationError as e:
+                msgs = e.messages if isinstance(e.messages, list) else [str(e.messages)]
+                return None, "%s: %s" % (name, " ".join(str(m) for m in msgs))
+        elif field.required:
+            return None, "%s: missing required argument" % name
+    return kwargs, None
+
+
+def main():
+    check_only = "--check" in sys.argv
+    describe_only = "--describe" in sys.argv
+    request = json.loads(open([a for a in sys.argv[1:] if not a.startswith("--")][0]).read())
+    api = load(request["model"])
+    if describe_only:
+        print("AI4LAB-RESULT " + json.dumps(describe(api.get_train_args()), default=str))
+        return 0
+    kwargs, error = check(api, request.get("args", {}))
+    if check_only:
+        print("AI4LAB-RESULT " + json.dumps({"ok": error is None, "reason": error}))
+        return 0
+    if error:
+        print("bad arguments: " + error, file=sys.stderr)
+        return 2
+    run_id = None
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        try:
+            import mlflow
+            from mlflow.tracking import MlflowClient
+
+            experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or request["model"])
+            run = MlflowClient().create_run(experiment.experiment_id, tags=request.get("tags", {}),
+                                            run_name=request.get("run_name"))
+            run_id = run.info.run_id
+            os.environ["MLFLOW_RUN_ID"] = run_id  # the module's start_run() resumes this run
+            print("mlflow run %s" % run_id, flush=True)
+        except ImportError:
+            print("mlflow is not installed in this environment: not tracking", flush=True)
+    try:
+        if hasattr(api, "warm"):
+            api.warm()
+        result = api.train(**kwargs)
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        with open(request["result"], "w") as f:
+            json.dump({"error": str(e) or type(e).__name__, "mlflow_run_id": run_id}, f)
+        return 1
+    with open(request["result"], "w") as f:
+        json.dump({"output": result, "mlflow_run_id": run_id}, f, default=str)
+    print("training done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

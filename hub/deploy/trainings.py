@@ -1,0 +1,273 @@
+"""Trainings: a module's ``train()`` on the user's data as a batch job, queued by quota.
+
+A training is a deployment of kind ``training``. Its arguments are checked
+against the module's own ``get_train_args`` before anything starts; it waits in
+a first-come queue while the owner's role quota (or the GPUs) are taken; it
+runs ``train_runner.py`` in the module's environment on the local backend
+with an MLflow run tagged with the deployment, and writes its outputs to
+``storage/models/<module>/<deployment id>/`` in the owner's storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ai4lab import accounts
+from ai4lab import deployments as deps
+from ai4lab.backends.base import JobSpec
+from ai4lab.backends.local import LocalBackend
+from ai4lab.catalog.model import CatalogItem
+from ai4lab.db import Deployment
+from ai4lab.envs import ensure_env, env_bin
+from ai4lab.hubclient import HubClient
+from ai4lab.settings import Settings
+
+log = logging.getLogger("ai4lab.trainings")
+RUNNER = Path(__file__).resolve().parent / "train_runner.py"
+
+
+class TrainingError(ValueError):
+    """A training request that cannot be honoured: ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _extras(package: Path) -> tuple[str, ...]:
+    import tomllib
+
+    try:
+        data = tomllib.loads((package / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return ()
+    return ("mlflow",) if "mlflow" in data.get("project", {}).get("optional-dependencies", {}) else ()
+
+
+class Trainings:
+    def __init__(self, settings: Settings, backend: LocalBackend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self._lock = asyncio.Lock()
+
+    # -- environment and arguments ---------------------------------------------------------
+    def env_for(self, item: CatalogItem) -> Path:
+        package = Path(item.run.package_path or "")
+        return ensure_env(package, self.settings.envs_dir, extras=_extras(package))
+
+    def _runner(self, env: Path, request: dict[str, Any], flag: str) -> Any:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(request, f)
+        try:
+            proc = subprocess.run([str(env_bin(env, "python")), str(RUNNER), f.name, flag], capture_output=True,
+                                  text=True, timeout=120, env={"PATH": f"{env}/bin:/usr/bin:/bin",
+                                                               "HOME": tempfile.gettempdir()})
+        finally:
+            Path(f.name).unlink(missing_ok=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
+        if not lines:
+            raise TrainingError(f"the module could not be loaded: {proc.stderr.strip()[-500:]}", 500)
+        return json.loads(lines[-1].removeprefix("AI4LAB-RESULT "))
+
+    def describe_args(self, item: CatalogItem) -> dict[str, Any]:
+        return self._runner(self.env_for(item), {"model": item.run.entry_point}, "--describe")
+
+    def model_file(self, owner: str, training_id: str) -> Path:
+        """The model file a succeeded training of ``owner`` wrote (for deploying or continuing it)."""
+        dep = deps.get(self.settings.db_url, training_id)
+        if dep is None or dep.owner != owner or dep.kind != "training":
+            raise TrainingError(f"no training {training_id!r} of yours", 404)
+        if dep.status != "succeeded":
+            raise TrainingError(f"training {training_id} is {dep.status}, not succeeded", 409)
+        path = dep.endpoints.get("model_path")
+        if not path or not Path(path).is_file():
+            raise TrainingError(f"training {training_id} left no model file")
+        return Path(path)
+
+    # -- create ---------------------------------------------------------------------------
+    async def create(
+        self, owner: str, item: CatalogItem, *, dataset: str | None, args: dict[str, Any],
+        hardware: dict[str, Any], init_weights: str | None = None, title: str = "",
+    ) -> Deployment:
+        acc = accounts.get_user(self.settings.db_url, owner) or accounts.ensure_user(self.settings.db_url, owner)
+        quota = self.settings.quotas[acc.role]
+        if quota.trainings < 1:
+            raise TrainingError(f"training needs role intermediate or advanced; yours is {acc.role}", 403)
+        if not item.run.package_path or not item.run.entry_point:
+            raise TrainingError(f"{item.id} has no local package: it can only be trained from its image on a cluster")
+        gpu = int(hardware.get("gpu_num", 0) or 0)
+        if gpu > min(quota.gpu, len(self.settings.gpus)):
+            raise TrainingError(f"{gpu} GPU(s) asked: the {acc.role} quota allows {quota.gpu}, "
+                                f"this platform has {len(self.settings.gpus)}")
+        storage = self.settings.user_storage(owner)
+        args = dict(args)
+        if dataset is not None:
+            from ai4lab.storage import StoragePathError, clean_relpath
+
+            try:
+                rel = clean_relpath(dataset.removeprefix("storage/"))
+            except StoragePathError as e:
+                raise TrainingError(f"dataset: {e}") from None
+            if not (storage / rel).exists():
+                raise TrainingError(f"dataset: no {dataset!r} in your storage")
+            args["dataset"] = str(storage / rel)
+        if init_weights:
+            args["init_weights"] = str(self.model_file(owner, init_weights))
+        env = await asyncio.to_thread(self.env_for, item)
+        verdict = await asyncio.to_thread(self._runner, env, {"model": item.run.entry_point, "args": args}, "--check")
+        if not verdict["ok"]:
+            raise TrainingError(verdict["reason"])
+        spec = {
+            "item": item.id, "entry_point": item.run.entry_point, "package_path": item.run.package_path,
+            "title": title or f"train {item.id}", "dataset": dataset, "args": args, "init_weights": init_weights,
+            "cpu": hardware.get("cpu_num", 1), "ram_mb": hardware.get("ram", 2000), "gpu": gpu, "gpu_ids": [],
+        }
+        dep = deps.create(self.settings.db_url, owner=owner, kind="training", name=item.id, spec=spec,
+                          status="queued", vo=acc.vo)
+        await self.schedule()
+        return deps.get(self.settings.db_url, dep.id) or dep
+
+    # -- queue ----------------------------------------------------------------------------
+    async def schedule(self) -> None:
+        """Start queued trainings, oldest first, while their owner's quota and the GPUs allow."""
+        async with self._lock:
+            active = deps.list_deployments(self.settings.db_url, kind="training", active_only=True)
+            running = [d for d in active if d.status in ("starting", "running")]
+            queued = sorted((d for d in active if d.status == "queued"), key=lambda d: d.created_at)
+            used_gpus = deps.gpus_in_use(self.settings.db_url)
+            for dep in queued:
+                acc = accounts.get_user(self.settings.db_url, dep.owner)
+                quota = self.settings.quotas[acc.role if acc else "basic"]
+                mine = sum(1 for d in running if d.owner == dep.owner)
+                free = [g.id for g in self.settings.gpus if g.id not in used_gpus]
+                if mine >= quota.trainings:
+                    self._waiting(dep, f"waiting: {mine} training(s) of yours running, the quota allows "
+                                       f"{quota.trainings}")
+                    continue
+                if dep.spec.get("gpu", 0) > len(free):
+                    self._waiting(dep, f"waiting for {dep.spec['gpu']} free GPU(s)")
+                    continue
+                gpu_ids = free[: dep.spec.get("gpu", 0)]
+                used_gpus.update(gpu_ids)
+                deps.set_status(self.settings.db_url, dep.id, "starting", "", spec={**dep.spec, "gpu_ids": gpu_ids})
+                running.append(dep)
+                await self._start(dep.id)
+
+    def _waiting(self, dep: Deployment, reason: str) -> None:
+        if dep.status_reason != reason:
+            deps.set_status(self.settings.db_url, dep.id, "queued", reason)
+
+    async def _start(self, dep_id: str) -> None:
+        dep = deps.get(self.settings.db_url, dep_id)
+        assert dep is not None
+        spec = dict(dep.spec)
+        try:
+            env = await asyncio.to_thread(self.env_for, self._item_stub(spec))
+            storage = self.settings.user_storage(dep.owner)
+            out = storage / "models" / spec["item"] / dep_id
+            out.mkdir(parents=True, exist_ok=True)
+            args = dict(spec["args"])
+            args.setdefault("output_dir", str(out))
+            workdir = self.settings.deployments_root / dep_id
+            workdir.mkdir(parents=True, exist_ok=True)
+            request = {
+                "model": spec["entry_point"], "args": args, "result": str(workdir / "result.json"),
+                "run_name": spec["title"],
+                "tags": {"ai4lab.deployment": dep_id, "ai4lab.owner": dep.owner, "ai4lab.module": spec["item"],
+                         "ai4lab.dataset": spec.get("dataset") or "", "ai4lab.parent_run": spec.get("init_weights") or ""},
+            }
+            (workdir / "request.json").write_text(json.dumps(request))
+            token = await HubClient().new_token(dep.owner, f"training {dep_id}", expires_in=7 * 86400,
+                                                scopes=["access:services!service=mlflow"])
+            env_vars = {
+                "PATH": os.pathsep.join([str(env / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
+                "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
+                "AI4LAB_MODEL_DIR": str(Path.home() / ".cache" / "ai4lab" / "models"),
+                "MLFLOW_TRACKING_URI": self.settings.public_url + "/services/mlflow",
+                "MLFLOW_TRACKING_TOKEN": token,
+                "MLFLOW_EXPERIMENT_NAME": spec["item"],
+                "MLFLOW_RUN_NAME": spec["title"],
+            }
+            job = JobSpec(name=f"training-{dep_id}", command=[str(env_bin(env, "python")), str(RUNNER),
+                                                             str(workdir / "request.json")],
+                          env=env_vars, cwd=workdir, log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
+                          cpu=spec.get("cpu"), ram_gb=(spec.get("ram_mb") or 0) / 1000, gpu_ids=spec["gpu_ids"])
+            state = await self.backend.submit(job)
+            state["result"] = request["result"]
+            deps.set_status(self.settings.db_url, dep_id, "running", "",
+                            backend_state=state, endpoints={"outputs": f"storage/models/{spec['item']}/{dep_id}"})
+        except Exception as e:  # noqa: BLE001 - the training's status says what went wrong
+            log.exception("training %s failed to start", dep_id)
+            deps.set_status(self.settings.db_url, dep_id, "failed", f"could not start: {e}")
+
+    @staticmethod
+    def _item_stub(spec: dict[str, Any]) -> CatalogItem:
+        from ai4lab.catalog.model import RunInfo
+
+        return CatalogItem(id=spec["item"], kind="module", title=spec["item"], summary="", source="training",
+                           run=RunInfo(package_path=spec["package_path"], entry_point=spec["entry_point"]))
+
+    # -- watch ----------------------------------------------------------------------------
+    async def watch_once(self) -> None:
+        for dep in deps.list_deployments(self.settings.db_url, kind="training", active_only=True):
+            if dep.status != "running" or not dep.backend_state:
+                continue
+            status = await self.backend.status(dep.backend_state)
+            if status.running:
+                continue
+            await self._finish(dep, status.exit_code)
+        await self.schedule()
+
+    async def _finish(self, dep: Deployment, exit_code: int | None) -> None:
+        result_path = Path(dep.backend_state.get("result", ""))
+        try:
+            result = json.loads(result_path.read_text())
+        except (OSError, ValueError):
+            result = {}
+        endpoints = dict(dep.endpoints)
+        run_id = result.get("mlflow_run_id")
+        if run_id:
+            endpoints["mlflow_run_id"] = run_id
+            endpoints["mlflow_run"] = f"{self.settings.public_url}/services/mlflow/#/experiments/runs/{run_id}"
+        output = result.get("output") or {}
+        if isinstance(output, dict):
+            for key in ("model_path", "metrics_path"):
+                if output.get(key):
+                    endpoints[key] = output[key]
+            endpoints["result"] = {k: v for k, v in output.items() if isinstance(v, (int, float, str))}
+        if exit_code == 0 and "output" in result:
+            deps.set_status(self.settings.db_url, dep.id, "succeeded", "", endpoints=endpoints)
+            return
+        tail = await self.backend.logs(dep.backend_state, tail=15)
+        reason = result.get("error") or "the training process died"
+        deps.set_status(self.settings.db_url, dep.id, "failed",
+                        f"{reason} (exit code {exit_code}); last log lines:\n{tail}", endpoints=endpoints)
+
+    async def cancel(self, dep: Deployment, by: str) -> None:
+        if dep.status in ("starting", "running") and dep.backend_state:
+            await self.backend.stop(dep.backend_state)
+        if dep.status in ("queued", "starting", "running"):
+            deps.set_status(self.settings.db_url, dep.id, "cancelled", f"cancelled by {by}")
+        await self.schedule()
+
+    async def recover(self) -> None:
+        """After a restart: a training still running is watched again; one whose process is gone failed."""
+        for dep in deps.list_deployments(self.settings.db_url, kind="training", active_only=True):
+            if dep.status == "starting" or (dep.status == "running" and not dep.backend_state):
+                deps.set_status(self.settings.db_url, dep.id, "failed", "the platform restarted while it started")
+            elif dep.status == "running" and not (await self.backend.status(dep.backend_state)).running:
+                result = Path(dep.backend_state.get("result", ""))
+                if result.is_file():
+                    await self._finish(dep, 0 if "output" in result.read_text() else 1)
+                else:
+                    deps.set_status(self.settings.db_url, dep.id, "failed",
+                                    "the platform restarted and the training process is gone")
+        await self.schedule()
