@@ -113,6 +113,41 @@ class Client:
         data = {k: str(v) for k, v in fields.items()}
         return self._call("POST", path, files=opened, data=data)
 
+    def train(self, item_id: str, *, dataset: str | None = None, init_weights: str | None = None,
+              title: str = "", wait: bool = False, timeout: float = 3600, hardware: dict[str, Any] | None = None,
+              **args: Any) -> dict[str, Any]:
+        """Start a training of a module on ``dataset`` (a path in your storage) with its train ``args``."""
+        body = {"kind": "training", "item": item_id, "dataset": dataset, "init_weights": init_weights,
+                "title": title, "args": args, "hardware": hardware or {}}
+        dep = self._call("POST", "/deployments", json=body)
+        if not wait:
+            return dep
+        deadline = time.monotonic() + timeout
+        while dep["status"] in ("queued", "starting", "running"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"training {dep['id']} still {dep['status']} after {timeout:g}s")
+            time.sleep(1)
+            dep = self.deployment(dep["id"])
+        return dep
+
+    def metrics(self, dep_id: str) -> dict[str, list[dict[str, float]]]:
+        """Per-step metric histories of a training (live while it runs)."""
+        return self._call("GET", f"/deployments/{dep_id}/metrics")["metrics"]
+
+    def follow_logs(self, dep_id: str) -> Any:
+        """Yield log lines of a deployment as they come, until it ends."""
+        with self.http.stream("GET", f"/deployments/{dep_id}/logs", params={"follow": 1}, timeout=None) as r:
+            if r.status_code >= 400:
+                raise ApiError(r.status_code, f"{r.status_code}: {r.read().decode()}")
+            event = ""
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    if event == "end":
+                        return
+                    yield line.removeprefix("data: ")
+
     def stop(self, dep_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/deployments/{dep_id}")
 

@@ -124,13 +124,55 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def logs(
         deployment: str = typer.Argument(...), tail: Optional[int] = typer.Option(None, min=1),
+        follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines until it ends"),
         url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
         """Logs of a deployment."""
+        client = _client(url, token)
         try:
-            sys.stdout.write(_client(url, token).logs(deployment, tail))
+            if not follow:
+                sys.stdout.write(client.logs(deployment, tail))
+                return
+            for line in client.follow_logs(deployment):
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
         except ApiError as e:
             _fail(str(e))
+
+    @app.command()
+    def train(
+        item: str = typer.Argument(..., help="catalog id of the module"),
+        data: Optional[str] = typer.Option(None, "--data", help="dataset: a folder or file in your storage"),
+        arg: list[str] = typer.Option([], "--arg", help="train argument name=value, repeatable"),
+        gpu: int = typer.Option(0, "--gpu", help="GPUs"),
+        cpu: Optional[float] = typer.Option(None), ram: Optional[int] = typer.Option(None, help="RAM in MB"),
+        init_weights: Optional[str] = typer.Option(None, "--from", help="start from the model of this training"),
+        title: str = typer.Option(""), wait: bool = typer.Option(False, "--wait", help="wait until it ends"),
+        url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+    ) -> None:
+        """Train a module on your data (queued when your quota is full)."""
+        hardware = {k: v for k, v in (("cpu_num", cpu), ("ram", ram), ("gpu_num", gpu or None)) if v is not None}
+        try:
+            dep = _client(url, token).train(item, dataset=data, init_weights=init_weights, title=title, wait=wait,
+                                            hardware=hardware, **_fields(arg))
+        except (ApiError, TimeoutError) as e:
+            _fail(str(e))
+        reason = f"  ({dep['status_reason'].splitlines()[0]})" if dep["status_reason"] else ""
+        out.print(f"{dep['id']} {dep['status']}{reason}", markup=False)
+        if wait and dep["status"] != "succeeded":
+            raise typer.Exit(1)
+
+    @app.command()
+    def cancel(
+        deployment: str = typer.Argument(...),
+        url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+    ) -> None:
+        """Cancel a training (or stop any deployment)."""
+        try:
+            dep = _client(url, token).stop(deployment)
+        except ApiError as e:
+            _fail(str(e))
+        out.print(f"{dep['id']} {dep['status']}")
 
     @app.command()
     def stop(

@@ -160,3 +160,28 @@ def test_other_users_cannot_see_or_cancel(platform: Platform, trainer: httpx.Cli
     other = platform.api(platform.token("ursula"))
     assert other.get(f"{API}/deployments/{mine[0]['id']}/metrics").status_code == 404
     assert other.delete(f"{API}/deployments/{mine[0]['id']}").status_code == 404
+
+
+def test_cli_train_follow_cancel(platform: Platform, trainer: httpx.Client, dataset: str) -> None:
+    import os
+    import sys
+
+    env = {**platform.env, "AI4LAB_API_URL": f"{platform.url}/services/ai4lab",
+           "AI4LAB_API_TOKEN": trainer.headers["Authorization"].split()[1]}
+    cli = str(Path(sys.executable).parent / "ai4lab")
+    run = lambda *a: subprocess.run([cli, *a], env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    r = run("train", "ai4lab-digits", "--data", dataset, "--arg", "epochs=3", "--arg", "hidden_units=16")
+    assert r.returncode == 0, r.stderr
+    dep_id, status = r.stdout.split()[:2]
+    assert status in ("running", "starting", "queued")
+    r = run("logs", dep_id, "-f")
+    assert r.returncode == 0 and "training done" in r.stdout
+    assert trainer.get(f"{API}/deployments/{dep_id}").json()["status"] == "succeeded"
+    r = run("train", "ai4lab-digits", "--data", dataset, "--arg", "epochs=-1")
+    assert r.returncode == 1 and r.stderr.startswith("error: 400: epochs:")
+    r = run("train", "ai4lab-digits", "--data", dataset, "--arg", "epochs")
+    assert r.returncode == 2 and "name=value" in r.stderr
+    r = run("train", "ai4lab-digits", "--data", dataset, "--arg", "epochs=500")
+    long_id = r.stdout.split()[0]
+    r = run("cancel", long_id)
+    assert r.returncode == 0 and "cancelled" in r.stdout
