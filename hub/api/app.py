@@ -29,7 +29,7 @@ from ai4lab.hubclient import HubClient, HubError
 from ai4lab.settings import Settings, get_settings
 from ai4lab.storage import StoragePathError, UserStorage
 
-KINDS = ("ide", "module", "training")
+KINDS = ("ide", "module", "training", "batch")
 
 
 class DeploymentRequest(BaseModel):
@@ -48,6 +48,10 @@ class DeploymentRequest(BaseModel):
     dataset: str | None = Field(default=None, description="training: folder or file in your storage")
     args: dict[str, Any] = Field(default_factory=dict, description="training: the module's train arguments")
     init_weights: str | None = Field(default=None, description="training: start from the model of this training")
+    input: str | None = Field(default=None, description="batch: folder of files in your storage to predict on")
+    output: str | None = Field(default=None, description="batch: folder in your storage for the results")
+    fields: dict[str, Any] = Field(default_factory=dict, description="batch: other predict arguments")
+    file_field: str | None = Field(default=None, description="batch: the predict field that takes each file")
 
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
@@ -151,7 +155,11 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
 
     @router.get("/deployments/{dep_id}", summary="One deployment")
     async def get_deployment(dep_id: str, user: CurrentUser) -> dict[str, Any]:
-        return visible(deps.get(settings.db_url, dep_id), user).to_dict()
+        dep = visible(deps.get(settings.db_url, dep_id), user)
+        out = dep.to_dict()
+        if dep.kind == "batch" and dep.backend_state:
+            out["progress"] = trainings.progress(dep, await backend.logs(dep.backend_state, tail=50))
+        return out
 
     @router.post("/deployments", status_code=201, summary="Start a deployment")
     async def create_deployment(body: DeploymentRequest, user: CurrentUser) -> dict[str, Any]:
@@ -161,7 +169,7 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             )
         if body.kind == "module":
             return module_routes.create(body, user)
-        if body.kind == "training":
+        if body.kind in ("training", "batch"):
             return await module_routes.create_training(body, user)
         try:
             await hub().start_server(user.name, body.name, body.options)
@@ -186,7 +194,7 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
                     raise HTTPException(502, f"hub refused to stop the session: {e}") from None
         elif dep.kind == "module":
             await modules.stop(dep, f"stopped by {user.name}")
-        elif dep.kind == "training":
+        elif dep.kind in ("training", "batch"):
             await trainings.cancel(dep, user.name)
         elif dep.status in ("queued", "starting", "running"):
             await backend.stop(dep.backend_state)

@@ -169,8 +169,16 @@ class ModuleRoutes:
             raise HTTPException(400, "hardware: " + "; ".join(problems))
         hardware = {k: f["value"] for k, f in form["hardware"].items() if "range" in f} | body.hardware
         try:
-            dep = await self.trainings.create(user.name, item, dataset=body.dataset, args=body.args,
-                                              hardware=hardware, init_weights=body.init_weights, title=body.title)
+            if body.kind == "batch":
+                if not body.input or not body.output:
+                    raise TrainingError("batch jobs need input and output folders in your storage")
+                dep = await self.trainings.create_batch(
+                    user.name, item, input_path=body.input, output_path=body.output, fields=body.fields,
+                    file_field=body.file_field, weights=body.weights, title=body.title)
+            else:
+                dep = await self.trainings.create(user.name, item, dataset=body.dataset, args=body.args,
+                                                  hardware=hardware, init_weights=body.init_weights,
+                                                  title=body.title)
         except TrainingError as e:
             raise HTTPException(e.status, str(e)) from None
         return dep.to_dict()

@@ -27,23 +27,15 @@ def _answer(payload):
     sys.stdout.flush()
 
 
-def main():
-    request = json.loads(sys.stdin.read())
-    try:
-        api = _load(request["model"])
-    except Exception as e:  # noqa: BLE001
-        _answer({"status": "error", "code": 500, "reason": "cannot load the module: %s" % e})
-        return
+def prepare(api, fields, files):
+    """Predict arguments from form fields and uploaded files, checked like DEEPaaS does: (kwargs, error)."""
     from deepaas.model.v2.wrapper import UploadedFile
     from marshmallow import ValidationError
 
     args = api.get_predict_args()
-    fields, files = request.get("fields", {}), request.get("files", {})
     unknown = sorted((set(fields) | set(files)) - set(args))
     if unknown:
-        _answer({"status": "error", "code": 400,
-                 "reason": "unknown field(s) %s: this module takes %s" % (", ".join(unknown), ", ".join(sorted(args)))})
-        return
+        return None, "unknown field(s) %s: this module takes %s" % (", ".join(unknown), ", ".join(sorted(args)))
     kwargs = {}
     try:
         for name, field in args.items():
@@ -63,7 +55,24 @@ def main():
             elif field.load_default is not None and not callable(field.load_default):
                 kwargs[name] = field.load_default
     except ValidationError as e:
-        _answer({"status": "error", "code": 400, "reason": str(e.messages if hasattr(e, "messages") else e)})
+        return None, str(e.messages if hasattr(e, "messages") else e)
+    return kwargs, None
+
+
+def file_fields(api):
+    return [n for n, f in api.get_predict_args().items() if (f.metadata or {}).get("type") == "file"]
+
+
+def main():
+    request = json.loads(sys.stdin.read())
+    try:
+        api = _load(request["model"])
+    except Exception as e:  # noqa: BLE001
+        _answer({"status": "error", "code": 500, "reason": "cannot load the module: %s" % e})
+        return
+    kwargs, error = prepare(api, request.get("fields", {}), request.get("files", {}))
+    if error:
+        _answer({"status": "error", "code": 400, "reason": error})
         return
     try:
         if hasattr(api, "warm"):

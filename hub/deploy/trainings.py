@@ -32,6 +32,8 @@ from ai4lab.settings import Settings
 
 log = logging.getLogger("ai4lab.trainings")
 RUNNER = Path(__file__).resolve().parent / "train_runner.py"
+BATCH_RUNNER = Path(__file__).resolve().parent / "batch_runner.py"
+JOB_KINDS = ("training", "batch")
 
 
 class TrainingError(ValueError):
@@ -135,11 +137,52 @@ class Trainings:
         await self.schedule()
         return deps.get(self.settings.db_url, dep.id) or dep
 
+    async def create_batch(
+        self, owner: str, item: CatalogItem, *, input_path: str, output_path: str, fields: dict[str, Any],
+        file_field: str | None = None, weights: str | None = None, title: str = "",
+    ) -> Deployment:
+        """Predict over a folder of the user's storage, results to another folder, as a queued job."""
+        from ai4lab.storage import StoragePathError, clean_relpath
+
+        acc = accounts.get_user(self.settings.db_url, owner) or accounts.ensure_user(self.settings.db_url, owner)
+        if self.settings.quotas[acc.role].trainings < 1:
+            raise TrainingError(f"batch jobs need role intermediate or advanced; yours is {acc.role}", 403)
+        if not item.run.package_path or not item.run.entry_point:
+            raise TrainingError(f"{item.id} has no local package")
+        storage = self.settings.user_storage(owner)
+        try:
+            src, dst = clean_relpath(input_path.removeprefix("storage/")), clean_relpath(output_path.removeprefix("storage/"))
+        except StoragePathError as e:
+            raise TrainingError(str(e)) from None
+        if not src or not (storage / src).is_dir():
+            raise TrainingError(f"input: no folder {input_path!r} in your storage")
+        if not dst or dst == src or dst.startswith(src + "/"):
+            raise TrainingError("output: give a folder outside the input folder")
+        fields = dict(fields)
+        if weights:
+            fields["weights"] = str(self.model_file(owner, weights))
+        spec = {"item": item.id, "entry_point": item.run.entry_point, "package_path": item.run.package_path,
+                "title": title or f"batch {item.id}", "input": input_path, "output": output_path,
+                "input_abs": str(storage / src), "output_abs": str(storage / dst), "fields": fields,
+                "file_field": file_field, "gpu": 0, "gpu_ids": []}
+        dep = deps.create(self.settings.db_url, owner=owner, kind="batch", name=item.id, spec=spec, status="queued",
+                          vo=acc.vo)
+        await self.schedule()
+        return deps.get(self.settings.db_url, dep.id) or dep
+
+    def progress(self, dep: Deployment, log_text: str) -> dict[str, int] | None:
+        for line in reversed(log_text.splitlines()):
+            if line.startswith("progress "):
+                done, total = line.split()[1].split("/")
+                return {"done": int(done), "total": int(total)}
+        return None
+
     # -- queue ----------------------------------------------------------------------------
     async def schedule(self) -> None:
         """Start queued trainings, oldest first, while their owner's quota and the GPUs allow."""
         async with self._lock:
-            active = deps.list_deployments(self.settings.db_url, kind="training", active_only=True)
+            active = [d for kind in JOB_KINDS
+                      for d in deps.list_deployments(self.settings.db_url, kind=kind, active_only=True)]
             running = [d for d in active if d.status in ("starting", "running")]
             queued = sorted((d for d in active if d.status == "queued"), key=lambda d: d.created_at)
             used_gpus = deps.gpus_in_use(self.settings.db_url)
@@ -172,18 +215,26 @@ class Trainings:
         try:
             env = await asyncio.to_thread(self.env_for, self._item_stub(spec))
             storage = self.settings.user_storage(dep.owner)
-            out = storage / "models" / spec["item"] / dep_id
-            out.mkdir(parents=True, exist_ok=True)
-            args = dict(spec["args"])
-            args.setdefault("output_dir", str(out))
             workdir = self.settings.deployments_root / dep_id
             workdir.mkdir(parents=True, exist_ok=True)
-            request = {
-                "model": spec["entry_point"], "args": args, "result": str(workdir / "result.json"),
-                "run_name": spec["title"],
-                "tags": {"ai4lab.deployment": dep_id, "ai4lab.owner": dep.owner, "ai4lab.module": spec["item"],
-                         "ai4lab.dataset": spec.get("dataset") or "", "ai4lab.parent_run": spec.get("init_weights") or ""},
-            }
+            if dep.kind == "batch":
+                request: dict[str, Any] = {
+                    "model": spec["entry_point"], "input": spec["input_abs"], "output": spec["output_abs"],
+                    "fields": spec["fields"], "file_field": spec.get("file_field"),
+                    "result": str(workdir / "result.json"),
+                }
+            else:
+                out = storage / "models" / spec["item"] / dep_id
+                out.mkdir(parents=True, exist_ok=True)
+                args = dict(spec["args"])
+                args.setdefault("output_dir", str(out))
+                request = {
+                    "model": spec["entry_point"], "args": args, "result": str(workdir / "result.json"),
+                    "run_name": spec["title"],
+                    "tags": {"ai4lab.deployment": dep_id, "ai4lab.owner": dep.owner, "ai4lab.module": spec["item"],
+                             "ai4lab.dataset": spec.get("dataset") or "",
+                             "ai4lab.parent_run": spec.get("init_weights") or ""},
+                }
             (workdir / "request.json").write_text(json.dumps(request))
             token = await HubClient().new_token(dep.owner, f"training {dep_id}", expires_in=7 * 86400,
                                                 scopes=["access:services!service=mlflow"])
@@ -196,14 +247,16 @@ class Trainings:
                 "MLFLOW_EXPERIMENT_NAME": spec["item"],
                 "MLFLOW_RUN_NAME": spec["title"],
             }
-            job = JobSpec(name=f"training-{dep_id}", command=[str(env_bin(env, "python")), str(RUNNER),
-                                                             str(workdir / "request.json")],
+            runner = BATCH_RUNNER if dep.kind == "batch" else RUNNER
+            job = JobSpec(name=f"{dep.kind}-{dep_id}", command=[str(env_bin(env, "python")), str(runner),
+                                                               str(workdir / "request.json")],
                           env=env_vars, cwd=workdir, log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
                           cpu=spec.get("cpu"), ram_gb=(spec.get("ram_mb") or 0) / 1000, gpu_ids=spec["gpu_ids"])
             state = await self.backend.submit(job)
             state["result"] = request["result"]
-            deps.set_status(self.settings.db_url, dep_id, "running", "",
-                            backend_state=state, endpoints={"outputs": f"storage/models/{spec['item']}/{dep_id}"})
+            outputs = spec["output"] if dep.kind == "batch" else f"storage/models/{spec['item']}/{dep_id}"
+            deps.set_status(self.settings.db_url, dep_id, "running", "", backend_state=state,
+                            endpoints={"outputs": outputs})
         except Exception as e:  # noqa: BLE001 - the training's status says what went wrong
             log.exception("training %s failed to start", dep_id)
             deps.set_status(self.settings.db_url, dep_id, "failed", f"could not start: {e}")
@@ -217,7 +270,8 @@ class Trainings:
 
     # -- watch ----------------------------------------------------------------------------
     async def watch_once(self) -> None:
-        for dep in deps.list_deployments(self.settings.db_url, kind="training", active_only=True):
+        for dep in [d for kind in JOB_KINDS for d in deps.list_deployments(self.settings.db_url, kind=kind,
+                                                                            active_only=True)]:
             if dep.status != "running" or not dep.backend_state:
                 continue
             status = await self.backend.status(dep.backend_state)
@@ -246,6 +300,12 @@ class Trainings:
         if exit_code == 0 and "output" in result:
             deps.set_status(self.settings.db_url, dep.id, "succeeded", "", endpoints=endpoints)
             return
+        if dep.kind == "batch" and "output" in result:
+            failed = result["output"].get("failed", 0)
+            deps.set_status(self.settings.db_url, dep.id, "failed",
+                            f"{failed} of {result['output'].get('files')} file(s) could not be predicted; "
+                            "their reasons are in the output folder", endpoints=endpoints)
+            return
         tail = await self.backend.logs(dep.backend_state, tail=15)
         reason = result.get("error") or "the training process died"
         deps.set_status(self.settings.db_url, dep.id, "failed",
@@ -260,7 +320,8 @@ class Trainings:
 
     async def recover(self) -> None:
         """After a restart: a training still running is watched again; one whose process is gone failed."""
-        for dep in deps.list_deployments(self.settings.db_url, kind="training", active_only=True):
+        for dep in [d for kind in JOB_KINDS for d in deps.list_deployments(self.settings.db_url, kind=kind,
+                                                                            active_only=True)]:
             if dep.status == "starting" or (dep.status == "running" and not dep.backend_state):
                 deps.set_status(self.settings.db_url, dep.id, "failed", "the platform restarted while it started")
             elif dep.status == "running" and not (await self.backend.status(dep.backend_state)).running:

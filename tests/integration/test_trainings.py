@@ -185,3 +185,25 @@ def test_cli_train_follow_cancel(platform: Platform, trainer: httpx.Client, data
     long_id = r.stdout.split()[0]
     r = run("cancel", long_id)
     assert r.returncode == 0 and "cancelled" in r.stdout
+
+
+def test_batch_inference_over_a_storage_folder(trainer: httpx.Client, dataset: str) -> None:
+    sevens = f"{dataset}/7"
+    n = len(trainer.get(f"{API}/storage/{sevens}").json()["content"])
+    r = trainer.post(f"{API}/deployments", json={"kind": "batch", "item": "ai4lab-digits", "input": sevens,
+                                                 "output": "results/sevens"})
+    assert r.status_code == 201, r.text
+    dep = wait_status(trainer, r.json()["id"], ("succeeded", "failed"))
+    assert dep["status"] == "succeeded", dep["status_reason"]
+    assert trainer.get(f"{API}/deployments/{dep['id']}").json()["progress"] == {"done": n, "total": n}
+    summary = json.loads(trainer.get(f"{API}/storage/results/sevens/summary.json").content)
+    assert summary == {"files": n, "failed": 0, "output": summary["output"]}
+    results = [e["path"] for e in trainer.get(f"{API}/storage/results/sevens").json()["content"]
+               if e["name"] != "summary.json"]
+    labels = [json.loads(trainer.get(f"{API}/storage/{p}").content)["predictions"]["label"] for p in results]
+    assert len(labels) == n and labels.count(7) / n > 0.8
+    # bad requests: output inside the input, missing input
+    post = lambda **b: trainer.post(f"{API}/deployments", json={"kind": "batch", "item": "ai4lab-digits", **b})  # noqa: E731
+    assert post(input=sevens, output=f"{sevens}/out").status_code == 400
+    assert post(input="nothing-here", output="x").status_code == 400
+    assert post(input=sevens).status_code == 400
