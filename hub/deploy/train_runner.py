@@ -78,7 +78,7 @@ def main():
     if error:
         print("bad arguments: " + error, file=sys.stderr)
         return 2
-    run_id = None
+    run_id = experiment_id = None
     if os.environ.get("MLFLOW_TRACKING_URI"):
         try:
             import mlflow
@@ -87,7 +87,7 @@ def main():
             experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or request["model"])
             run = MlflowClient().create_run(experiment.experiment_id, tags=request.get("tags", {}),
                                             run_name=request.get("run_name"))
-            run_id = run.info.run_id
+            run_id, experiment_id = run.info.run_id, experiment.experiment_id
             os.environ["MLFLOW_RUN_ID"] = run_id  # the module's start_run() resumes this run
             print("mlflow run %s" % run_id, flush=True)
         except ImportError:
@@ -99,10 +99,10 @@ def main():
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         with open(request["result"], "w") as f:
-            json.dump({"error": str(e) or type(e).__name__, "mlflow_run_id": run_id}, f)
+            json.dump({"error": str(e) or type(e).__name__, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}, f)
         return 1
     with open(request["result"], "w") as f:
-        json.dump({"output": result, "mlflow_run_id": run_id}, f, default=str)
+        json.dump({"output": result, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}, f, default=str)
     print("training done", flush=True)
     return 0
 

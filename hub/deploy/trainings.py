@@ -290,7 +290,8 @@ class Trainings:
         run_id = result.get("mlflow_run_id")
         if run_id:
             endpoints["mlflow_run_id"] = run_id
-            endpoints["mlflow_run"] = f"{self.settings.public_url}/services/mlflow/#/experiments/runs/{run_id}"
+            exp = result.get("mlflow_experiment_id") or "0"
+            endpoints["mlflow_run"] = f"{self.settings.public_url}/services/mlflow/#/experiments/{exp}/runs/{run_id}"
         output = result.get("output") or {}
         if isinstance(output, dict):
             for key in ("model_path", "metrics_path"):

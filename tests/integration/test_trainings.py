@@ -93,6 +93,7 @@ def test_train_track_store_deploy_publish(platform: Platform, trainer: httpx.Cli
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert params["epochs"] == "8" and tags["ai4lab.deployment"] == dep["id"] and tags["ai4lab.owner"] == "tina"
     assert tags["ai4lab.dataset"] == dataset
+    assert dep["endpoints"]["mlflow_run"].endswith(f"/runs/{run_id}") and "/experiments/" in dep["endpoints"]["mlflow_run"]
     metrics = trainer.get(f"{API}/deployments/{dep['id']}/metrics").json()["metrics"]
     assert len(metrics["val_accuracy"]) == 8
     # weights and metrics are in the user's storage
