@@ -158,10 +158,15 @@ def test_storage_api_refuses_escapes_with_400(platform: Platform, bob: dict[str,
 
 
 def test_admin_sees_all_deployments(platform: Platform, alice: dict[str, str]) -> None:
+    alice_api = platform.api(alice["token"])
+    mine = alice_api.post("/services/ai4lab/deployments",
+                          json={"kind": "ide", "name": "adminview", "options": {"cpu": 1, "ram_gb": 1}})
+    assert mine.status_code == 201, mine.text
     token = platform.token("admin")
     r = platform.api(token).get("/services/ai4lab/deployments", params={"all": True})
     assert r.status_code == 200
-    assert any(d["owner"] == "alice" for d in r.json())
+    assert mine.json()["id"] in [d["id"] for d in r.json() if d["owner"] == "alice"]
+    assert platform.api(token).delete(f"/services/ai4lab/deployments/{mine.json()['id']}").json()["status"] == "stopped"
     me = platform.api(token).get("/services/ai4lab/me").json()
     assert me["admin"] is True and me["role"] == "advanced"
 
