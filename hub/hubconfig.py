@@ -119,6 +119,8 @@ def configure(c: Any, settings: Settings | None = None) -> None:
         )
     c.JupyterHub.load_roles = roles
     c.JupyterHub.template_vars = {"ai4lab_api": "/services/ai4lab/docs"}
+    # home.html adds a Marketplace button to the hub home page
+    c.JupyterHub.template_paths = [str(Path(__file__).resolve().parent.parent / "config" / "templates")]
 
 
 def default_config_file() -> Path:

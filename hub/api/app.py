@@ -275,6 +275,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     app.include_router(router)
     app.state.catalog = catalog
     app.include_router(catalog_routes.build_router(prefix, settings, catalog, current_user, optional_user))
+    from ai4lab.api import marketplace_pages
+    app.include_router(marketplace_pages.build_router(prefix, settings, catalog, current_user))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -148,16 +148,6 @@ def test_diabetes_csv_upload_then_stop_and_process_gone(owner: httpx.Client, tmp
     assert alive == []
 
 
-def test_stop_digits_and_process_gone(owner: httpx.Client, digits: dict) -> None:
-    procs = server_processes(digits["id"])
-    assert procs
-    assert owner.delete(f"{API}/deployments/{digits['id']}").json()["status"] == "stopped"
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    assert alive == []
-    r = owner.post(f"{API}/deployments/{digits['id']}/predict", files={"image": ("x.png", b"x", "image/png")})
-    assert r.status_code == 409 and "stopped" in r.json()["detail"]
-
-
 def test_bad_deployment_requests(owner: httpx.Client) -> None:
     post = lambda **b: owner.post(f"{API}/deployments", json={"kind": "module", **b})  # noqa: E731
     assert post().status_code == 400
@@ -182,3 +172,13 @@ def test_try_me(owner: httpx.Client, held_out: list[tuple[Path, int]]) -> None:
     r = owner.post(f"{API}/catalog/modules/ai4lab-digits/try", files={"photo": ("a.png", b"x")})
     assert r.status_code == 400 and "unknown field" in r.json()["detail"]
     assert owner.post(f"{API}/catalog/modules/nope/try", files={"image": ("a.png", b"x")}).status_code == 404
+
+
+def test_stop_digits_and_process_gone(owner: httpx.Client, digits: dict) -> None:
+    procs = server_processes(digits["id"])
+    assert procs
+    assert owner.delete(f"{API}/deployments/{digits['id']}").json()["status"] == "stopped"
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    assert alive == []
+    r = owner.post(f"{API}/deployments/{digits['id']}/predict", files={"image": ("x.png", b"x", "image/png")})
+    assert r.status_code == 409 and "stopped" in r.json()["detail"]
