@@ -154,9 +154,11 @@ def test_queue_and_cancel(trainer: httpx.Client, dataset: str) -> None:
     assert trainer.delete(f"{API}/deployments/{second['id']}").json()["status"] == "succeeded"
 
 
-def test_other_users_cannot_see_or_cancel(platform: Platform, trainer: httpx.Client) -> None:
-    mine = trainer.get(f"{API}/deployments", params={"kind": "training"}).json()
-    assert mine
+def test_other_users_cannot_see_or_cancel(platform: Platform, trainer: httpx.Client, dataset: str) -> None:
+    r = trainer.post(f"{API}/deployments", json={"kind": "training", "item": "ai4lab-digits", "dataset": dataset,
+                                                 "args": {"epochs": 1}})
+    assert r.status_code == 201, r.text
+    mine = [r.json()]
     platform.add_user("ursula", "ursula-password", role="advanced")
     other = platform.api(platform.token("ursula"))
     assert other.get(f"{API}/deployments/{mine[0]['id']}/metrics").status_code == 404
