@@ -1,0 +1,162 @@
+"""The marketplace as web pages of the platform API: list with search and filters, and item details
+with "Try it" and "Deploy" (plain HTML forms; a little fetch() for try and deploy).
+
+The pages read the catalog object directly (``search``, ``facets``, ``get``); the buttons call the
+platform API itself (``POST /catalog/modules/{id}/try``, ``POST /deployments``) with the login cookie
+the browser already carries. Everything is escaped by Jinja (autoescape); item descriptions are
+rendered and sanitised by ``description_html``.
+"""
+
+
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from ai4lab import accounts
+from ai4lab.api.auth import HubUser
+from ai4lab.catalog import Catalog
+from ai4lab.catalog.deploy_config import deploy_config
+from ai4lab.catalog.model import KINDS, CatalogItem
+from ai4lab.catalog.registry import Viewer
+from ai4lab.catalog.render import description_html
+from ai4lab.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.settings import Settings
+
+PER_PAGE = 12
+FILTERS = ("task", "category", "tag", "library")
+
+# Run inside the module's environment: its predict arguments as JSON (name, file?, required, description).
+_DESCRIBE_PREDICT = r"""
+import json, sys
+from importlib.metadata import entry_points
+eps = [ep for ep in entry_points(group="deepaas.v2.model") if ep.name == sys.argv[1]]
+api = eps[0].load()
+out = []
+for name, f in api.get_predict_args().items():
+    meta = dict(f.metadata or {})
+    default = getattr(f, "load_default", None)
+    out.append({"name": name, "file": meta.get("type") == "file", "required": bool(f.required),
+                "description": str(meta.get("description", "")),
+                "default": default if isinstance(default, (str, int, float, bool)) else None,
+                "type": type(f).__name__})
+print("AI4LAB-RESULT " + json.dumps(out))
+"""
+
+_env = Environment(loader=PackageLoader("ai4lab", "templates/marketplace"), autoescape=select_autoescape(["html"]))
+
+
+def _safe_link(url: str) -> str | None:
+    """Only http(s) and mailto links are made clickable (metadata is untrusted)."""
+    return url if urlsplit(url).scheme.lower() in ("http", "https", "mailto") else None
+
+
+def build_router(
+    prefix: str,
+    settings: Settings,
+    catalog: Catalog,
+    current_user: Callable[..., Awaitable[HubUser]],
+) -> APIRouter:
+    router = APIRouter(prefix=f"{prefix}/marketplace", include_in_schema=False)
+    User = Annotated[HubUser, Depends(current_user)]
+    hub_home = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/home"
+    predict_fields_cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    def who(user: HubUser) -> tuple[Viewer, str]:
+        acc = accounts.get_user(settings.db_url, user.name) or accounts.ensure_user(
+            settings.db_url, user.name, admin=user.admin)
+        return Viewer(name=user.name, vo=acc.vo, admin=user.admin), acc.role
+
+    def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = _env.get_template(template).render(prefix=prefix, hub_home=hub_home, **context)
+        return HTMLResponse(html, status_code=status)
+
+    def describe_predict(item: CatalogItem) -> list[dict[str, Any]]:
+        env = ensure_env(Path(item.run.package_path or ""), settings.envs_dir)
+        key = (str(env), item.run.entry_point or "")
+        if key not in predict_fields_cache:
+            proc = subprocess.run([str(env_bin(env, "python")), "-c", _DESCRIBE_PREDICT, key[1]],
+                                  capture_output=True, text=True, timeout=120,
+                                  env={"PATH": f"{env}/bin:/usr/bin:/bin", "HOME": tempfile.gettempdir()})
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
+            if not lines:
+                raise RuntimeError("the module's predict arguments could not be read")
+            predict_fields_cache[key] = json.loads(lines[-1].removeprefix("AI4LAB-RESULT "))
+        return predict_fields_cache[key]
+
+    async def predict_fields(item: CatalogItem) -> tuple[list[dict[str, Any]], str | None]:
+        if not item.run.package_path or not item.run.entry_point:
+            return [], None
+        try:
+            return await asyncio.to_thread(describe_predict, item), None
+        except (EnvBuildError, RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return [], f"the module could not be loaded here: {reason}"
+
+    @router.get("", response_class=HTMLResponse)
+    @router.get("/", response_class=HTMLResponse)
+    async def listing(
+        user: User, q: str = "", kind: str = "modules", task: str = "", category: str = "", tag: str = "",
+        library: str = "", gpu: str = "", page: str = "1",
+    ) -> HTMLResponse:
+        viewer, _ = who(user)
+        kind = kind if kind in KINDS else "modules"
+        gpu = gpu if gpu in ("yes", "no") else ""
+        filters = {"task": task, "category": category, "tag": tag, "library": library}
+        number = max(1, int(page)) if page.isdigit() else 1
+        result = catalog.search(
+            KINDS[kind], q=q.strip() or None, **{k: (v or None) for k, v in filters.items()},
+            gpu={"yes": True, "no": False}.get(gpu), page=number, per_page=PER_PAGE, viewer=viewer)
+        facets = catalog.facets(KINDS[kind], viewer)
+        state = {"q": q, "kind": kind, **filters, "gpu": gpu}
+
+        def link(**change: Any) -> str:
+            params = {k: v for k, v in {**state, **change}.items() if v not in ("", None, 1)}
+            return f"{prefix}/marketplace?" + urlencode(params)
+
+        return render(
+            "list.html", user=user, state=state, result=result, facets=facets,
+            prev_url=link(page=number - 1) if number > 1 else None,
+            next_url=link(page=number + 1) if number < result["pages"] else None,
+            filter_names={"task": "tasks", "category": "categories", "tag": "tags", "library": "libraries"},
+        )
+
+    @router.get("/{kind}/{item_id}", response_class=HTMLResponse)
+    async def detail(kind: str, item_id: str, user: User) -> HTMLResponse:
+        viewer, role = who(user)
+        item = catalog.get(KINDS[kind], item_id, viewer) if kind in KINDS else None
+        if item is None:
+            return render("missing.html", status=404, user=user, kind=kind, item_id=item_id)
+        form = deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus)
+        fields, fields_problem = await predict_fields(item) if item.kind == "module" else ([], None)
+        links = [(name, url, _safe_link(url)) for name, url in item.links.items()]
+        return render(
+            "detail.html", user=user, kind=kind, item=item, role=role, form=form, links=links,
+            description=description_html(item.description), fields=fields, fields_problem=fields_problem,
+            runs_locally=bool(item.run.package_path and item.run.entry_point),
+        )
+
+    @router.get("/{kind}/{item_id}/predict-args", response_class=JSONResponse)
+    async def predict_args(kind: str, item_id: str, user: User) -> list[dict[str, Any]]:
+        """The predict fields of a module that runs here (for forms and notebook widgets)."""
+        viewer, _ = who(user)
+        item = catalog.get(KINDS[kind], item_id, viewer) if kind in KINDS else None
+        if item is None:
+            raise HTTPException(404, f"no {kind} {item_id!r} in the catalog")
+        if item.kind != "module" or not item.run.package_path:
+            raise HTTPException(400, f"{item_id} has no local package")
+        fields, problem = await predict_fields(item)
+        if problem:
+            raise HTTPException(500, problem)
+        return fields
+
+    return router
