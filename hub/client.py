@@ -104,11 +104,14 @@ class Client:
 
     def try_module(self, item_id: str, files: dict[str, str | Path] | None = None, **fields: Any) -> Any:
         """One prediction without a deployment (the marketplace's "try me")."""
-        return self._send_predict(f"/catalog/modules/{item_id}/try", files, fields)
+        return self._send_predict(f"/catalog/modules/{item_id}/try", files, fields, form=True)
 
-    def _send_predict(self, path: str, files: dict[str, str | Path] | None, fields: dict[str, Any]) -> Any:
-        if not files:
+    def _send_predict(self, path: str, files: dict[str, str | Path] | None, fields: dict[str, Any],
+                      form: bool = False) -> Any:
+        if not files and not form:
             return self._call("POST", path, json=fields)
+        if not files:  # a form without files: urlencoded fields
+            return self._call("POST", path, data={k: str(v) for k, v in fields.items()})
         opened = {name: (Path(p).name, Path(p).read_bytes()) for name, p in files.items()}
         data = {k: str(v) for k, v in fields.items()}
         return self._call("POST", path, files=opened, data=data)

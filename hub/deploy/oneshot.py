@@ -30,7 +30,7 @@ def _answer(payload):
 def prepare(api, fields, files):
     """Predict arguments from form fields and uploaded files, checked like DEEPaaS does: (kwargs, error)."""
     from deepaas.model.v2.wrapper import UploadedFile
-    from marshmallow import ValidationError
+    from marshmallow import ValidationError, missing
 
     args = api.get_predict_args()
     unknown = sorted((set(fields) | set(files)) - set(args))
@@ -52,7 +52,8 @@ def prepare(api, fields, files):
                 kwargs[name] = field.deserialize(fields[name])
             elif field.required:
                 raise ValidationError("missing required field %s" % name)
-            elif field.load_default is not None and not callable(field.load_default):
+            elif field.load_default is not missing and field.load_default is not None \
+                    and not callable(field.load_default):
                 kwargs[name] = field.load_default
     except ValidationError as e:
         return None, str(e.messages if hasattr(e, "messages") else e)

@@ -31,8 +31,10 @@ def describe(args):
         meta = field.metadata or {}
         entry = {"type": type(field).__name__, "required": bool(field.required),
                  "description": meta.get("description", "")}
+        from marshmallow import missing
+
         default = field.load_default
-        if default is not None and not callable(default) and repr(default) != "<marshmallow.missing>":
+        if default is not missing and default is not None and not callable(default):
             entry["default"] = default
         for v in getattr(field, "validators", []) or []:
             if hasattr(v, "choices"):

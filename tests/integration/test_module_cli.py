@@ -71,8 +71,9 @@ def test_python_client(platform: Platform, user_env: dict[str, str], digit_png: 
         assert client.me()["role"] == "intermediate"
         assert any(i["id"] == "ai4lab-digits" for i in client.catalog(q="digit"))
         assert client.try_module("ai4lab-digits", files={"image": digit_png[0]})["predictions"]["label"] == digit_png[1]
-        dep = client.deploy("ai4lab-diabetes", title="client")
         rows = json.dumps([[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]])
+        assert len(client.try_module("ai4lab-diabetes", rows=rows)["predictions"]) == 1
+        dep = client.deploy("ai4lab-diabetes", title="client")
         assert len(client.predict(dep["id"], rows=rows)["predictions"]) == 1
         assert client.stop(dep["id"])["status"] == "stopped"
         with pytest.raises(ApiError) as e:
