@@ -162,17 +162,6 @@ def register(app: typer.Typer) -> None:
         if wait and dep["status"] != "succeeded":
             raise typer.Exit(1)
 
-    @app.command()
-    def cancel(
-        deployment: str = typer.Argument(...),
-        url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
-    ) -> None:
-        """Cancel a training (or stop any deployment)."""
-        try:
-            dep = _client(url, token).stop(deployment)
-        except ApiError as e:
-            _fail(str(e))
-        out.print(f"{dep['id']} {dep['status']}")
 
     @app.command()
     def stop(
@@ -186,6 +175,7 @@ def register(app: typer.Typer) -> None:
             _fail(str(e))
         out.print(f"{dep['id']} {dep['status']}")
 
+    app.command("cancel", help="Cancel a training or batch job (the same as stop).")(stop)
     app.add_typer(module_app, name="module")
 
 

@@ -154,14 +154,19 @@ class ModuleRoutes:
         built = httpx.Request("POST", "http://x", files=files, data=data)
         return built.read(), {"content-type": built.headers["content-type"]}
 
-    async def create_training(self, body: Any, user: HubUser) -> dict[str, Any]:
+    def account_and_item(self, item_id: str | None, user: HubUser, verb: str) -> tuple[Any, CatalogItem]:
+        """The caller's account and the module they name (400 without one, 404 when not visible)."""
         acc = accounts.get_user(self.settings.db_url, user.name) or accounts.ensure_user(
             self.settings.db_url, user.name, admin=user.admin)
-        if not body.item:
-            raise HTTPException(400, "say which module to train: item=<catalog id>")
-        item = self.catalog.get("module", body.item, Viewer(name=user.name, vo=acc.vo, admin=user.admin))
+        if not item_id:
+            raise HTTPException(400, f"say which module to {verb}: item=<catalog id>")
+        item = self.catalog.get("module", item_id, Viewer(name=user.name, vo=acc.vo, admin=user.admin))
         if item is None:
-            raise HTTPException(404, f"no module {body.item!r} in the catalog")
+            raise HTTPException(404, f"no module {item_id!r} in the catalog")
+        return acc, item
+
+    async def create_training(self, body: Any, user: HubUser) -> dict[str, Any]:
+        acc, item = self.account_and_item(body.item, user, "train" if body.kind == "training" else "run")
         form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus,
                              purpose="training")
         problems = check_choice(form, body.hardware)
@@ -227,13 +232,7 @@ class ModuleRoutes:
         return Response(content, status_code=upstream.status_code, headers=out)
 
     def create(self, body: Any, user: HubUser) -> dict[str, Any]:
-        acc = accounts.get_user(self.settings.db_url, user.name) or accounts.ensure_user(
-            self.settings.db_url, user.name, admin=user.admin)
-        if not body.item:
-            raise HTTPException(400, "say which module to deploy: item=<catalog id>")
-        item = self.catalog.get("module", body.item, Viewer(name=user.name, vo=acc.vo, admin=user.admin))
-        if item is None:
-            raise HTTPException(404, f"no module {body.item!r} in the catalog")
+        acc, item = self.account_and_item(body.item, user, "deploy")
         if not item.run.package_path or not item.run.entry_point:
             raise HTTPException(400, f"{item.id} has no local package with a deepaas.v2.model entry point: "
                                      "it can only run from its image on a cluster backend")

@@ -14,14 +14,10 @@ import json
 import os
 import sys
 import traceback
-from importlib.metadata import entry_points
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def load(model):
-    eps = [ep for ep in entry_points(group="deepaas.v2.model") if ep.name == model]
-    if not eps:
-        raise LookupError("no deepaas.v2.model entry point named %r" % model)
-    return eps[0].load()
+from oneshot import _load as load  # noqa: E402
 
 
 def describe(args):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,8 +10,9 @@ import httpx
 import psutil
 import pytest
 
-from ai4lab.envs import ensure_env, env_bin
+from ai4lab.envs import ensure_env
 from ai4lab.settings import bundled_catalog_path
+from tests.modules.helpers import held_out_digits
 from tests.platform_harness import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
@@ -47,16 +47,7 @@ def wait_status(api: httpx.Client, dep_id: str, wanted: str, timeout: float = 24
 def held_out(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, int]]:
     """30 PNGs of digits the pretrained model never saw, written by the module's own data helper."""
     env = ensure_env(bundled_catalog_path() / "modules" / "ai4lab-digits")
-    root = tmp_path_factory.mktemp("held-out")
-    code = (
-        "import json, sys; from ai4lab_digits.data import write_dataset as w; "
-        "a = w(sys.argv[1] + '/a', n=20, split='test'); "
-        "b = w(sys.argv[1] + '/b', n=30, split='test', invert=True, scale=12)[20:]; "
-        "print(json.dumps([[str(p), label] for p, label in a + b]))"
-    )
-    out = subprocess.run([str(env_bin(env, "python")), "-c", code, str(root)], capture_output=True, text=True,
-                         check=True)
-    return [(Path(p), int(label)) for p, label in json.loads(out.stdout)]
+    return held_out_digits(env, tmp_path_factory.mktemp("held-out"))
 
 
 @pytest.fixture(scope="module")

@@ -68,5 +68,19 @@ def mlflow_run(tracking_uri: str, run_id: str) -> tuple[Any, dict[str, list[Any]
             os.environ["MLFLOW_ALLOW_FILE_STORE"] = old
 
 
+HELD_OUT_CODE = (
+    "import json, sys; from ai4lab_digits.data import write_dataset as w; "
+    "a = w(sys.argv[1] + '/a', n=20, split='test'); "
+    "b = w(sys.argv[1] + '/b', n=30, split='test', invert=True, scale=12)[20:]; "
+    "print(json.dumps([[str(p), label] for p, label in a + b]))"
+)
+
+
+def held_out_digits(env: Path, root: Path) -> list[tuple[Path, int]]:
+    """30 PNGs of digits the pretrained model never saw (20 light ink on dark, 10 dark ink on paper),
+    written by the digits module's own data helper running in its environment ``env``."""
+    return loads_pairs(env_python(env, "-c", HELD_OUT_CODE, str(root)))
+
+
 def loads_pairs(text: str) -> list[tuple[Path, int]]:
     return [(Path(p), int(label)) for p, label in json.loads(text)]

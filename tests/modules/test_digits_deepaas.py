@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from .conftest import DeepaasServer
-from .helpers import env_python, loads_pairs, mlflow_run, wait_training
+from .helpers import env_python, held_out_digits, mlflow_run, wait_training
 
 pytestmark = pytest.mark.xdist_group("modules")
 NAME = "ai4lab-digits"
@@ -41,14 +41,7 @@ def client(server: DeepaasServer) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def held_out(server: DeepaasServer, tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, int]]:
     """30 PNGs of digits the pretrained model never saw: 20 light ink on dark, 10 dark ink on paper."""
-    root = tmp_path_factory.mktemp("held-out")
-    code = (
-        "import json, sys; from ai4lab_digits.data import write_dataset as w; "
-        "a = w(sys.argv[1] + '/a', n=20, split='test'); "
-        "b = w(sys.argv[1] + '/b', n=30, split='test', invert=True, scale=12)[20:]; "
-        "print(json.dumps([[str(p), label] for p, label in a + b]))"
-    )
-    return loads_pairs(env_python(server.env_dir, "-c", code, str(root)))
+    return held_out_digits(server.env_dir, tmp_path_factory.mktemp("held-out"))
 
 
 def _accuracy(client: httpx.Client, images: list[tuple[Path, int]], **form: str) -> float:
