@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from ai4lab import __version__, accounts
 from ai4lab import deployments as deps
-from ai4lab.api import catalog_routes, deployment_routes
+from ai4lab.api import admin_pages, catalog_routes, deployment_routes, marketplace_pages
 from ai4lab.api.auth import HubAuthenticator, HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
@@ -275,8 +275,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     app.include_router(router)
     app.state.catalog = catalog
     app.include_router(catalog_routes.build_router(prefix, settings, catalog, current_user, optional_user))
-    from ai4lab.api import marketplace_pages
     app.include_router(marketplace_pages.build_router(prefix, settings, catalog, current_user))
+    app.include_router(admin_pages.build_router(prefix, settings, catalog, current_user))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -91,3 +91,28 @@ def test_admin_panel_for_admins_only(browser: object, platform: Platform) -> Non
     page = login(browser, platform, "grace", "grace-password")
     response = page.goto(f"{platform.url}/hub/admin")
     assert response.status == 403
+
+
+def test_platform_admin_view(browser: object, platform: Platform) -> None:
+    """All users' deployments, usage per user and VO, quotas, catalog errors; admins only."""
+    platform.add_user("hal", "hal-password", role="intermediate")
+    hal = platform.api(platform.token("hal"))
+    dep = hal.post("/services/ai4lab/deployments", json={"kind": "ide", "name": "adm", "options": {"cpu": 1, "ram_gb": 1}})
+    assert dep.status_code == 201, dep.text
+    usage = platform.api(platform.token("admin")).get("/services/ai4lab/admin/usage").json()
+    assert usage["per_user"]["hal"]["active"] >= 1 and usage["per_user"]["hal"]["cpu"] >= 1
+    assert "basic" in usage["quotas"] and any(e["source"] == "broken" for e in usage["catalog_errors"])
+    assert hal.get("/services/ai4lab/admin/usage").status_code == 403
+    page = login(browser, platform, "admin", platform.admin_password)
+    page.goto(f"{platform.url}/hub/home")
+    page.click("#platform-admin")
+    page.wait_for_selector("#deployments")
+    row = page.locator(f"tr[data-id='{dep.json()['id']}']")
+    assert "hal" in row.inner_text()
+    assert "broken/*" in page.inner_text("#catalog-errors")
+    shot(page, "platform-admin")
+    row.locator("button.stop").click()
+    page.wait_for_function(f"document.querySelector(\"tr[data-id='{dep.json()['id']}'] .status\").textContent == 'stopped'")
+    assert hal.get(f"/services/ai4lab/deployments/{dep.json()['id']}").json()["status"] == "stopped"
+    hal_page = login(browser, platform, "hal", "hal-password")
+    assert hal_page.goto(f"{platform.url}/services/ai4lab/admin").status == 403
