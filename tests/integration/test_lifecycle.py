@@ -24,6 +24,16 @@ def gone(procs: list[psutil.Process], timeout: float = 10) -> list[psutil.Proces
     return alive
 
 
+def wait_for(api, dep_id: str, status: str, timeout: float = 180) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dep = api.get(f"/services/ai4lab/deployments/{dep_id}").json()
+        if dep["status"] == status:
+            return dep
+        time.sleep(0.5)
+    raise TimeoutError(f"{dep_id} not {status}: {dep}")
+
+
 def platform_processes(state: Path) -> list[psutil.Process]:
     """Processes started for this platform: their command line or HOME points into its state folder."""
     found = []
@@ -49,7 +59,9 @@ def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -
     assert api.post("/hub/api/users/eve/server", json={"ide": "lab", "cpu": 2, "ram_gb": 4}).status_code in (201, 202)
     p.wait_server(token, "eve")
     api.put("/services/ai4lab/storage/keep.txt", content=b"kept")
-    deps_before = api.get("/services/ai4lab/deployments").json()
+    module = api.post("/services/ai4lab/deployments", json={"kind": "module", "item": "ai4lab-diabetes"}).json()
+    wait_for(api, module["id"], "running")
+    deps_before = api.get("/services/ai4lab/deployments", params={"kind": "ide"}).json()
     assert [d["status"] for d in deps_before] == ["running"]
     tree = p.process_tree()
     names = " ".join(" ".join(proc.cmdline()) for proc in tree)
@@ -70,9 +82,14 @@ def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -
     assert users["eve"]["role"] == "advanced" and users["admin"]["admin"] is True
     srv = p.wait_server(token, "eve")  # the old token is still valid, the session is running again
     assert srv["user_options"]["cpu"] == 2.0
-    deps_after = api.get("/services/ai4lab/deployments").json()
+    deps_after = api.get("/services/ai4lab/deployments", params={"kind": "ide"}).json()
     assert [d["id"] for d in deps_after] == [deps_before[0]["id"]]
     assert deps_after[0]["status"] == "running"
+    # the module deployment stopped by the shutdown is started again, and answers
+    wait_for(api, module["id"], "running")
+    rows = "[[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]"
+    r = api.post(f"/services/ai4lab/deployments/{module['id']}/predict", json={"rows": rows})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 1
     assert api.get("/user/eve/api/contents/storage/keep.txt").json()["content"] == "kept"
 
     # SIGTERM works the same way as Ctrl-C
