@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
@@ -20,17 +19,11 @@ from ai4lab import db
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import metadata as md
 from ai4lab.catalog.model import KINDS
+from ai4lab.cli_output import err, out
+from ai4lab.cli_output import fail as _fail
 
 app = typer.Typer(help="The marketplace: modules and tools.", no_args_is_help=True)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
 KIND_HELP = "modules or tools"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _catalog() -> Catalog:

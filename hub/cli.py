@@ -21,6 +21,7 @@ from rich.table import Table
 
 from ai4lab import accounts, db
 from ai4lab import deployments as deps
+from ai4lab.cli_output import fail
 from ai4lab.settings import ROLES, Settings
 
 app = typer.Typer(help="ai4lab: an AI/ML platform for scientists around JupyterHub.", no_args_is_help=True)
@@ -40,12 +41,6 @@ def _add_subcommands() -> None:
 
 _add_subcommands()
 out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def load_settings() -> Settings:

@@ -28,6 +28,7 @@ from ai4lab.backends.local import kill_tree
 from ai4lab.hubclient import HubClient, HubError
 from ai4lab.hubconfig import default_config_file
 from ai4lab.secrets_store import load_or_create
+from ai4lab.secrets_store import save as save_secrets
 from ai4lab.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -42,13 +43,7 @@ def ensure_admin(settings: Settings) -> tuple[str, str | None]:
     password = secrets.token_urlsafe(12)
     accounts.add_user(settings.db_url, ADMIN_NAME, password, role="advanced", admin=True)
     data["admin_password"] = password
-    path = settings.state / "secrets.json"
-    import json
-
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    path.with_suffix(".tmp").replace(path)
+    save_secrets(settings.state, data)
     return ADMIN_NAME, password
 
 

@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from ai4lab.cli_output import fail, out
 from ai4lab.client import ApiError, Client
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 module_app = typer.Typer(help="AI modules: export one to run elsewhere, start a new one.", no_args_is_help=True)
 
 URL_HELP = "platform API URL (default $AI4LAB_API_URL, or this machine's platform)"
@@ -24,8 +22,8 @@ TOKEN_HELP = "hub API token (default $AI4LAB_API_TOKEN)"
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
+    """Here most failures are the platform refusing a request: exit code 1 unless told otherwise."""
+    fail(message, code)
 
 
 def _client(url: Optional[str], token: Optional[str]) -> Client:

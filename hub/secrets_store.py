@@ -27,10 +27,16 @@ def load_or_create(state: Path) -> tuple[dict[str, Any], bool]:
             data[key] = secrets.token_hex(32)
             changed = True
     if changed:
-        state.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        tmp.replace(path)
+        save(state, data)
     return data, created
+
+
+def save(state: Path, data: dict[str, Any]) -> None:
+    """Write the secrets atomically, readable by this user only."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / FILENAME
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    tmp.replace(path)

@@ -19,20 +19,20 @@ from starlette.datastructures import UploadFile
 from ai4lab import accounts
 from ai4lab import deployments as deps
 from ai4lab.api.auth import HubUser
+from ai4lab.api.mlflow_gateway import HOP_HEADERS
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.deploy_config import check_choice, deploy_config
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
+from ai4lab.deploy import ONESHOT
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.trainings import TrainingError, Trainings
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.settings import Settings
 from ai4lab.storage import StoragePathError, clean_relpath
 
-HOP = {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "authorization", "cookie",
-       "content-length", "content-encoding", "te", "trailers", "proxy-authorization"}
-ONESHOT = Path(__file__).resolve().parent.parent / "deploy" / "oneshot.py"
+HOP = HOP_HEADERS | {"content-encoding"}
 
 
 class ModuleRoutes:

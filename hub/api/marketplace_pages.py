@@ -29,28 +29,12 @@ from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.catalog.model import KINDS, CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.catalog.render import description_html
+from ai4lab.deploy import ONESHOT
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.settings import Settings
 
 PER_PAGE = 12
 FILTERS = ("task", "category", "tag", "library")
-
-# Run inside the module's environment: its predict arguments as JSON (name, file?, required, description).
-_DESCRIBE_PREDICT = r"""
-import json, sys
-from importlib.metadata import entry_points
-eps = [ep for ep in entry_points(group="deepaas.v2.model") if ep.name == sys.argv[1]]
-api = eps[0].load()
-out = []
-for name, f in api.get_predict_args().items():
-    meta = dict(f.metadata or {})
-    default = getattr(f, "load_default", None)
-    out.append({"name": name, "file": meta.get("type") == "file", "required": bool(f.required),
-                "description": str(meta.get("description", "")),
-                "default": default if isinstance(default, (str, int, float, bool)) else None,
-                "type": type(f).__name__})
-print("AI4LAB-RESULT " + json.dumps(out))
-"""
 
 _env = Environment(loader=PackageLoader("ai4lab", "templates/marketplace"), autoescape=select_autoescape(["html"]))
 
@@ -84,7 +68,7 @@ def build_router(
         env = ensure_env(Path(item.run.package_path or ""), settings.envs_dir)
         key = (str(env), item.run.entry_point or "")
         if key not in predict_fields_cache:
-            proc = subprocess.run([str(env_bin(env, "python")), "-c", _DESCRIBE_PREDICT, key[1]],
+            proc = subprocess.run([str(env_bin(env, "python")), str(ONESHOT), "--describe", key[1]],
                                   capture_output=True, text=True, timeout=120,
                                   env={"PATH": f"{env}/bin:/usr/bin:/bin", "HOME": tempfile.gettempdir()})
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]

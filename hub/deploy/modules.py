@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from jupyterhub.utils import random_port
 
 from ai4lab import deployments as deps
 from ai4lab.backends.base import JobSpec
@@ -29,12 +29,6 @@ from ai4lab.settings import Settings
 
 log = logging.getLogger("ai4lab.deploy")
 READY_TIMEOUT = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def api_prefix(dep_id: str) -> str:
@@ -94,7 +88,7 @@ class ModuleDeployments:
             env = await asyncio.to_thread(
                 ensure_env, Path(spec["package_path"]), self.settings.envs_dir
             )
-            port = free_port()
+            port = random_port()
             workdir = self.settings.deployments_root / dep_id
             workdir.mkdir(parents=True, exist_ok=True)
             job = JobSpec(

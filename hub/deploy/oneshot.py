@@ -64,7 +64,23 @@ def file_fields(api):
     return [n for n, f in api.get_predict_args().items() if (f.metadata or {}).get("type") == "file"]
 
 
+def describe(api):
+    """The predict arguments as JSON: name, file?, required, description, a plain default, type."""
+    out = []
+    for name, f in api.get_predict_args().items():
+        meta = dict(f.metadata or {})
+        default = getattr(f, "load_default", None)
+        out.append({"name": name, "file": meta.get("type") == "file", "required": bool(f.required),
+                    "description": str(meta.get("description", "")),
+                    "default": default if isinstance(default, (str, int, float, bool)) else None,
+                    "type": type(f).__name__})
+    return out
+
+
 def main():
+    if sys.argv[1:2] == ["--describe"]:
+        _answer(describe(_load(sys.argv[2])))
+        return
     request = json.loads(sys.stdin.read())
     try:
         api = _load(request["model"])
