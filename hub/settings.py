@@ -154,6 +154,20 @@ class Settings(BaseSettings):
         "remote AI4OS catalogs (git or http).",
     )
     log_level: str = Field(default="INFO", description="Log level of hub and services.")
+    oscar_endpoint: str | None = Field(
+        default=None,
+        description="OSCAR cluster URL for serverless inference (e.g. https://inference.cloud.ai4eosc.eu); "
+        "unset: serverless deployments are off.",
+    )
+    oscar_cluster_id: str = Field(default="oscar", description="OSCAR cluster id written into service definitions.")
+    oscar_user: str | None = Field(default=None, description="OSCAR basic-auth user (or use oscar_token).")
+    oscar_password: str | None = Field(default=None, description="OSCAR basic-auth password.")
+    oscar_token: str | None = Field(
+        default=None, description="OIDC access token for OSCAR (EGI Check-in), instead of user/password."
+    )
+    oscar_ssl_verify: bool = Field(default=True, description="Verify the OSCAR cluster's TLS certificate.")
+    oscar_vo: str | None = Field(default=None, description="VO the OSCAR services are created in (OIDC clusters).")
+    oscar_timeout: float = Field(default=300, description="Seconds to wait for one synchronous OSCAR invocation.")
 
     @field_validator("quotas", mode="before")
     @classmethod
