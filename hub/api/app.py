@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from ai4lab import __version__, accounts
 from ai4lab import deployments as deps
-from ai4lab.api import admin_pages, catalog_routes, deployment_routes, marketplace_pages
+from ai4lab.api import admin_pages, catalog_routes, deployment_routes, inference_routes, marketplace_pages
 from ai4lab.api.auth import HubAuthenticator, HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
@@ -29,7 +29,7 @@ from ai4lab.hubclient import HubClient, HubError
 from ai4lab.settings import Settings, get_settings
 from ai4lab.storage import StoragePathError, UserStorage
 
-KINDS = ("ide", "module", "training", "batch")
+KINDS = ("ide", "module", "training", "batch", "serverless", "pipeline")
 
 
 class DeploymentRequest(BaseModel):
@@ -52,6 +52,8 @@ class DeploymentRequest(BaseModel):
     output: str | None = Field(default=None, description="batch: folder in your storage for the results")
     fields: dict[str, Any] = Field(default_factory=dict, description="batch: other predict arguments")
     file_field: str | None = Field(default=None, description="batch: the predict field that takes each file")
+    steps: list[dict[str, Any]] = Field(
+        default_factory=list, description="pipeline: [{deployment, input_field, output: json|file, accept, fields}]")
 
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
@@ -155,7 +157,7 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
 
     @router.get("/deployments/{dep_id}", summary="One deployment")
     async def get_deployment(dep_id: str, user: CurrentUser) -> dict[str, Any]:
-        dep = visible(deps.get(settings.db_url, dep_id), user)
+        dep = await inference.refresh(visible(deps.get(settings.db_url, dep_id), user))
         out = dep.to_dict()
         if dep.kind == "batch" and dep.backend_state:
             out["progress"] = trainings.progress(dep, await backend.logs(dep.backend_state, tail=50))
@@ -171,6 +173,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             return module_routes.create(body, user)
         if body.kind in ("training", "batch"):
             return await module_routes.create_training(body, user)
+        if body.kind in inference_routes.KINDS:
+            return await inference.create(body, user)
         try:
             await hub().start_server(user.name, body.name, body.options)
         except HubError as e:
@@ -196,6 +200,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             await modules.stop(dep, f"stopped by {user.name}")
         elif dep.kind in ("training", "batch"):
             await trainings.cancel(dep, user.name)
+        elif dep.kind in inference_routes.KINDS:
+            await inference.stop(dep, user.name)
         elif dep.status in ("queued", "starting", "running"):
             await backend.stop(dep.backend_state)
         if (cur := deps.get(settings.db_url, dep_id)) and cur.status in ("queued", "starting", "running"):
@@ -271,6 +277,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
 
     module_routes = deployment_routes.ModuleRoutes(prefix, settings, catalog, modules, trainings, current_user,
                                                    visible)
+    inference = inference_routes.InferenceRoutes(settings, catalog, modules, module_routes.account_and_item)
+    module_routes.predict_kinds.update(dict.fromkeys(inference_routes.KINDS, inference.predict))
     app.include_router(module_routes.router)
     app.include_router(router)
     app.state.catalog = catalog

@@ -49,6 +49,8 @@ class ModuleRoutes:
         self.prefix, self.settings, self.catalog, self.modules = prefix, settings, catalog, modules
         self.trainings = trainings
         self.visible = visible
+        # other kinds served by POST /deployments/{id}/predict (serverless, pipeline): kind -> handler
+        self.predict_kinds: dict[str, Callable[[Deployment, Request, HubUser], Awaitable[Response]]] = {}
         self.max_bytes = int(settings.max_upload_mb * 2**20)
         self.client = httpx.AsyncClient(timeout=300)
         self.router = APIRouter(prefix=prefix, tags=["deployments"])
@@ -66,6 +68,9 @@ class ModuleRoutes:
 
         @r.post("/deployments/{dep_id}/predict", summary="Predict with a module deployment (files or JSON)")
         async def predict(dep_id: str, request: Request, user: User) -> Response:
+            other = self.modules.running(dep_id)
+            if other is not None and other.kind in self.predict_kinds:
+                return await self.predict_kinds[other.kind](self.visible(other, user), request, user)
             dep = self.running(dep_id, user)
             ctype = request.headers.get("content-type", "")
             headers = {"content-type": ctype} if ctype else {}

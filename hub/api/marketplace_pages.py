@@ -9,12 +9,9 @@ rendered and sanitised by ``description_html``.
 
 
 import asyncio
-import json
 import os
 import subprocess
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
@@ -29,8 +26,8 @@ from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.catalog.model import KINDS, CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.catalog.render import description_html
-from ai4lab.deploy import ONESHOT
-from ai4lab.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.deploy import predict_args
+from ai4lab.envs import EnvBuildError
 from ai4lab.settings import Settings
 
 PER_PAGE = 12
@@ -53,7 +50,6 @@ def build_router(
     router = APIRouter(prefix=f"{prefix}/marketplace", include_in_schema=False)
     User = Annotated[HubUser, Depends(current_user)]
     hub_home = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/home"
-    predict_fields_cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def who(user: HubUser) -> tuple[Viewer, str]:
         acc = accounts.get_user(settings.db_url, user.name) or accounts.ensure_user(
@@ -65,17 +61,7 @@ def build_router(
         return HTMLResponse(html, status_code=status)
 
     def describe_predict(item: CatalogItem) -> list[dict[str, Any]]:
-        env = ensure_env(Path(item.run.package_path or ""), settings.envs_dir)
-        key = (str(env), item.run.entry_point or "")
-        if key not in predict_fields_cache:
-            proc = subprocess.run([str(env_bin(env, "python")), str(ONESHOT), "--describe", key[1]],
-                                  capture_output=True, text=True, timeout=120,
-                                  env={"PATH": f"{env}/bin:/usr/bin:/bin", "HOME": tempfile.gettempdir()})
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
-            if not lines:
-                raise RuntimeError("the module's predict arguments could not be read")
-            predict_fields_cache[key] = json.loads(lines[-1].removeprefix("AI4LAB-RESULT "))
-        return predict_fields_cache[key]
+        return predict_args.describe_predict(item, settings.envs_dir)
 
     async def predict_fields(item: CatalogItem) -> tuple[list[dict[str, Any]], str | None]:
         if not item.run.package_path or not item.run.entry_point:

@@ -1,0 +1,39 @@
+"""The predict arguments of a catalog module (name, file?, required, ...), read inside its own environment.
+
+Shared by the marketplace (the *Try it* form), serverless deployments (which
+argument takes the invocation's file) and pipelines (does the output of one
+step fit the input of the next). Cached per environment: an environment is
+immutable, so its arguments never change.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ai4lab.catalog.model import CatalogItem
+from ai4lab.deploy import ONESHOT
+from ai4lab.envs import ensure_env, env_bin
+
+_cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+
+def describe_predict(item: CatalogItem, envs_dir: Path | None = None) -> list[dict[str, Any]]:
+    """``[{name, file, required, description, default, type}]``; builds the environment if needed.
+
+    Raises ``EnvBuildError`` or ``RuntimeError`` when the module cannot be loaded.
+    """
+    env = ensure_env(Path(item.run.package_path or ""), envs_dir)
+    key = (str(env), item.run.entry_point or "")
+    if key not in _cache:
+        proc = subprocess.run([str(env_bin(env, "python")), str(ONESHOT), "--describe", key[1]],
+                              capture_output=True, text=True, timeout=120,
+                              env={"PATH": f"{env}/bin:/usr/bin:/bin", "HOME": tempfile.gettempdir()})
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
+        if not lines:
+            raise RuntimeError("the module's predict arguments could not be read")
+        _cache[key] = json.loads(lines[-1].removeprefix("AI4LAB-RESULT "))
+    return _cache[key]

@@ -1,0 +1,146 @@
+"""Serverless deployments (kind ``serverless``): a catalog module as an OSCAR service.
+
+The deployment record holds the service name and how to call it; the service
+itself lives on the OSCAR cluster (created on POST, removed on DELETE). A
+prediction is one synchronous ``/run`` invocation: nothing runs between
+requests, which is the point of serverless inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from ai4lab import deployments as deps
+from ai4lab.backends.oscar import OscarBackend, OscarConfig, OscarError
+from ai4lab.catalog.model import CatalogItem
+from ai4lab.db import Deployment
+from ai4lab.deploy.predict_args import describe_predict
+from ai4lab.envs import EnvBuildError
+from ai4lab.oscar import OscarResult, build_service, encode_request, service_name
+from ai4lab.oscar.service import file_argument
+from ai4lab.settings import Settings
+
+NOT_CONFIGURED = (
+    "serverless inference needs an OSCAR cluster and none is configured: set oscar_endpoint and "
+    "oscar_user + oscar_password (or oscar_token) in ai4lab.yaml, or AI4LAB_OSCAR_ENDPOINT, "
+    "AI4LAB_OSCAR_USER, AI4LAB_OSCAR_PASSWORD (AI4LAB_OSCAR_TOKEN), then restart the platform"
+)
+
+
+class ServerlessError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerlessDeployments:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._backend: OscarBackend | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.settings.oscar_endpoint)
+
+    def backend(self) -> OscarBackend:
+        if self._backend is None:
+            config = OscarConfig.from_settings(self.settings)
+            if config is None:
+                raise ServerlessError(400, NOT_CONFIGURED)
+            try:
+                self._backend = OscarBackend(config)
+            except ValueError as e:
+                raise ServerlessError(400, f"OSCAR is misconfigured: {e}") from None
+        return self._backend
+
+    async def file_arg(self, item: CatalogItem) -> str:
+        """The module's file argument, read from its package when it has one (else only JSON invocations)."""
+        if not item.run.package_path or not item.run.entry_point:
+            return ""
+        try:
+            return file_argument(await asyncio.to_thread(describe_predict, item, self.settings.envs_dir))
+        except (EnvBuildError, RuntimeError, OSError) as e:
+            raise ServerlessError(500, f"the module's predict arguments could not be read: {e}") from None
+
+    async def create(self, owner: str, item: CatalogItem, title: str = "", vo: str | None = None) -> Deployment:
+        backend = self.backend()
+        file_arg = await self.file_arg(item)
+        dep = deps.create(self.settings.db_url, owner=owner, kind="serverless", name=item.id, backend="oscar",
+                          status="starting", vo=vo, spec={"item": item.id, "title": title or item.title})
+        name = service_name(owner, dep.id)
+        try:
+            service = build_service(item, name, cluster_id=backend.config.cluster_id, owner=owner, dep_id=dep.id,
+                                    file_arg=file_arg, vo=self.settings.oscar_vo)
+        except ValueError as e:
+            deps.set_status(self.settings.db_url, dep.id, "failed", str(e))
+            raise ServerlessError(400, str(e)) from None
+        spec = {**dep.spec, "service": name, "image": service["image"], "file_arg": file_arg,
+                "cpu": service["cpu"], "memory": service["memory"]}
+        log_path = self.settings.logs_dir / "deployments" / f"{dep.id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"service": name, "endpoint": backend.config.endpoint, "log_path": str(log_path)}
+        try:
+            await backend.create_service(service)
+        except OscarError as e:
+            deps.set_status(self.settings.db_url, dep.id, "failed", str(e), spec=spec, backend_state=state)
+            raise ServerlessError(502 if e.status in (0, 500, 502) else 400, str(e)) from None
+        self._log(state, f"created OSCAR service {name} ({service['image']}) on {backend.config.endpoint}")
+        public = f"{self.settings.public_url}/services/ai4lab/deployments/{dep.id}"
+        return deps.set_status(
+            self.settings.db_url, dep.id, "running", "", spec=spec, backend_state=state,
+            endpoints={"predict": f"{public}/predict", "oscar_service": name,
+                       "oscar_run": f"{backend.config.endpoint}/run/{name}"},
+        ) or dep
+
+    async def refresh(self, dep: Deployment) -> Deployment:
+        """Mark a running deployment failed when its service is gone from the cluster."""
+        if dep.status != "running" or not self.configured:
+            return dep
+        try:
+            svc = await self.backend().get_service(dep.backend_state["service"])
+        except (OscarError, ServerlessError):
+            return dep  # the cluster not answering is not the service being gone
+        if svc is None:
+            return deps.set_status(self.settings.db_url, dep.id, "failed",
+                                   "the OSCAR service was removed from the cluster") or dep
+        return dep
+
+    async def stop(self, dep: Deployment, reason: str) -> None:
+        name = dep.backend_state.get("service")
+        if name and dep.status in ("starting", "running"):
+            try:
+                await self.backend().remove_service(name)
+            except OscarError as e:
+                raise ServerlessError(502, f"OSCAR could not remove the service: {e}") from None
+            self._log(dep.backend_state, f"removed OSCAR service {name}: {reason}")
+        deps.set_status(self.settings.db_url, dep.id, "stopped", reason)
+
+    async def predict(self, dep: Deployment, fields: dict[str, Any], files: dict[str, tuple[str, bytes]]) \
+            -> OscarResult:
+        """One synchronous invocation; a refusal of the input raises a 400 with the module's reason."""
+        if dep.status != "running":
+            raise ServerlessError(409, f"deployment {dep.id} is {dep.status}")
+        name = dep.backend_state["service"]
+        body = encode_request(fields, files)
+        t0 = time.monotonic()
+        try:
+            result = await self.backend().run(name, body)
+        except OscarError as e:
+            self._log(dep.backend_state, f"invocation failed: {e}")
+            raise ServerlessError(404 if e.status == 404 else 502, str(e)) from None
+        took = time.monotonic() - t0
+        self._log(dep.backend_state, f"invocation {'refused: ' + result.error if result.error else 'OK'} "
+                                     f"in {took:.2f} s")
+        if result.error:
+            raise ServerlessError(400, result.error)
+        return result
+
+    @staticmethod
+    def _log(state: dict[str, Any], line: str) -> None:
+        path = state.get("log_path")
+        if path:
+            with open(Path(path), "a") as f:
+                f.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + line + "\n")
