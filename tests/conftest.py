@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,17 @@ def remote_catalogs(tmp_path_factory: pytest.TempPathFactory) -> ai4os_data.Remo
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_data.RemoteCatalogs) -> Iterator[Platform]:
+def fake_oscar() -> Iterator[Any]:
+    """One spec-validating fake OSCAR cluster per session, running the bundled modules' images (tests/oscar)."""
+    from tests.oscar.fake_oscar import FakeOscar, FakeOscarServer, bundled_images
+
+    with FakeOscarServer(FakeOscar(images=bundled_images())) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_data.RemoteCatalogs,
+             fake_oscar: Any) -> Iterator[Platform]:
     # two pretend GPUs: the inventory logic (CUDA_VISIBLE_DEVICES, exclusivity) needs no real device
     gpus = '[{"id": "0", "model": "Tesla T4"}, {"id": "1", "model": "Tesla T4"}]'
     from ai4lab.settings import bundled_catalog_path
@@ -35,7 +46,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_da
         {"name": "broken", "type": "git", "kind": "module", "url": "file:///nonexistent/catalog"},
     ]
     p = Platform.create(
-        Path(tmp_path_factory.mktemp("platform")) / "state", gpus=gpus, catalog_sources=json.dumps(sources)
+        Path(tmp_path_factory.mktemp("platform")) / "state", gpus=gpus, catalog_sources=json.dumps(sources),
+        **fake_oscar.settings(),
     )
     p.start()
     try:

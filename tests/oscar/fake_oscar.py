@@ -287,6 +287,20 @@ class FakeOscar:
         return app
 
 
+def bundled_images() -> dict[str, Path]:
+    """Image -> module folder for the bundled catalog's modules (what their Dockerfiles build)."""
+    from ai4lab.catalog.metadata import load_folder
+    from ai4lab.settings import bundled_catalog_path
+
+    out = {}
+    for folder in sorted((bundled_catalog_path() / "modules").iterdir()):
+        if (folder / "ai4-metadata.yml").is_file():
+            item = load_folder(folder, kind="module", source="bundled")
+            if item.run.docker_image:
+                out[item.run.docker_image] = folder
+    return out
+
+
 class FakeOscarServer:
     """Runs a ``FakeOscar`` with uvicorn in a thread on a free local port (as the fake Nomad does)."""
 
@@ -296,6 +310,11 @@ class FakeOscarServer:
         self.fake = fake
         self._server = FakeNomadServer(fake)  # type: ignore[arg-type]  # serves any object with an ``app``
         self.address = self._server.address
+
+    def settings(self) -> dict[str, str]:
+        """Platform settings (``oscar_*``) pointing at this fake."""
+        return {"oscar_endpoint": self.address, "oscar_user": self.fake.user,
+                "oscar_password": self.fake.password, "oscar_cluster_id": "fake-oscar"}
 
     def __enter__(self) -> FakeOscarServer:
         self._server.__enter__()
