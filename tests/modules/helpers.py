@@ -17,7 +17,7 @@ from ai4lab.envs import env_bin
 REPO = Path(__file__).resolve().parents[2]
 MODULES_DIR = REPO / "config" / "catalog" / "modules"
 #: The bundled modules, by DEEPaaS model name (= folder name = entry point name).
-MODULES = ("ai4lab-digits", "ai4lab-diabetes")
+MODULES = ("ai4lab-digits", "ai4lab-diabetes", "ai4lab-image-prep")
 #: Not a temp dir: a second test run reuses the environments (rebuilt only when sources change).
 TEST_ENVS_ROOT = Path.home() / ".cache" / "ai4lab" / "test-envs"
 
