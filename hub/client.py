@@ -86,6 +86,18 @@ class Client:
         dep = self._call("POST", "/deployments", json=body)
         return self.wait(dep["id"], "running", timeout) if wait else dep
 
+    def deploy_serverless(self, item_id: str, *, title: str = "") -> dict[str, Any]:
+        """Deploy a module as an OSCAR service (serverless inference); running when this returns."""
+        return self._call("POST", "/deployments", json={"kind": "serverless", "item": item_id, "title": title})
+
+    def pipeline(self, steps: list[dict[str, Any]], *, title: str = "") -> dict[str, Any]:
+        """Chain deployments: ``steps`` = ``[{deployment, output: json|file, input_field}, ...]``.
+
+        Run it with ``predict(pipeline_id, {"file": path})``: the answer has the final
+        predictions and each step's output and time.
+        """
+        return self._call("POST", "/deployments", json={"kind": "pipeline", "title": title, "steps": steps})
+
     def wait(self, dep_id: str, status: str = "running", timeout: float = 300) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:

@@ -16,6 +16,7 @@ from ai4lab.cli_output import fail, out
 from ai4lab.client import ApiError, Client
 
 module_app = typer.Typer(help="AI modules: export one to run elsewhere, start a new one.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="Pipelines: chain module or serverless deployments.", no_args_is_help=True)
 
 URL_HELP = "platform API URL (default $AI4LAB_API_URL, or this machine's platform)"
 TOKEN_HELP = "hub API token (default $AI4LAB_API_TOKEN)"
@@ -59,12 +60,15 @@ def register(app: typer.Typer) -> None:
         title: str = typer.Option("", help="a title for the deployment"),
         weights: Optional[str] = typer.Option(None, help="weights file in your storage"),
         no_wait: bool = typer.Option(False, "--no-wait", help="return at once, while it starts"),
+        serverless: bool = typer.Option(False, "--serverless", help="as an OSCAR service (serverless inference)"),
         url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
-        """Start an inference deployment (a DEEPaaS server) of a module."""
+        """Start an inference deployment of a module: a DEEPaaS server, or an OSCAR service with --serverless."""
         hardware = {k: v for k, v in (("cpu_num", cpu), ("ram", ram)) if v is not None}
         try:
-            dep = _client(url, token).deploy(item, title=title, weights=weights, wait=not no_wait, **hardware)
+            client = _client(url, token)
+            dep = (client.deploy_serverless(item, title=title) if serverless
+                   else client.deploy(item, title=title, weights=weights, wait=not no_wait, **hardware))
         except (ApiError, TimeoutError) as e:
             _fail(str(e))
         out.print(f"{dep['id']} {dep['status']}" + (f"  {dep['endpoints'].get('ui', '')}" if dep["endpoints"] else ""))
@@ -175,9 +179,14 @@ def register(app: typer.Typer) -> None:
 
     app.command("cancel", help="Cancel a training or batch job (the same as stop).")(stop)
     app.add_typer(module_app, name="module")
+    app.add_typer(pipeline_app, name="pipeline")
 
 
 def _file_fields(client: Client, dep: dict) -> list[str]:
+    if dep["kind"] == "pipeline":  # the first step takes the upload, whatever its name
+        return ["file"]
+    if dep["kind"] == "serverless":
+        return [dep["spec"]["file_arg"]] if dep["spec"].get("file_arg") else []
     swagger = client._call("GET", f"/deployments/{dep['id']}/api/swagger.json")
     names = []
     for path, ops in swagger.get("paths", {}).items():
@@ -243,3 +252,42 @@ def export(item_id: str = typer.Argument(..., help="catalog id of the module")) 
     if len(lines) == 2:
         _fail(f"{item_id} has neither an image nor a local package to export", 1)
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+@pipeline_app.command("create")
+def pipeline_create(
+    steps: list[str] = typer.Argument(..., help="deployment ids in order; DEP:file passes the step's file output "
+                                                "on (DEP:json, the default, its JSON); DEP:file:FIELD sets the "
+                                                "argument that receives the previous output"),
+    title: str = typer.Option("", help="a title for the pipeline"),
+    url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+) -> None:
+    """Create a pipeline: the output of each step becomes the input of the next."""
+    parsed = []
+    for text in steps:
+        dep, _, rest = text.partition(":")
+        output, _, field = rest.partition(":")
+        if output not in ("", "json", "file"):
+            _fail(f"step {text!r}: the output is json or file, e.g. {dep}:file", 2)
+        parsed.append({"deployment": dep, "output": output or "json"} | ({"input_field": field} if field else {}))
+    try:
+        dep = _client(url, token).pipeline(parsed, title=title)
+    except ApiError as e:
+        _fail(str(e))
+    out.print(f"{dep['id']} {dep['status']}  {dep['name']}", markup=False)
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    pipeline: str = typer.Argument(..., help="pipeline id"),
+    file: Path = typer.Argument(..., help="the input file of the first step"),
+    url: Optional[str] = typer.Option(None, help=URL_HELP), token: Optional[str] = typer.Option(None, help=TOKEN_HELP),
+) -> None:
+    """Run a pipeline on a file; prints the final predictions and each step's output and time as JSON."""
+    if not file.is_file():
+        _fail(f"no such file: {file}", 2)
+    try:
+        answer = _client(url, token).predict(pipeline, {"file": file})
+    except ApiError as e:
+        _fail(str(e))
+    sys.stdout.write(json.dumps(answer, indent=1) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -82,3 +83,23 @@ def test_pipeline_checks_its_steps(pia: httpx.Client, quinn: httpx.Client, steps
     # another user's deployment as a step: 404, as if it did not exist
     theirs = create(quinn, [{"deployment": prep["id"], "output": "file"}, {"deployment": digits["id"]}])
     assert theirs.status_code == 404 and prep["id"] in theirs.json()["detail"]
+
+
+def test_pipeline_from_the_cli(platform: Platform, pia: httpx.Client, steps: tuple[dict, dict],
+                               tmp_path: Path) -> None:
+    from tests.integration.test_module_cli import ai4lab
+
+    env = {**platform.env, "AI4LAB_API_URL": f"{platform.url}/services/ai4lab",
+           "AI4LAB_API_TOKEN": pia.headers["Authorization"].removeprefix("token ")}
+    prep, digits = steps
+    bad = ai4lab(env, "pipeline", "create", f"{prep['id']}:jpeg", digits["id"])
+    assert bad.returncode == 2 and "json or file" in bad.stderr + bad.stdout
+    r = ai4lab(env, "pipeline", "create", f"{prep['id']}:file", f"{digits['id']}:json:image", "--title", "cli")
+    assert r.returncode == 0, r.stderr
+    pipe_id = r.stdout.split()[0]
+    (path, label), = big_digits(tmp_path, n=1)
+    r = ai4lab(env, "pipeline", "run", pipe_id, str(path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["predictions"]["label"] == label
+    r = ai4lab(env, "predict", pipe_id, "--file", str(path))  # the generic predict knows pipelines too
+    assert r.returncode == 0 and json.loads(r.stdout)["predictions"]["label"] == label
