@@ -143,6 +143,11 @@ class Platform:
     def api(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"token {token}"}, timeout=60)
 
+    def new_user_api(self, name: str, role: str = "basic") -> httpx.Client:
+        """A new account (password ``<name>-password``) and an API client with its token."""
+        self.add_user(name, f"{name}-password", role=role)
+        return self.api(self.token(name))
+
     def wait_server(self, token: str, user: str, server: str = "", timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self.api(token) as api:

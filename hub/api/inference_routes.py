@@ -21,8 +21,8 @@ from ai4lab.catalog import Catalog
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
-from ai4lab.deploy.pipelines import PipelineError, Pipelines, Value
-from ai4lab.deploy.serverless import NOT_CONFIGURED, ServerlessDeployments, ServerlessError
+from ai4lab.deploy.pipelines import Pipelines, Value
+from ai4lab.deploy.serverless import NOT_CONFIGURED, InferenceError, ServerlessDeployments
 from ai4lab.settings import Settings
 
 KINDS = ("serverless", "pipeline")
@@ -46,14 +46,14 @@ class InferenceRoutes:
         try:
             if body.kind == "serverless":
                 if not self.serverless.configured:
-                    raise ServerlessError(400, NOT_CONFIGURED)
+                    raise InferenceError(400, NOT_CONFIGURED)
                 acc, item = self.account_and_item(body.item, user, "deploy")
                 dep = await self.serverless.create(user.name, item, title=body.title, vo=acc.vo)
             else:
                 acc = accounts.get_user(self.settings.db_url, user.name)
                 dep = await self.pipelines.create(user.name, body.title, body.steps, admin=False,
                                                   vo=acc.vo if acc else None)
-        except (ServerlessError, PipelineError) as e:
+        except InferenceError as e:
             raise HTTPException(e.status, str(e)) from None
         return dep.to_dict()
 
@@ -64,7 +64,7 @@ class InferenceRoutes:
         if dep.kind == "serverless":
             try:
                 await self.serverless.stop(dep, f"stopped by {by}")
-            except ServerlessError as e:
+            except InferenceError as e:
                 raise HTTPException(e.status, str(e)) from None
 
     async def predict(self, dep: Deployment, request: Request, user: HubUser) -> Response:
@@ -97,7 +97,7 @@ class InferenceRoutes:
                 return JSONResponse(await self.pipelines.run(dep, next(iter(files.values())), fields))
             result = await self.serverless.predict(
                 dep, fields, {k: (v.filename, v.content or b"") for k, v in files.items()})
-        except (ServerlessError, PipelineError) as e:
+        except InferenceError as e:
             raise HTTPException(e.status, str(e)) from None
         if result.content is not None:
             return Response(result.content, media_type=result.content_type)

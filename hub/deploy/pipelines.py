@@ -26,7 +26,7 @@ from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments, api_prefix
 from ai4lab.deploy.predict_args import describe_predict
-from ai4lab.deploy.serverless import ServerlessDeployments, ServerlessError
+from ai4lab.deploy.serverless import InferenceError, ServerlessDeployments
 from ai4lab.envs import EnvBuildError
 from ai4lab.settings import Settings
 
@@ -44,12 +44,6 @@ class Step(BaseModel):
         default="json", description="what this step passes on: its JSON predictions or the file it returns")
     accept: str | None = Field(default=None, description="output=file: the media type to ask for (default image/png)")
     fields: dict[str, Any] = Field(default_factory=dict, description="fixed predict arguments of this step")
-
-
-class PipelineError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -87,16 +81,16 @@ class Pipelines:
         try:
             steps = [Step.model_validate(s) for s in raw_steps]
         except ValidationError as e:
-            raise PipelineError(400, f"steps: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+            raise InferenceError(400, f"steps: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
         if len(steps) < 2:
-            raise PipelineError(400, "a pipeline needs at least 2 steps: [{deployment, input_field, output}, ...]")
+            raise InferenceError(400, "a pipeline needs at least 2 steps: [{deployment, input_field, output}, ...]")
         described = []
         for n, step in enumerate(steps, 1):
             dep = deps.get(self.settings.db_url, step.deployment)
             if dep is None or (dep.owner != owner and not admin):
-                raise PipelineError(404, f"step {n}: no deployment {step.deployment!r}")
+                raise InferenceError(404, f"step {n}: no deployment {step.deployment!r}")
             if dep.kind not in STEP_KINDS:
-                raise PipelineError(400, f"step {n}: deployment {dep.id} is a {dep.kind}; steps are "
+                raise InferenceError(400, f"step {n}: deployment {dep.id} is a {dep.kind}; steps are "
                                          f"{' or '.join(STEP_KINDS)} deployments")
             args = await self._args(dep, owner)
             described.append((dep, args))
@@ -122,7 +116,7 @@ class Pipelines:
         try:
             return await asyncio.to_thread(describe_predict, item, self.settings.envs_dir)
         except (EnvBuildError, RuntimeError, OSError) as e:
-            raise PipelineError(500, f"the predict arguments of {item.id} could not be read: {e}") from None
+            raise InferenceError(500, f"the predict arguments of {item.id} could not be read: {e}") from None
 
     @staticmethod
     def _check_step(n: int, step: Step, dep: Deployment, args: list[dict[str, Any]] | None,
@@ -134,21 +128,21 @@ class Pipelines:
         wants_file = prev is None or prev.output == "file"
         field = step.input_field or next((a["name"] for a in args if a["file"]), None)
         if field is None:
-            raise PipelineError(400, f"step {n}: {item} takes no file; say which argument gets the "
+            raise InferenceError(400, f"step {n}: {item} takes no file; say which argument gets the "
                                      f"{'upload' if prev is None else 'previous output'} with input_field")
         if field not in by_name:
-            raise PipelineError(400, f"step {n}: {item} has no argument {field!r}; it takes "
+            raise InferenceError(400, f"step {n}: {item} has no argument {field!r}; it takes "
                                      f"{', '.join(sorted(by_name))}")
         if prev is not None and by_name[field]["file"] != wants_file:
             what = "a file" if wants_file else "JSON"
-            raise PipelineError(400, f"step {n - 1} passes {what} but {item}'s {field!r} is "
+            raise InferenceError(400, f"step {n - 1} passes {what} but {item}'s {field!r} is "
                                      f"{'a file argument' if by_name[field]['file'] else 'not a file argument'}")
         if step.output == "file" and "accept" not in by_name:
-            raise PipelineError(400, f"step {n}: {item} returns JSON only (it has no 'accept' argument): "
+            raise InferenceError(400, f"step {n}: {item} returns JSON only (it has no 'accept' argument): "
                                      "use output: json")
         unknown = sorted(set(step.fields) - set(by_name))
         if unknown:
-            raise PipelineError(400, f"step {n}: {item} has no argument(s) {', '.join(unknown)}")
+            raise InferenceError(400, f"step {n}: {item} has no argument(s) {', '.join(unknown)}")
 
     # -- run ----------------------------------------------------------------------------
     async def run(self, pipeline: Deployment, upload: Value, fields: dict[str, Any]) -> dict[str, Any]:
@@ -159,15 +153,15 @@ class Pipelines:
         for n, (step, raw) in enumerate(zip(steps, pipeline.spec["steps"]), 1):
             dep = deps.get(self.settings.db_url, step.deployment)
             if dep is None or dep.owner != pipeline.owner:
-                raise PipelineError(404, f"step {n}: deployment {step.deployment} no longer exists")
+                raise InferenceError(404, f"step {n}: deployment {step.deployment} no longer exists")
             if dep.status != "running":
-                raise PipelineError(409, f"step {n}: deployment {dep.id} ({raw['item']}) is {dep.status}")
+                raise InferenceError(409, f"step {n}: deployment {dep.id} ({raw['item']}) is {dep.status}")
             call_fields = dict(step.fields) | (fields if n == 1 else {})
             files: dict[str, tuple[str, bytes, str]] = {}
             target = step.input_field or raw.get("input_field")
             if value.content is not None:
                 if not target:
-                    raise PipelineError(400, f"step {n}: {raw['item']} has no argument for a file")
+                    raise InferenceError(400, f"step {n}: {raw['item']} has no argument for a file")
                 files[target] = (value.filename, value.content, value.content_type)
             elif target:
                 call_fields[target] = value.json if isinstance(value.json, str) else json.dumps(value.json)
@@ -179,8 +173,8 @@ class Pipelines:
             try:
                 value = await (self._call_module(dep, call_fields, files) if dep.kind == "module"
                                else self._call_serverless(dep, call_fields, files))
-            except PipelineError as e:
-                raise PipelineError(e.status, f"step {n} ({raw['item']}): {e}") from None
+            except InferenceError as e:
+                raise InferenceError(e.status, f"step {n} ({raw['item']}): {e}") from None
             value.filename = f"step{n}.{_ext(value.content_type)}"
             report.append({"step": n, "deployment": dep.id, "kind": dep.kind, "item": raw["item"],
                            "seconds": round(time.monotonic() - t0, 3), "output": value.report()})
@@ -199,10 +193,10 @@ class Pipelines:
         try:
             resp = await self.http.post(url, data=data, files=files or None, headers={"Accept": accept})
         except httpx.TransportError as e:
-            raise PipelineError(502, f"the deployment does not answer: {e}") from None
+            raise InferenceError(502, f"the deployment does not answer: {e}") from None
         ctype = resp.headers.get("content-type", "").split(";")[0]
         if resp.status_code != 200:
-            raise PipelineError(400 if 400 <= resp.status_code < 500 else 502, _reason(resp))
+            raise InferenceError(400 if 400 <= resp.status_code < 500 else 502, _reason(resp))
         if ctype == "application/json":
             body = resp.json()
             return Value(json=body.get("predictions", body) if isinstance(body, dict) else body)
@@ -210,10 +204,7 @@ class Pipelines:
 
     async def _call_serverless(self, dep: Deployment, fields: dict[str, Any],
                                files: dict[str, tuple[str, bytes, str]]) -> Value:
-        try:
-            result = await self.serverless.predict(dep, fields, {k: (f[0], f[1]) for k, f in files.items()})
-        except ServerlessError as e:
-            raise PipelineError(e.status, str(e)) from None
+        result = await self.serverless.predict(dep, fields, {k: (f[0], f[1]) for k, f in files.items()})
         if result.content is not None:
             return Value(content=result.content, content_type=result.content_type)
         return Value(json=result.json)

@@ -30,7 +30,9 @@ NOT_CONFIGURED = (
 )
 
 
-class ServerlessError(Exception):
+class InferenceError(Exception):
+    """A serverless or pipeline request failed; ``status`` is the HTTP status to answer with."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -49,11 +51,11 @@ class ServerlessDeployments:
         if self._backend is None:
             config = OscarConfig.from_settings(self.settings)
             if config is None:
-                raise ServerlessError(400, NOT_CONFIGURED)
+                raise InferenceError(400, NOT_CONFIGURED)
             try:
                 self._backend = OscarBackend(config)
             except ValueError as e:
-                raise ServerlessError(400, f"OSCAR is misconfigured: {e}") from None
+                raise InferenceError(400, f"OSCAR is misconfigured: {e}") from None
         return self._backend
 
     async def file_arg(self, item: CatalogItem) -> str:
@@ -63,7 +65,7 @@ class ServerlessDeployments:
         try:
             return file_argument(await asyncio.to_thread(describe_predict, item, self.settings.envs_dir))
         except (EnvBuildError, RuntimeError, OSError) as e:
-            raise ServerlessError(500, f"the module's predict arguments could not be read: {e}") from None
+            raise InferenceError(500, f"the module's predict arguments could not be read: {e}") from None
 
     async def create(self, owner: str, item: CatalogItem, title: str = "", vo: str | None = None) -> Deployment:
         backend = self.backend()
@@ -76,7 +78,7 @@ class ServerlessDeployments:
                                     file_arg=file_arg, vo=self.settings.oscar_vo)
         except ValueError as e:
             deps.set_status(self.settings.db_url, dep.id, "failed", str(e))
-            raise ServerlessError(400, str(e)) from None
+            raise InferenceError(400, str(e)) from None
         spec = {**dep.spec, "service": name, "image": service["image"], "file_arg": file_arg,
                 "cpu": service["cpu"], "memory": service["memory"]}
         log_path = self.settings.logs_dir / "deployments" / f"{dep.id}.log"
@@ -86,7 +88,7 @@ class ServerlessDeployments:
             await backend.create_service(service)
         except OscarError as e:
             deps.set_status(self.settings.db_url, dep.id, "failed", str(e), spec=spec, backend_state=state)
-            raise ServerlessError(502 if e.status in (0, 500, 502) else 400, str(e)) from None
+            raise InferenceError(502 if e.status in (0, 500, 502) else 400, str(e)) from None
         self._log(state, f"created OSCAR service {name} ({service['image']}) on {backend.config.endpoint}")
         public = f"{self.settings.public_url}/services/ai4lab/deployments/{dep.id}"
         return deps.set_status(
@@ -101,7 +103,7 @@ class ServerlessDeployments:
             return dep
         try:
             svc = await self.backend().get_service(dep.backend_state["service"])
-        except (OscarError, ServerlessError):
+        except (OscarError, InferenceError):
             return dep  # the cluster not answering is not the service being gone
         if svc is None:
             return deps.set_status(self.settings.db_url, dep.id, "failed",
@@ -114,7 +116,7 @@ class ServerlessDeployments:
             try:
                 await self.backend().remove_service(name)
             except OscarError as e:
-                raise ServerlessError(502, f"OSCAR could not remove the service: {e}") from None
+                raise InferenceError(502, f"OSCAR could not remove the service: {e}") from None
             self._log(dep.backend_state, f"removed OSCAR service {name}: {reason}")
         deps.set_status(self.settings.db_url, dep.id, "stopped", reason)
 
@@ -122,7 +124,7 @@ class ServerlessDeployments:
             -> OscarResult:
         """One synchronous invocation; a refusal of the input raises a 400 with the module's reason."""
         if dep.status != "running":
-            raise ServerlessError(409, f"deployment {dep.id} is {dep.status}")
+            raise InferenceError(409, f"deployment {dep.id} is {dep.status}")
         name = dep.backend_state["service"]
         body = encode_request(fields, files)
         t0 = time.monotonic()
@@ -130,12 +132,12 @@ class ServerlessDeployments:
             result = await self.backend().run(name, body)
         except OscarError as e:
             self._log(dep.backend_state, f"invocation failed: {e}")
-            raise ServerlessError(404 if e.status == 404 else 502, str(e)) from None
+            raise InferenceError(404 if e.status == 404 else 502, str(e)) from None
         took = time.monotonic() - t0
         self._log(dep.backend_state, f"invocation {'refused: ' + result.error if result.error else 'OK'} "
                                      f"in {took:.2f} s")
         if result.error:
-            raise ServerlessError(400, result.error)
+            raise InferenceError(400, result.error)
         return result
 
     @staticmethod

@@ -18,14 +18,12 @@ API = "/services/ai4lab"
 
 @pytest.fixture(scope="module")
 def pia(platform: Platform) -> httpx.Client:
-    platform.add_user("pia", "pia-password", role="intermediate")
-    return platform.api(platform.token("pia"))
+    return platform.new_user_api("pia", "intermediate")
 
 
 @pytest.fixture(scope="module")
 def quinn(platform: Platform) -> httpx.Client:
-    platform.add_user("quinn", "quinn-password", role="intermediate")
-    return platform.api(platform.token("quinn"))
+    return platform.new_user_api("quinn", "intermediate")
 
 
 def module(api: httpx.Client, item: str) -> dict:

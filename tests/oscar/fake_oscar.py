@@ -231,35 +231,39 @@ class FakeOscar:
                 fake.jobs.pop(name, None)
             return Response(status_code=204)
 
-        @app.post("/run/{name}")
-        async def run(name: str, request: Request) -> Response:
-            import asyncio
-
+        async def invocation(name: str, request: Request) -> tuple[dict[str, Any], bytes] | Response:
+            """The service and the decoded event of a /run or /job call, or the refusal."""
             svc = fake.services.get(name)
             if svc is None:
                 return PlainTextResponse("The service does not exist", status_code=404)
             event = fake.decode_event(await request.body())
             if event is None:
                 return PlainTextResponse("the body is neither base64 nor JSON", status_code=400)
-            out = await asyncio.to_thread(fake.execute, svc, event)
+            return svc, event
+
+        @app.post("/run/{name}")
+        async def run(name: str, request: Request) -> Response:
+            import asyncio
+
+            found = await invocation(name, request)
+            if isinstance(found, Response):
+                return found
+            out = await asyncio.to_thread(fake.execute, *found)
             if out.status != 200:
                 return PlainTextResponse(out.stderr or out.stdout, status_code=out.status)
             return Response(out.body, media_type="text/plain")
 
         @app.post("/job/{name}")
         async def job(name: str, request: Request) -> Response:
-            svc = fake.services.get(name)
-            if svc is None:
-                return PlainTextResponse("The service does not exist", status_code=404)
-            event = fake.decode_event(await request.body())
-            if event is None:
-                return PlainTextResponse("the body is neither base64 nor JSON", status_code=400)
+            found = await invocation(name, request)
+            if isinstance(found, Response):
+                return found
             job_name = f"{name}-{secrets.token_hex(4)}"
             record = {"status": "Running", "creation_time": _now(), "start_time": _now(), "logs": ""}
             fake.jobs.setdefault(name, {})[job_name] = record
 
             def work() -> None:
-                out = fake.execute(svc, event)
+                out = fake.execute(*found)
                 record.update(status="Succeeded" if out.status == 200 else "Failed", finish_time=_now(),
                               logs=out.stdout + out.stderr)
 

@@ -13,7 +13,7 @@ import pytest
 
 from ai4lab.backends.oscar import OscarBackend, OscarConfig, OscarError
 from ai4lab.catalog.metadata import load_folder
-from ai4lab.deploy.serverless import ServerlessDeployments, ServerlessError
+from ai4lab.deploy.serverless import ServerlessDeployments, InferenceError
 from ai4lab.oscar import build_service, decode_output, encode_request, service_name
 from ai4lab.settings import Settings, bundled_catalog_path
 from tests.oscar import oscar_spec
@@ -118,6 +118,6 @@ async def test_oidc_token_and_wrong_credentials(server: FakeOscarServer) -> None
 
 
 def test_not_configured_says_how(tmp_path: Path) -> None:
-    with pytest.raises(ServerlessError) as err:
+    with pytest.raises(InferenceError) as err:
         ServerlessDeployments(Settings(state_dir=tmp_path, oscar_endpoint=None)).backend()
     assert err.value.status == 400 and "oscar_endpoint" in str(err.value)

@@ -20,14 +20,12 @@ API = "/services/ai4lab"
 
 @pytest.fixture(scope="module")
 def olga(platform: Platform) -> httpx.Client:
-    platform.add_user("olga", "olga-password", role="basic")
-    return platform.api(platform.token("olga"))
+    return platform.new_user_api("olga", "basic")
 
 
 @pytest.fixture(scope="module")
 def other(platform: Platform) -> httpx.Client:
-    platform.add_user("otto", "otto-password", role="basic")
-    return platform.api(platform.token("otto"))
+    return platform.new_user_api("otto", "basic")
 
 
 @pytest.fixture(scope="module")
