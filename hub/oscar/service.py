@@ -132,7 +132,9 @@ def build_service(
         "alpine": False,
         "script": SCRIPT,
         "environment": {"variables": variables},
-        "labels": {"ai4lab.owner": re.sub(r"[^A-Za-z0-9_.-]", "-", owner)[:63], "ai4lab.deployment": dep_id,
+        # Kubernetes label values: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends
+        "labels": {"ai4lab.owner": re.sub(r"[^A-Za-z0-9_.-]", "-", owner)[:63].strip("-_.") or "user",
+                   "ai4lab.deployment": dep_id,
                    "ai4lab.item": item.id},
         # async /job invocations and bucket uploads read and write here (as ai4-papi's services do)
         "input": [{"storage_provider": "minio.default", "path": f"{name}/inputs"}],

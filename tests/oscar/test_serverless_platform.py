@@ -6,6 +6,7 @@ runs the generated script with the module's real ``deepaas-cli``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -86,3 +87,23 @@ def test_pipeline_of_oscar_services(olga: httpx.Client, fake_oscar, images: list
     assert first["output"]["bytes"] < 1000 and all(s["seconds"] > 0 for s in out["steps"])
     for dep in (pipe, prep, digits):
         assert olga.delete(f"{API}/deployments/{dep['id']}").status_code == 200
+
+
+def test_cli_serverless_with_json_arguments(platform: Platform, olga: httpx.Client) -> None:
+    """A module without a file (JSON rows) on OSCAR, from the CLI: deploy --serverless, predict --arg, stop."""
+    from tests.integration.test_module_cli import ai4lab
+
+    env = {**platform.env, "AI4LAB_API_URL": f"{platform.url}/services/ai4lab",
+           "AI4LAB_API_TOKEN": olga.headers["Authorization"].removeprefix("token ")}
+    r = ai4lab(env, "deploy", "ai4lab-diabetes", "--serverless")
+    assert r.returncode == 0, r.stderr
+    dep_id, status = r.stdout.split()[:2]
+    assert status == "running"
+    rows = json.dumps([[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]])
+    r = ai4lab(env, "predict", dep_id, "--arg", f"rows={rows}")
+    assert r.returncode == 0, r.stderr
+    predictions = json.loads(r.stdout)["predictions"]
+    assert len(predictions) == 1 and 25 <= float(predictions[0]) <= 346
+    r = ai4lab(env, "predict", dep_id, "--arg", "rows=[[1, 2]]")
+    assert r.returncode == 1 and "10" in r.stderr + r.stdout  # the module's reason: rows of 10 numbers
+    assert ai4lab(env, "stop", dep_id).returncode == 0

@@ -93,6 +93,7 @@ def get_predict_args() -> dict[str, fields.Field]:
     return {
         "file": fields.Raw(
             required=False,
+            load_default=None,  # deepaas-cli (OSCAR services) passes unset arguments as their default
             metadata={
                 "type": "file",
                 "location": "form",

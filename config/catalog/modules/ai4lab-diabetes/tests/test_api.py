@@ -38,7 +38,7 @@ def test_metadata_and_args_follow_deepaas_contract() -> None:
     json.dumps(meta)
     args = api.get_predict_args()
     assert args["file"].metadata == {**args["file"].metadata, "type": "file", "location": "form"}
-    assert _schema(args).load({}) == {"rows": "", "weights": ""}
+    assert _schema(args).load({}) == {"file": None, "rows": "", "weights": ""}
     train_args = _schema(api.get_train_args())
     assert train_args.load({"dataset": "d.csv"})["model"] == "ridge"
     with pytest.raises(ValidationError) as err:
