@@ -26,7 +26,7 @@ from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.catalog.model import KINDS, CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.catalog.render import description_html
-from ai4lab.deploy import predict_args
+from ai4lab.deploy.predict_args import describe_predict as read_predict_args
 from ai4lab.envs import EnvBuildError
 from ai4lab.settings import Settings
 
@@ -61,7 +61,7 @@ def build_router(
         return HTMLResponse(html, status_code=status)
 
     def describe_predict(item: CatalogItem) -> list[dict[str, Any]]:
-        return predict_args.describe_predict(item, settings.envs_dir)
+        return read_predict_args(item, settings.envs_dir)
 
     async def predict_fields(item: CatalogItem) -> tuple[list[dict[str, Any]], str | None]:
         if not item.run.package_path or not item.run.entry_point:
