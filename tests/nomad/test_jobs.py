@@ -11,7 +11,7 @@ import pytest
 
 from ai4lab.nomad import KINDS, NomadJobSpec, job_id, load_defaults, load_federation, render_job
 from ai4lab.nomad.config import duration_ns
-from tests.nomad import nomad_spec
+from tests.fakes import nomad_spec
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
