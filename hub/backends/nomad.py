@@ -206,6 +206,7 @@ class NomadBackend(Backend):
         *,
         purge: bool = True,
         verify: bool | str = True,
+        cert: tuple[str, str] | None = None,
         timeout: float = 30,
         defaults: NomadDefaults | None = None,
         federation: Federation | None = None,
@@ -218,6 +219,21 @@ class NomadBackend(Backend):
         self.federation = federation
         self._headers = {"X-Nomad-Token": token} if token else {}
         self._client_args: dict[str, Any] = {"base_url": self.address, "headers": self._headers, "verify": verify, "timeout": timeout}
+        if cert:
+            self._client_args["cert"] = cert
+
+    @classmethod
+    def from_settings(cls, nomad: Any) -> NomadBackend:
+        """The backend of the platform settings' ``nomad`` section (``ai4lab.settings.NomadSettings``)."""
+        from ai4lab.nomad.config import load_defaults, load_federation
+
+        verify: bool | str = False if nomad.skip_verify else (nomad.ca_cert or True)
+        cert = (nomad.client_cert, nomad.client_key) if nomad.client_cert else None
+        return cls(
+            nomad.address, token=nomad.token or None, namespace=nomad.namespace, region=nomad.region or None,
+            purge=nomad.purge, verify=verify, cert=cert, defaults=load_defaults(nomad.defaults_file),
+            federation=load_federation(nomad.federation_file) if nomad.federation_file else None,
+        )
 
     # -- HTTP helpers ---------------------------------------------------
     def _params(self, state: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

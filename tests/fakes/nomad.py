@@ -112,9 +112,12 @@ class FakeNomad:
         driver: str = "sim",
         step: float = 0.05,
         exec_env: dict[str, str] | None = None,
+        exec_if: Any = None,
     ) -> None:
+        """``exec_if(job) -> bool`` picks the jobs the exec driver runs (default: all); the others are simulated."""
         if driver not in ("sim", "exec"):
             raise ValueError("driver is 'sim' or 'exec'")
+        self.exec_if = exec_if or (lambda job: True)
         self.nodes = nodes if nodes is not None else [FakeNode("node1")]
         self.token = token
         self.driver = driver
@@ -419,8 +422,11 @@ class FakeNomad:
     def _start(self, a: dict[str, Any]) -> None:
         if a["ClientStatus"] != "pending":
             return
-        if self.driver == "exec":
-            self._exec(a)
+        if self.driver == "exec" and not self._exec(a):
+            a["ClientStatus"] = "failed"
+            a["TaskStates"]["main"].update(State="dead", Failed=True)
+            self._touch(a)
+            return
         a["ClientStatus"] = "running"
         a["ClientDescription"] = "Tasks are running"
         for ts in a["TaskStates"].values():
@@ -447,13 +453,13 @@ class FakeNomad:
     def _interpolate(self, text: str, env: dict[str, str]) -> str:
         return re.sub(r"\$\{(NOMAD_[A-Z0-9_a-z]+)\}", lambda m: env.get(m.group(1), m.group(0)), text)
 
-    def _exec(self, a: dict[str, Any]) -> None:
-        """raw_exec-like: run the main task's command on this machine with the job's Env."""
+    def _exec(self, a: dict[str, Any]) -> bool:
+        """raw_exec-like: run the main task's command on this machine with the job's Env; False if it cannot start."""
         job = self.jobs[(a["Namespace"], a["JobID"])]
         task = next(t for t in job["TaskGroups"][0]["Tasks"] if t["Name"] == "main")
         config = task.get("Config", {})
-        if not config.get("command"):
-            return
+        if not config.get("command") or not self.exec_if(job):
+            return True
         env = {"NOMAD_ALLOC_ID": a["ID"], "NOMAD_JOB_ID": job["ID"], "NOMAD_TASK_NAME": "main",
                "NOMAD_DC": next(n.datacenter for n in self.nodes if n.id == a["NodeID"])}
         for p in a["AllocatedResources"]["Shared"]["Ports"]:
@@ -473,11 +479,12 @@ class FakeNomad:
             msg = f"failed to launch command with args {argv}: {e}"
             ts = a["TaskStates"]["main"]
             ts["Events"].append(_event("Driver Failure", msg, DriverError=msg, FailsTask=True))
-            return
+            return False
         finally:
             out.close()
             err.close()
         self.procs[a["ID"]] = proc
+        return True
 
     def _kill_process(self, alloc_id: str) -> None:
         proc = self.procs.pop(alloc_id, None)
