@@ -131,7 +131,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
         )
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
-        return self.check_options({k: v[0] if v else "" for k, v in formdata.items()}).model_dump()
+        return self.check_options({k: v[0] if v else "" for k, v in formdata.items()}).dump()
 
     def check_options(self, raw: dict[str, Any]) -> SessionOptions:
         return self.validate(raw, free_gpus=len(self._free_gpus()))
@@ -143,7 +143,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
             options = spawner.check_options(user_options or {})
         except ValueError as e:
             raise web.HTTPError(400, str(e), reason=str(e)) from None
-        spawner.user_options = options.model_dump()
+        spawner.user_options = options.dump()
         spawner.default_url = spawner.ides[options.ide].get("default_url", "/lab")
 
     # -- lifecycle ---------------------------------------------------------------
@@ -208,7 +208,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
     async def start(self) -> tuple[str, int]:
         self._reset_events()
         options = SessionOptions(**self.user_options) if self.user_options else self.check_options({})
-        self.user_options = options.model_dump()
+        self.user_options = options.dump()
         self._prepare_workspace(options)
         self.notebook_dir = str(self.workspace)
         self._event(20, f"Workspace ready with storage/ ({options.ide}, {options.cpu:g} CPU, "
@@ -217,7 +217,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
             gpu_ids = [g["id"] for g in self._free_gpus()][: options.gpu]
             if len(gpu_ids) < options.gpu:
                 raise web.HTTPError(400, f"{options.gpu} GPU(s) asked but only {len(gpu_ids)} free")
-            spec = {**options.model_dump(), "gpu_ids": gpu_ids}
+            spec = {**options.dump(), "gpu_ids": gpu_ids}
             if self.deployment_id and deps.get(self.db_url, self.deployment_id):
                 deps.set_status(self.db_url, self.deployment_id, "starting", spec=spec)
             else:

@@ -189,7 +189,7 @@ class NomadSpawner(ProfileFormSpawner):
             options = await spawner.check_options(user_options or {})
         except ValueError as e:
             raise web.HTTPError(400, str(e), reason=str(e)) from None
-        spawner.user_options = options.model_dump()
+        spawner.user_options = options.dump()
         spawner.default_url = spawner.ides[options.ide].get("default_url", "/lab")
 
     # -- the job -------------------------------------------------------------------------
@@ -236,12 +236,12 @@ class NomadSpawner(ProfileFormSpawner):
     async def start(self) -> str:
         self._reset_events()
         options = SessionOptions(**self.user_options) if self.user_options else await self.check_options({})
-        self.user_options = options.model_dump()
+        self.user_options = options.dump()
         try:
             spec = self.job_spec(options)
         except ValueError as e:
             raise web.HTTPError(400, str(e), reason=str(e)) from None
-        record = {**options.model_dump(), "backend": "nomad"}
+        record = {**options.dump(), "backend": "nomad"}
         if self.deployment_id and deps.get(self.db_url, self.deployment_id):
             deps.set_status(self.db_url, self.deployment_id, "starting", spec=record)
         else:

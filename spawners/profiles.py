@@ -53,6 +53,10 @@ class SessionOptions(BaseModel):
     gpu: int = Field(default=0, description="number of GPUs")
     gpu_model: str = Field(default="", description="GPU model asked for ('' any); cluster spawners only")
 
+    def dump(self) -> dict[str, Any]:
+        """The options as stored (user_options, deployment spec): gpu_model only when one was chosen."""
+        return self.model_dump(exclude=set() if self.gpu_model else {"gpu_model"})
+
 
 def _number(raw: Any, name: str, kind: type) -> float | int:
     if isinstance(raw, list):
