@@ -57,7 +57,6 @@ class LocalSessionSpawner(ProfileFormSpawner):
     backend = AnyTrait(help="The local backend running the process (shared by all sessions).")
 
     # state kept across hub restarts
-    job_state = Dict()
 
     @default("backend")
     def _default_backend(self) -> LocalBackend:
@@ -294,21 +293,3 @@ class LocalSessionSpawner(ProfileFormSpawner):
             reason = deps.SHUTDOWN_REASON if shutting_down else "stopped"
             deps.set_status(self.db_url, self.deployment_id, "stopped", reason)
         self.job_state = {}
-
-    def get_state(self) -> dict[str, Any]:
-        state = super().get_state()
-        if self.job_state:
-            state["job"] = self.job_state
-        if self.deployment_id:
-            state["deployment_id"] = self.deployment_id
-        return state
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        self.job_state = state.get("job", {})
-        self.deployment_id = state.get("deployment_id", "")
-
-    def clear_state(self) -> None:
-        super().clear_state()
-        self.job_state = {}
-        # keep deployment_id: a restart of this server updates the same record

@@ -81,7 +81,6 @@ class NomadSpawner(ProfileFormSpawner):
     watch_wait = Float(30, config=True, help="Seconds a Nomad blocking query waits for a change before asking again.")
     ready_timeout = Float(300, config=True, help="Seconds to wait for the server to answer once its task runs.")
 
-    job_state = Dict()
 
     # -- defaults from the platform settings --------------------------------------------
     @default("nomad_address")
@@ -340,22 +339,5 @@ class NomadSpawner(ProfileFormSpawner):
             dep = deps.get(self.db_url, self.deployment_id)
             if dep is not None and dep.status in ("starting", "running", "queued"):
                 deps.set_status(self.db_url, self.deployment_id, "stopped", "stopped")
-        self.job_state = {}
-
-    def get_state(self) -> dict[str, Any]:
-        state = super().get_state()
-        if self.job_state:
-            state["job"] = self.job_state
-        if self.deployment_id:
-            state["deployment_id"] = self.deployment_id
-        return state
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        self.job_state = state.get("job", {})
-        self.deployment_id = state.get("deployment_id", "")
-
-    def clear_state(self) -> None:
-        super().clear_state()
         self.job_state = {}
 

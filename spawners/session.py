@@ -32,6 +32,8 @@ class ProfileFormSpawner(Spawner):
     ides = Dict(config=True, help="IDEs offered: {key: {display_name, default_url}}.")
     quotas = Dict(config=True, help="Per-role quotas {role: {cpu, ram_gb, gpu, sessions}}.")
 
+    # kept across hub restarts (get_state/load_state): the backend's job and the deployment record
+    job_state = Dict()
     deployment_id = Unicode("")
 
     @default("db_url")
@@ -85,6 +87,25 @@ class ProfileFormSpawner(Spawner):
 
     async def poll(self) -> int | None:
         raise NotImplementedError
+
+    # -- state kept by the hub -----------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.job_state:
+            state["job"] = self.job_state
+        if self.deployment_id:
+            state["deployment_id"] = self.deployment_id
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.job_state = state.get("job", {})
+        self.deployment_id = state.get("deployment_id", "")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.job_state = {}
+        # keep deployment_id: a restart of this server updates the same record
 
     # -- progress: events pushed by start(), read by progress() ---------------------
     def _reset_events(self) -> None:

@@ -178,12 +178,7 @@ class ModuleRoutes:
         form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=offer["gpus"],
                              purpose="training" if body.kind == "training" else "inference", backends=["nomad"],
                              datacenters=offer["datacenters"])
-        if not form["deployable"]:
-            raise HTTPException(400, "cannot deploy: " + "; ".join(form["problems"]))
-        problems = check_choice(form, body.hardware)
-        if problems:
-            raise HTTPException(400, "hardware: " + "; ".join(problems))
-        hardware = {k: f["value"] for k, f in form["hardware"].items()} | body.hardware
+        hardware = self.chosen_hardware(form, body.hardware)
         try:
             dep = await self.cluster.create(user.name, item, body.kind, hardware, title=body.title, vo=acc.vo,
                                             args=body.args)
@@ -213,6 +208,16 @@ class ModuleRoutes:
         except TrainingError as e:
             raise HTTPException(e.status, str(e)) from None
         return dep.to_dict()
+
+    @staticmethod
+    def chosen_hardware(form: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
+        """The form's values overridden by the user's choice; 400 with the reasons when it does not fit."""
+        if not form["deployable"]:
+            raise HTTPException(400, "cannot deploy: " + "; ".join(form["problems"]))
+        problems = check_choice(form, chosen)
+        if problems:
+            raise HTTPException(400, "hardware: " + "; ".join(problems))
+        return {k: f["value"] for k, f in form["hardware"].items()} | chosen
 
     def api_path(self, dep_id: str) -> str:
         return f"{self.prefix}/deployments/{dep_id}/api"
@@ -266,12 +271,7 @@ class ModuleRoutes:
             raise HTTPException(400, f"{item.id} has no local package with a deepaas.v2.model entry point: "
                                      "it can only run from its image on a cluster backend")
         form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus)
-        if not form["deployable"]:
-            raise HTTPException(400, "cannot deploy: " + "; ".join(form["problems"]))
-        problems = check_choice(form, body.hardware)
-        if problems:
-            raise HTTPException(400, "hardware: " + "; ".join(problems))
-        hardware = {k: f["value"] for k, f in form["hardware"].items()} | body.hardware
+        hardware = self.chosen_hardware(form, body.hardware)
         if hardware.get("gpu_num"):
             raise HTTPException(400, "GPUs for module deployments on the local backend are not offered yet")
         weights = None

@@ -18,22 +18,19 @@ import io
 import json
 import re
 import secrets
-import threading
-import time
 import zipfile
 from urllib.parse import urlencode
 from functools import lru_cache
 from typing import Any
 
 import jsonschema
-import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.fakes.nomad import free_port
+from tests.fakes.nomad import ThreadedServer
 from tests.fakes.nomad_spec import shared_dir
 
 SPEC_URI = "urn:cvat-api"
@@ -227,23 +224,7 @@ class FakeCvat:
         return app
 
 
-class FakeCvatServer:
+class FakeCvatServer(ThreadedServer):
     def __init__(self, fake: FakeCvat) -> None:
+        super().__init__(fake.app)
         self.fake = fake
-        self.port = free_port()
-        self.address = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> FakeCvatServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake CVAT did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)

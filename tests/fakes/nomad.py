@@ -741,27 +741,40 @@ class FakeNomad:
         return app
 
 
-class FakeNomadServer:
-    """Runs a ``FakeNomad`` (HTTP with uvicorn, plus its client thread) on a free local port."""
+class ThreadedServer:
+    """Runs an ASGI app with uvicorn in a thread on a free local port (the fakes' servers)."""
 
-    def __init__(self, fake: FakeNomad) -> None:
-        self.fake = fake
+    def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.address = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
-    def __enter__(self) -> FakeNomadServer:
+    def __enter__(self) -> Any:
         self._thread.start()
-        self.fake._client.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake Nomad did not start")
+                raise RuntimeError(f"{type(self).__name__} did not start")
             time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.fake.close()
         self._server.should_exit = True
         self._thread.join(timeout=5)
+
+
+class FakeNomadServer(ThreadedServer):
+    """Runs a ``FakeNomad``: its HTTP API and its client thread."""
+
+    def __init__(self, fake: FakeNomad) -> None:
+        super().__init__(fake.app)
+        self.fake = fake
+
+    def __enter__(self) -> FakeNomadServer:
+        self.fake._client.start()
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.fake.close()
+        super().__exit__(*exc)
