@@ -147,8 +147,12 @@ class NomadSpawner(ProfileFormSpawner):
 
     # -- the form: the shared one, with the cluster's GPUs -------------------------------
     async def gpu_offer(self) -> dict[str, dict[str, int]]:
-        """{model: {free, total}} over the datacenters this user's sessions may use."""
-        cap = await self.backend.acapacity()
+        """{model: {free, total}} over the datacenters this user's sessions may use (503 if Nomad fails)."""
+        try:
+            cap = await self.backend.acapacity()
+        except (NomadError, httpx.HTTPError) as e:
+            msg = f"cannot read the cluster's capacity from Nomad at {self.nomad_address}: {e}"
+            raise web.HTTPError(503, msg, reason=msg[:200]) from None
         allowed: set[str] | None = set(self.datacenters) or None
         if self.backend.federation is not None:
             mine = {d.name for d in self.backend.federation.datacenters_for(self._project())}
