@@ -31,6 +31,8 @@ def _traitlet_rows(cls: type) -> list[str]:
 def markdown() -> str:
     from ai4lab.authenticator import Ai4labAuthenticator
     from ai4lab.spawners.local import LocalSessionSpawner
+    from ai4lab.spawners.nomad import NomadSpawner
+    from ai4lab.spawners.session import ProfileFormSpawner
 
     parts = [
         "### Platform settings",
@@ -42,7 +44,17 @@ def markdown() -> str:
         "",
         "### Spawner (`config/jupyterhub_config.py`)",
         "",
+        "Shared by both spawners (set them on the spawner class in use, e.g. `c.NomadSpawner.profile_list`):",
+        "",
+        *_traitlet_rows(ProfileFormSpawner),
+        "",
+        "Local (`ai4lab-local`, the default):",
+        "",
         *_traitlet_rows(LocalSessionSpawner),
+        "",
+        "Nomad (`c.JupyterHub.spawner_class = \"nomad\"`, or setting `spawner: nomad`):",
+        "",
+        *_traitlet_rows(NomadSpawner),
         "",
         "### Authenticator",
         "",

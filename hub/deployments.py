@@ -69,8 +69,9 @@ def list_deployments(
     owner: str | None = None,
     kind: str | None = None,
     active_only: bool = False,
+    backend: str | None = None,
 ) -> list[Deployment]:
-    """Deployments of ``owner`` (all owners when None: admins only)."""
+    """Deployments of ``owner`` (all owners when None: admins only); ``backend``: only those running there."""
     with session_scope(db_url) as db:
         q = select(Deployment).order_by(Deployment.created_at.desc())
         if owner is not None:
@@ -79,6 +80,8 @@ def list_deployments(
             q = q.where(Deployment.kind == kind)
         if active_only:
             q = q.where(Deployment.status.in_(ACTIVE_STATUSES))
+        if backend is not None:
+            q = q.where(Deployment.backend == backend)
         return list(db.scalars(q))
 
 

@@ -78,7 +78,7 @@ async def resume_sessions(settings: Settings) -> int:
     for dep in deps.list_deployments(settings.db_url, kind="ide"):
         if dep.status != "stopped" or dep.status_reason != deps.SHUTDOWN_REASON:
             continue
-        options = {k: dep.spec[k] for k in ("profile", "ide", "cpu", "ram_gb", "gpu") if k in dep.spec}
+        options = {k: dep.spec[k] for k in ("profile", "ide", "cpu", "ram_gb", "gpu", "gpu_model") if k in dep.spec}
         try:
             await client.ensure_user(dep.owner)
             await client.start_server(dep.owner, "" if dep.name == "default" else dep.name, options)

@@ -35,6 +35,24 @@ class Quota(BaseModel):
     trainings: int = Field(default=1, description="trainings running at once (more wait in the queue)")
 
 
+class NomadSettings(BaseModel):
+    """How to reach a Nomad cluster (the ``nomad`` backend and the ``nomad`` spawner)."""
+
+    address: str = Field(default="http://127.0.0.1:4646", description="Nomad HTTP API address (NOMAD_ADDR).")
+    token: str = Field(default="", description="Nomad ACL token (NOMAD_TOKEN); see the README for the policy it needs.")
+    namespace: str = Field(default="default", description="Nomad namespace of ai4lab's jobs.")
+    region: str = Field(default="", description="Nomad region ('' : the agent's own, or the federation's).")
+    ca_cert: str = Field(default="", description="CA bundle verifying Nomad's TLS certificate ('' : system CAs).")
+    client_cert: str = Field(default="", description="Client certificate for mutual TLS (with client_key).")
+    client_key: str = Field(default="", description="Client key for mutual TLS.")
+    skip_verify: bool = Field(default=False, description="Do not verify Nomad's TLS certificate (tests only).")
+    purge: bool = Field(default=True, description="Purge jobs when stopped (False: keep them as dead jobs).")
+    defaults_file: Path | None = Field(default=None, description="Job defaults (default: config/nomad/defaults.yaml).")
+    federation_file: Path | None = Field(
+        default=None, description="Which projects (VOs) may use which datacenters; none: no restriction.")
+    default_project: str = Field(default="default", description="Project of users without a VO.")
+
+
 class GpuDevice(BaseModel):
     """One GPU of the local inventory, handed out through CUDA_VISIBLE_DEVICES."""
 
@@ -123,6 +141,11 @@ class Settings(BaseSettings):
         default="ai4lab-local",
         description="JupyterHub spawner (entry point name or import path).",
     )
+    backend: Literal["local", "nomad"] = Field(
+        default="local",
+        description="Where module and training deployments run: 'local' processes or a 'nomad' cluster.",
+    )
+    nomad: NomadSettings = Field(default_factory=NomadSettings, description="Nomad cluster (AI4LAB_NOMAD__ADDRESS, ...).")
     quotas: dict[str, Quota] = Field(
         default_factory=_default_quotas, description="Per-role resource limits."
     )

@@ -21,11 +21,11 @@ from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import Dict, Float, List, Unicode, default
 
-from ai4lab import accounts
 from ai4lab import deployments as deps
 from ai4lab.backends.local import LocalBackend
-from ai4lab.settings import Quota, get_settings
-from ai4lab.spawners.profiles import DEFAULT_PROFILES, IDES, SessionOptions, render_form, validate_options
+from ai4lab.settings import get_settings
+from ai4lab.spawners.profiles import SessionOptions, render_form
+from ai4lab.spawners.session import ProfileFormSpawner
 
 _backend = LocalBackend()
 _gpu_lock = asyncio.Lock()
@@ -38,10 +38,9 @@ disable-workspace-trust: true
 """
 
 
-class LocalSessionSpawner(Spawner):
+class LocalSessionSpawner(ProfileFormSpawner):
     """Starts ``jupyterhub-singleuser`` in the user's workspace with storage and MLflow wired in."""
 
-    db_url = Unicode(config=True, help="Platform database URL (default: from the platform settings).")
     workspace_root = Unicode(config=True, help="Folder holding one workspace folder per user.")
     storage_root = Unicode(
         config=True, help="Folder holding one storage folder per user; linked as storage/ in the session."
@@ -51,14 +50,6 @@ class LocalSessionSpawner(Spawner):
     )
     mlflow_url = Unicode(config=True, help="MLFLOW_TRACKING_URI given to sessions.")
     api_url = Unicode(config=True, help="AI4LAB_API_URL given to sessions (the platform API).")
-    profile_list = List(
-        Dict(),
-        config=True,
-        help="Profiles offered in the form, kubespawner-style: "
-        "[{slug, display_name, description, default, options: {cpu, ram_gb, gpu, ide}}].",
-    )
-    ides = Dict(config=True, help="IDEs offered: {key: {display_name, default_url}}.")
-    quotas = Dict(config=True, help="Per-role quotas {role: {cpu, ram_gb, gpu, sessions}}.")
     gpu_inventory = List(
         Dict(), config=True, help="Local GPUs [{id, model}], handed out through CUDA_VISIBLE_DEVICES."
     )
@@ -66,16 +57,10 @@ class LocalSessionSpawner(Spawner):
     backend = AnyTrait(help="The local backend running the process (shared by all sessions).")
 
     # state kept across hub restarts
-    job_state = Dict()
-    deployment_id = Unicode("")
 
     @default("backend")
     def _default_backend(self) -> LocalBackend:
         return _backend
-
-    @default("db_url")
-    def _default_db_url(self) -> str:
-        return get_settings().db_url
 
     @default("workspace_root")
     def _default_workspace_root(self) -> str:
@@ -96,18 +81,6 @@ class LocalSessionSpawner(Spawner):
     @default("api_url")
     def _default_api_url(self) -> str:
         return get_settings().public_url + "/services/ai4lab"
-
-    @default("profile_list")
-    def _default_profiles(self) -> list[dict[str, Any]]:
-        return DEFAULT_PROFILES
-
-    @default("ides")
-    def _default_ides(self) -> dict[str, dict[str, str]]:
-        return IDES
-
-    @default("quotas")
-    def _default_quotas(self) -> dict[str, Any]:
-        return {k: v.model_dump() for k, v in get_settings().quotas.items()}
 
     @default("gpu_inventory")
     def _default_gpus(self) -> list[dict[str, str]]:
@@ -134,12 +107,6 @@ class LocalSessionSpawner(Spawner):
     def storage(self) -> Path:
         return Path(self.storage_root) / self.user.name
 
-    def _role_and_quota(self) -> tuple[str, Quota]:
-        user = accounts.get_user(self.db_url, self.user.name) or accounts.ensure_user(
-            self.db_url, self.user.name, admin=self.user.admin
-        )
-        return user.role, Quota(**self.quotas[user.role])
-
     def _free_gpus(self) -> list[dict[str, str]]:
         used = deps.gpus_in_use(self.db_url)
         mine = set(self.job_state.get("gpu_ids", []))
@@ -163,27 +130,10 @@ class LocalSessionSpawner(Spawner):
         )
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
-        return self.check_options({k: v[0] if v else "" for k, v in formdata.items()}).model_dump()
+        return self.check_options({k: v[0] if v else "" for k, v in formdata.items()}).dump()
 
     def check_options(self, raw: dict[str, Any]) -> SessionOptions:
-        role, quota = self._role_and_quota()
-        options = validate_options(
-            raw,
-            quota=quota,
-            role=role,
-            profiles=self.profile_list,
-            free_gpus=len(self._free_gpus()),
-            ides=self.ides,
-        )
-        running = [
-            d for d in deps.list_deployments(self.db_url, owner=self.user.name, kind="ide", active_only=True)
-            if d.id != self.deployment_id
-        ]
-        if len(running) >= quota.sessions:
-            raise ValueError(
-                f"{len(running)} session(s) already running: the {role} quota allows {quota.sessions}"
-            )
-        return options
+        return self.validate(raw, free_gpus=len(self._free_gpus()))
 
     @staticmethod
     def _apply_options(spawner: "LocalSessionSpawner", user_options: dict[str, Any]) -> None:
@@ -192,27 +142,8 @@ class LocalSessionSpawner(Spawner):
             options = spawner.check_options(user_options or {})
         except ValueError as e:
             raise web.HTTPError(400, str(e), reason=str(e)) from None
-        spawner.user_options = options.model_dump()
+        spawner.user_options = options.dump()
         spawner.default_url = spawner.ides[options.ide].get("default_url", "/lab")
-
-    # -- progress --------------------------------------------------------------
-    def _event(self, progress: int, message: str) -> None:
-        self._events.append({"progress": progress, "message": message})
-        self._events_changed.set()
-
-    async def progress(self):  # type: ignore[override]
-        seen = 0
-        while True:
-            while seen < len(self._events):
-                yield self._events[seen]
-                seen += 1
-            if self._events and self._events[-1]["progress"] >= 100:
-                return
-            self._events_changed.clear()
-            try:
-                await asyncio.wait_for(self._events_changed.wait(), timeout=1)
-            except TimeoutError:
-                pass
 
     # -- lifecycle ---------------------------------------------------------------
     def _prepare_workspace(self, options: SessionOptions) -> None:
@@ -274,10 +205,9 @@ class LocalSessionSpawner(Spawner):
         return args
 
     async def start(self) -> tuple[str, int]:
-        self._events: list[dict[str, Any]] = []
-        self._events_changed = asyncio.Event()
+        self._reset_events()
         options = SessionOptions(**self.user_options) if self.user_options else self.check_options({})
-        self.user_options = options.model_dump()
+        self.user_options = options.dump()
         self._prepare_workspace(options)
         self.notebook_dir = str(self.workspace)
         self._event(20, f"Workspace ready with storage/ ({options.ide}, {options.cpu:g} CPU, "
@@ -286,7 +216,7 @@ class LocalSessionSpawner(Spawner):
             gpu_ids = [g["id"] for g in self._free_gpus()][: options.gpu]
             if len(gpu_ids) < options.gpu:
                 raise web.HTTPError(400, f"{options.gpu} GPU(s) asked but only {len(gpu_ids)} free")
-            spec = {**options.model_dump(), "gpu_ids": gpu_ids}
+            spec = {**options.dump(), "gpu_ids": gpu_ids}
             if self.deployment_id and deps.get(self.db_url, self.deployment_id):
                 deps.set_status(self.db_url, self.deployment_id, "starting", spec=spec)
             else:
@@ -363,21 +293,3 @@ class LocalSessionSpawner(Spawner):
             reason = deps.SHUTDOWN_REASON if shutting_down else "stopped"
             deps.set_status(self.db_url, self.deployment_id, "stopped", reason)
         self.job_state = {}
-
-    def get_state(self) -> dict[str, Any]:
-        state = super().get_state()
-        if self.job_state:
-            state["job"] = self.job_state
-        if self.deployment_id:
-            state["deployment_id"] = self.deployment_id
-        return state
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        self.job_state = state.get("job", {})
-        self.deployment_id = state.get("deployment_id", "")
-
-    def clear_state(self) -> None:
-        super().clear_state()
-        self.job_state = {}
-        # keep deployment_id: a restart of this server updates the same record

@@ -51,6 +51,11 @@ class SessionOptions(BaseModel):
     cpu: float = Field(description="CPU cores")
     ram_gb: float = Field(description="memory in GB")
     gpu: int = Field(default=0, description="number of GPUs")
+    gpu_model: str = Field(default="", description="GPU model asked for ('' any); cluster spawners only")
+
+    def dump(self) -> dict[str, Any]:
+        """The options as stored (user_options, deployment spec): gpu_model only when one was chosen."""
+        return self.model_dump(exclude=set() if self.gpu_model else {"gpu_model"})
 
 
 def _number(raw: Any, name: str, kind: type) -> float | int:
@@ -79,8 +84,13 @@ def validate_options(
     profiles: list[dict[str, Any]],
     free_gpus: int,
     ides: dict[str, dict[str, str]] = IDES,
+    free_by_model: dict[str, int] | None = None,
 ) -> SessionOptions:
-    """Turn form or API input into checked options; ValueError says what to fix."""
+    """Turn form or API input into checked options; ValueError says what to fix.
+
+    ``free_by_model`` (cluster spawners): free GPUs per model offered; the user may
+    then pick a ``gpu_model`` ('' for any of them).
+    """
     by_slug = {p["slug"]: p for p in profiles}
     slug = _first(raw.get("profile")) or next(
         (p["slug"] for p in profiles if p.get("default")), profiles[0]["slug"] if profiles else ""
@@ -106,6 +116,19 @@ def validate_options(
         raise ValueError(f"{ram:g} GB RAM is over the {role} quota of {quota.ram_gb:g} GB")
     if gpu > quota.gpu:
         raise ValueError(f"{gpu} GPU(s) is over the {role} quota of {quota.gpu}")
+    model = str(_first(raw.get("gpu_model")) or "")
+    if free_by_model is not None:
+        if model and model not in free_by_model:
+            offered = ", ".join(free_by_model) or "none"
+            raise ValueError(f"GPU model {model!r} is not offered here (offered: {offered})")
+        if gpu and model and gpu > free_by_model[model]:
+            raise ValueError(f"{gpu} GPU(s) of model {model} asked but {free_by_model[model]} free in the cluster")
+        if gpu and not model and gpu > max(free_by_model.values(), default=0):
+            raise ValueError(f"{gpu} GPU(s) asked but at most {max(free_by_model.values(), default=0)} "
+                             "of one model free in the cluster")
+        return SessionOptions(profile=slug, ide=ide, cpu=cpu, ram_gb=ram, gpu=gpu, gpu_model=model if gpu else "")
+    if model:
+        raise ValueError("choosing a GPU model is only possible on a cluster spawner")
     if gpu > free_gpus:
         raise ValueError(
             f"{gpu} GPU(s) asked but {free_gpus} free on this machine"
@@ -127,7 +150,9 @@ def render_form(
     gpus: list[GpuDevice],
     free_gpus: int,
     ides: dict[str, dict[str, str]] = IDES,
+    gpu_models: dict[str, dict[str, int]] | None = None,
 ) -> str:
+    """The form; ``gpu_models`` (cluster spawners): {model: {free, total}} offered as a choice."""
     return _env.get_template("spawn_form.html").render(
-        quota=quota, role=role, profiles=profiles, gpus=gpus, free_gpus=free_gpus, ides=ides
+        quota=quota, role=role, profiles=profiles, gpus=gpus, free_gpus=free_gpus, ides=ides, gpu_models=gpu_models
     )

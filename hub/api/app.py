@@ -22,6 +22,8 @@ from ai4lab.api import admin_pages, catalog_routes, deployment_routes, inference
 from ai4lab.api.auth import HubAuthenticator, HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
+from ai4lab.backends.nomad import NomadBackend
+from ai4lab.deploy.cluster import ClusterDeployments
 from ai4lab.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.trainings import Trainings
@@ -69,6 +71,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         tasks = [asyncio.create_task(_refresh_catalog_forever(catalog)),
                  asyncio.create_task(app.state.modules.watch_forever()),
                  asyncio.create_task(_watch_forever(app.state.trainings.watch_once, every=1.0))]
+        if cluster is not None:
+            tasks.append(asyncio.create_task(_watch_forever(cluster.watch_once, every=1.0)))
         try:
             yield
         finally:
@@ -91,6 +95,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     trainings = Trainings(settings, backend)
     app.state.modules = modules
     app.state.trainings = trainings
+    # backend "nomad": module and training deployments are Nomad jobs (hub/deploy/cluster.py)
+    cluster = ClusterDeployments(settings, NomadBackend.from_settings(settings.nomad)) if settings.backend == "nomad" else None
     router = APIRouter(prefix=prefix)
 
     async def current_user(request: Request) -> HubUser:
@@ -169,6 +175,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             raise HTTPException(
                 400, f"unknown deployment kind {body.kind!r}: this platform runs {', '.join(KINDS)}"
             )
+        if cluster is not None and body.kind in ("module", "training", "batch"):
+            return await module_routes.create_on_cluster(body, user)
         if body.kind == "module":
             return module_routes.create(body, user)
         if body.kind in ("training", "batch"):
@@ -196,6 +204,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             except HubError as e:
                 if e.status != 404:
                     raise HTTPException(502, f"hub refused to stop the session: {e}") from None
+        elif dep.backend == "nomad" and cluster is not None:
+            await cluster.stop(dep, f"stopped by {user.name}")
         elif dep.kind == "module":
             await modules.stop(dep, f"stopped by {user.name}")
         elif dep.kind in ("training", "batch"):
@@ -214,6 +224,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         follow: bool = Query(False, description="stream new lines as server-sent events until it ends"),
     ) -> Any:
         dep = visible(deps.get(settings.db_url, dep_id), user)
+        if dep.backend == "nomad" and cluster is not None and dep.kind != "ide":
+            return await cluster.logs(dep, tail=tail)
         if not follow:
             return await backend.logs(dep.backend_state, tail=tail)
         return StreamingResponse(_follow_logs(settings.db_url, dep_id, tail), media_type="text/event-stream",
@@ -276,13 +288,14 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         return {"deleted": path}
 
     module_routes = deployment_routes.ModuleRoutes(prefix, settings, catalog, modules, trainings, current_user,
-                                                   visible)
+                                                   visible, cluster=cluster)
     inference = inference_routes.InferenceRoutes(settings, catalog, modules, module_routes.account_and_item)
     module_routes.predict_kinds.update(dict.fromkeys(inference_routes.KINDS, inference.predict))
     app.include_router(module_routes.router)
     app.include_router(router)
     app.state.catalog = catalog
-    app.include_router(catalog_routes.build_router(prefix, settings, catalog, current_user, optional_user))
+    app.include_router(catalog_routes.build_router(prefix, settings, catalog, current_user, optional_user,
+                                                   cluster=cluster))
     app.include_router(marketplace_pages.build_router(prefix, settings, catalog, current_user))
     app.include_router(admin_pages.build_router(prefix, settings, catalog, current_user))
 

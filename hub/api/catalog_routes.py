@@ -29,6 +29,7 @@ def build_router(
     catalog: Catalog,
     current_user: Callable[..., Awaitable[HubUser]],
     optional_user: Callable[..., Awaitable[HubUser | None]],
+    cluster: Any = None,
 ) -> APIRouter:
     router = APIRouter(prefix=f"{prefix}/catalog", tags=["catalog"])
     User = Annotated[HubUser, Depends(current_user)]
@@ -143,7 +144,11 @@ def build_router(
         purpose: Literal["inference", "training"] = "inference",
     ) -> dict[str, Any]:
         item = find(kind, item_id, user)
-        role, _ = account(user)
+        role, vo = account(user)
+        if cluster is not None:  # a Nomad cluster: its GPUs and the datacenters of the user's project
+            offer = await cluster.offer(vo)
+            return deploy_config(item, quota=settings.quotas[role], role=role, gpus=offer["gpus"], purpose=purpose,
+                                 backends=["nomad"], datacenters=offer["datacenters"])
         return deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus, purpose=purpose)
 
     @router.post("/{kind}/{item_id}/promote", summary="Make a published item visible to everyone (admin)")

@@ -26,6 +26,7 @@ from ai4lab.catalog.model import CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
 from ai4lab.deploy import ONESHOT
+from ai4lab.deploy.cluster import ClusterDeployments, ClusterError
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.trainings import TrainingError, Trainings
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
@@ -45,8 +46,10 @@ class ModuleRoutes:
         trainings: Trainings,
         current_user: Callable[..., Awaitable[HubUser]],
         visible: Callable[[Deployment | None, HubUser], Deployment],
+        cluster: ClusterDeployments | None = None,
     ) -> None:
         self.prefix, self.settings, self.catalog, self.modules = prefix, settings, catalog, modules
+        self.cluster = cluster
         self.trainings = trainings
         self.visible = visible
         # other kinds served by POST /deployments/{id}/predict (serverless, pipeline): kind -> handler
@@ -170,6 +173,24 @@ class ModuleRoutes:
             raise HTTPException(404, f"no module {item_id!r} in the catalog")
         return acc, item
 
+    async def create_on_cluster(self, body: Any, user: HubUser) -> dict[str, Any]:
+        """A module or training as a Nomad job, within the deploy form the cluster offers this user."""
+        assert self.cluster is not None
+        if body.kind not in ("module", "training"):
+            raise HTTPException(400, f"{body.kind} deployments do not run on the Nomad backend yet")
+        acc, item = self.account_and_item(body.item, user, "deploy" if body.kind == "module" else "train")
+        offer = await self.cluster.offer(acc.vo)
+        form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=offer["gpus"],
+                             purpose="training" if body.kind == "training" else "inference", backends=["nomad"],
+                             datacenters=offer["datacenters"])
+        hardware = self.chosen_hardware(form, body.hardware)
+        try:
+            dep = await self.cluster.create(user.name, item, body.kind, hardware, title=body.title, vo=acc.vo,
+                                            args=body.args)
+        except ClusterError as e:
+            raise HTTPException(e.status, str(e)) from None
+        return dep.to_dict()
+
     async def create_training(self, body: Any, user: HubUser) -> dict[str, Any]:
         acc, item = self.account_and_item(body.item, user, "train" if body.kind == "training" else "run")
         form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus,
@@ -192,6 +213,16 @@ class ModuleRoutes:
         except TrainingError as e:
             raise HTTPException(e.status, str(e)) from None
         return dep.to_dict()
+
+    @staticmethod
+    def chosen_hardware(form: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
+        """The form's values overridden by the user's choice; 400 with the reasons when it does not fit."""
+        if not form["deployable"]:
+            raise HTTPException(400, "cannot deploy: " + "; ".join(form["problems"]))
+        problems = check_choice(form, chosen)
+        if problems:
+            raise HTTPException(400, "hardware: " + "; ".join(problems))
+        return {k: f["value"] for k, f in form["hardware"].items()} | chosen
 
     def api_path(self, dep_id: str) -> str:
         return f"{self.prefix}/deployments/{dep_id}/api"
@@ -222,7 +253,10 @@ class ModuleRoutes:
 
     async def forward(self, dep: Deployment, method: str, path: str, params: Any, headers: dict[str, str],
                       body: bytes, stream: bool = True) -> Response:
-        url = self.modules.upstream(dep) + path
+        if dep.backend == "nomad":  # DEEPaaS in the module's image serves at its root
+            url = dep.endpoints["api"] + path.removeprefix(self.api_path(dep.id))
+        else:
+            url = self.modules.upstream(dep) + path
         try:
             req = self.client.build_request(method, url, params=params, headers=headers, content=body)
             upstream = await self.client.send(req, stream=True)
@@ -242,12 +276,7 @@ class ModuleRoutes:
             raise HTTPException(400, f"{item.id} has no local package with a deepaas.v2.model entry point: "
                                      "it can only run from its image on a cluster backend")
         form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus)
-        if not form["deployable"]:
-            raise HTTPException(400, "cannot deploy: " + "; ".join(form["problems"]))
-        problems = check_choice(form, body.hardware)
-        if problems:
-            raise HTTPException(400, "hardware: " + "; ".join(problems))
-        hardware = {k: f["value"] for k, f in form["hardware"].items()} | body.hardware
+        hardware = self.chosen_hardware(form, body.hardware)
         if hardware.get("gpu_num"):
             raise HTTPException(400, "GPUs for module deployments on the local backend are not offered yet")
         weights = None

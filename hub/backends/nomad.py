@@ -8,6 +8,7 @@ plus ``/v1/client/fs/logs``) with httpx. The state kept by the caller is
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -51,11 +52,55 @@ def _exit_code(task_state: dict[str, Any] | None) -> int | None:
     return None
 
 
-def status_from_allocations(job: dict[str, Any] | None, allocs: list[dict[str, Any]], task: str = MAIN_TASK) -> JobStatus:
-    """A ``JobStatus`` from the job and its allocations (pure, unit-tested).
+def _gpu_wish(job: dict[str, Any] | None) -> str:
+    """"1 GPU (Tesla T4)" from the job's device requests, for messages."""
+    for group in (job or {}).get("TaskGroups") or []:
+        for t in group.get("Tasks") or []:
+            for d in (t.get("Resources") or {}).get("Devices") or []:
+                if d.get("Name") == GPU_DEVICE:
+                    models = [c["RTarget"] for c in d.get("Constraints") or [] if c.get("LTarget") == "${device.model}"]
+                    return f"{d.get('Count', 1)} GPU(s)" + (f" of model {models[0]}" if models else "")
+    return ""
+
+
+def describe_placement_failure(metrics: dict[str, dict[str, Any]], job: dict[str, Any] | None = None) -> str:
+    """One line from an evaluation's ``FailedTGAllocs`` (``AllocationMetric`` per group), like ``nomad job status``."""
+    parts = []
+    for group, m in metrics.items():
+        evaluated = m.get("NodesEvaluated") or 0
+        dcs = m.get("NodesAvailable") or {}
+        bits = [f"{evaluated} node(s) evaluated" + (f" in {', '.join(sorted(dcs))}" if dcs else "")]
+        if evaluated == 0:
+            bits = ["no ready node in the job's datacenters and node pool"]
+        for what, n in sorted((m.get("ConstraintFiltered") or {}).items()):
+            bits.append(f"{n} filtered by constraint {what}")
+        for what, n in sorted((m.get("DimensionExhausted") or {}).items()):
+            if what.startswith("devices") and _gpu_wish(job):
+                what = f"no free {_gpu_wish(job)}"
+            bits.append(f"{n} exhausted ({what})")
+        for what, n in sorted((m.get("ClassFiltered") or {}).items()):
+            bits.append(f"{n} filtered by class {what}")
+        parts.append(f"group {group}: " + "; ".join(bits))
+    return "no node can run it: " + " | ".join(parts)
+
+
+def placement_failure(evals: list[dict[str, Any]], job: dict[str, Any] | None = None) -> str | None:
+    """Why the newest scheduling of a job left allocations unplaced (None when it did not)."""
+    done = [e for e in evals if e.get("Status") in ("complete", "failed")]
+    newest = max(done, key=lambda e: e.get("CreateIndex", 0), default=None)
+    if newest is None or not newest.get("FailedTGAllocs"):
+        return None
+    return describe_placement_failure(newest["FailedTGAllocs"], job)
+
+
+def status_from_allocations(
+    job: dict[str, Any] | None, allocs: list[dict[str, Any]], task: str = MAIN_TASK, unplaced: str | None = None,
+) -> JobStatus:
+    """A ``JobStatus`` from the job, its allocations and why it is not placed (pure, unit-tested).
 
     ``running`` means "not finished": a job still waiting for placement or whose
-    allocation is pending is running with a ``pending: ...`` reason.
+    allocation is pending is running with a ``pending: ...`` reason. ``unplaced``
+    is ``placement_failure(...)`` of the job's evaluations.
     """
     if job is None:
         return JobStatus(running=False, reason="job not found in Nomad (stopped and purged?)")
@@ -63,7 +108,7 @@ def status_from_allocations(job: dict[str, Any] | None, allocs: list[dict[str, A
     if alloc is None:
         if job.get("Stop"):
             return JobStatus(running=False, reason="stopped")
-        why = job.get("StatusDescription") or "waiting for a node with the resources asked"
+        why = unplaced or job.get("StatusDescription") or "waiting for the scheduler"
         return JobStatus(running=True, reason=f"pending: not placed yet ({why})")
     ts = (alloc.get("TaskStates") or {}).get(task)
     client = alloc.get("ClientStatus")
@@ -81,7 +126,8 @@ def status_from_allocations(job: dict[str, Any] | None, allocs: list[dict[str, A
             return JobStatus(running=False, exit_code=code, reason="stopped")
         return JobStatus(running=False, exit_code=0 if code is None else code, reason="completed")
     if client == "lost":
-        return JobStatus(running=False, reason=f"lost: {alloc.get('ClientDescription') or 'its node is down'}")
+        again = f"; not rescheduled: {unplaced}" if unplaced else ""
+        return JobStatus(running=False, reason=f"lost: {alloc.get('ClientDescription') or 'its node is down'}{again}")
     # failed
     msg = _last_message(ts, failing_only=True) or _last_message(ts) or alloc.get("ClientDescription") or "failed"
     return JobStatus(running=False, exit_code=code if code is not None else 1, reason=f"failed: {msg}")
@@ -160,6 +206,7 @@ class NomadBackend(Backend):
         *,
         purge: bool = True,
         verify: bool | str = True,
+        cert: tuple[str, str] | None = None,
         timeout: float = 30,
         defaults: NomadDefaults | None = None,
         federation: Federation | None = None,
@@ -172,6 +219,21 @@ class NomadBackend(Backend):
         self.federation = federation
         self._headers = {"X-Nomad-Token": token} if token else {}
         self._client_args: dict[str, Any] = {"base_url": self.address, "headers": self._headers, "verify": verify, "timeout": timeout}
+        if cert:
+            self._client_args["cert"] = cert
+
+    @classmethod
+    def from_settings(cls, nomad: Any) -> NomadBackend:
+        """The backend of the platform settings' ``nomad`` section (``ai4lab.settings.NomadSettings``)."""
+        from ai4lab.nomad.config import load_defaults, load_federation
+
+        verify: bool | str = False if nomad.skip_verify else (nomad.ca_cert or True)
+        cert = (nomad.client_cert, nomad.client_key) if nomad.client_cert else None
+        return cls(
+            nomad.address, token=nomad.token or None, namespace=nomad.namespace, region=nomad.region or None,
+            purge=nomad.purge, verify=verify, cert=cert, defaults=load_defaults(nomad.defaults_file),
+            federation=load_federation(nomad.federation_file) if nomad.federation_file else None,
+        )
 
     # -- HTTP helpers ---------------------------------------------------
     def _params(self, state: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -186,6 +248,18 @@ class NomadBackend(Backend):
         async with httpx.AsyncClient(**self._client_args) as client:
             r = await client.request(method, path, **kw)
         return self._result(method, path, r, allow_404, text)
+
+    async def _blocking(self, path: str, state: dict[str, Any], index: int, wait: float) -> tuple[Any, int]:
+        """A blocking query: the answer once its index passes ``index`` (or after ``wait`` s), and the new index.
+
+        Nomad reads ``index`` and ``wait`` as query parameters and answers ``X-Nomad-Index``.
+        """
+        params = self._params(state, index=index, wait=f"{max(1, int(wait))}s") if index else self._params(state)
+        args = {**self._client_args, "timeout": wait + self._client_args["timeout"]}
+        async with httpx.AsyncClient(**args) as client:
+            r = await client.get(path, params=params)
+        body = self._result("GET", path, r, True, False)
+        return body, int(r.headers.get("X-Nomad-Index", index or 0))
 
     def _request_sync(self, method: str, path: str, *, allow_404: bool = False, **kw: Any) -> Any:
         with httpx.Client(**self._client_args) as client:
@@ -232,10 +306,50 @@ class NomadBackend(Backend):
             return None
         return await self._request("GET", f"/v1/allocation/{stub['ID']}", params=self._params(state), allow_404=True)
 
+    async def evaluations(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._request("GET", f"/v1/job/{state['job_id']}/evaluations", params=self._params(state),
+                                   allow_404=True) or []
+
+    async def unplaced(self, state: dict[str, Any], job: dict[str, Any] | None = None) -> str | None:
+        """Why the scheduler could not place the job (from its evaluations' ``FailedTGAllocs``), or None."""
+        return placement_failure(await self.evaluations(state), job)
+
     async def status(self, state: dict[str, Any]) -> JobStatus:
         job = await self._request("GET", f"/v1/job/{state['job_id']}", params=self._params(state), allow_404=True)
-        allocs = await self.allocations(state) if job is not None else []
-        return status_from_allocations(job, allocs)
+        if job is None:
+            return status_from_allocations(None, [])
+        allocs = await self.allocations(state)
+        alloc = _latest(allocs)
+        unplaced = None
+        if alloc is None or alloc.get("ClientStatus") == "lost":
+            unplaced = await self.unplaced(state, job)
+        return status_from_allocations(job, allocs, unplaced=unplaced)
+
+    async def watch(self, state: dict[str, Any], wait: float = 30) -> AsyncIterator[dict[str, Any]]:
+        """Follow a job's newest allocation with blocking queries; yields it each time it changes.
+
+        Yields ``{"ID": None, "unplaced": reason}`` when the scheduler could not place the
+        job, so callers can give up with Nomad's own reason instead of waiting.
+        """
+        index = 0
+        job = None
+        while True:
+            stubs, index = await self._blocking(f"/v1/job/{state['job_id']}/allocations", state, index, wait)
+            stub = _latest(stubs or [])
+            if stub is not None:
+                break
+            job = job or await self._request("GET", f"/v1/job/{state['job_id']}", params=self._params(state), allow_404=True)
+            if job is None:
+                raise NomadError("GET", f"/v1/job/{state['job_id']}", 404, "job not found (deregistered?)")
+            why = await self.unplaced(state, job)
+            if why:
+                yield {"ID": None, "unplaced": why}
+        alloc_index = 0
+        while True:
+            alloc, alloc_index = await self._blocking(f"/v1/allocation/{stub['ID']}", state, alloc_index, wait)
+            if alloc is None:
+                return
+            yield alloc
 
     async def logs(self, state: dict[str, Any], tail: int | None = None, task: str = MAIN_TASK) -> str:
         alloc = _latest(await self.allocations(state))

@@ -36,7 +36,9 @@ def deploy_config(
     gpus: list[GpuDevice],
     purpose: str = "inference",
     backends: list[str] | None = None,
+    datacenters: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """The form; ``datacenters`` (cluster backends): those the user's project may use, with their capacity."""
     need: Resources = item.resources_training if purpose == "training" else item.resources_inference
     problems: list[str] = []
     min_cpu = float(need.cpu or 1)
@@ -56,7 +58,7 @@ def deploy_config(
     gpu_models = sorted({g.model for g in gpus})
     image = item.run.docker_image or ""
     services = ["deepaas"] if item.kind == "module" else ["tool"]
-    return {
+    form = {
         "item": {"id": item.id, "kind": item.kind, "title": item.title},
         "purpose": purpose,
         "deployable": not problems,
@@ -86,6 +88,15 @@ def deploy_config(
                       "description": "Your storage is mounted at /storage in the deployment."},
         },
     }
+    if datacenters is not None:
+        form["hardware"]["datacenter"] = {
+            "name": "Datacenter", "value": "", "options": ["", *sorted(datacenters)],
+            "description": "Where to run ('' : any your project may use); free resources in 'capacity'."}
+        form["capacity"] = datacenters
+        if not datacenters:
+            form["deployable"] = False
+            form["problems"].append("your project may not use any datacenter of the cluster")
+    return form
 
 
 def check_choice(config: dict[str, Any], hardware: dict[str, Any]) -> list[str]:

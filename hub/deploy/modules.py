@@ -178,7 +178,7 @@ class ModuleDeployments:
         """Mark dead servers failed, stop idle ones."""
         idle = self.settings.deployment_idle_timeout
         now = time.monotonic()
-        for dep in deps.list_deployments(self.settings.db_url, kind="module", active_only=True):
+        for dep in deps.list_deployments(self.settings.db_url, kind="module", active_only=True, backend="local"):
             if dep.status != "running" or not dep.backend_state:
                 continue
             status = await self.backend.status(dep.backend_state)
@@ -193,7 +193,7 @@ class ModuleDeployments:
 
     async def recover(self) -> None:
         """After an API restart: forget nothing, re-attach what still runs, restart what a shutdown stopped."""
-        for dep in deps.list_deployments(self.settings.db_url, kind="module"):
+        for dep in deps.list_deployments(self.settings.db_url, kind="module", backend="local"):
             if dep.status in ("starting", "queued", "running"):
                 alive = dep.backend_state and (await self.backend.status(dep.backend_state)).running
                 if dep.status == "running" and alive:

@@ -182,7 +182,7 @@ class Trainings:
         """Start queued trainings, oldest first, while their owner's quota and the GPUs allow."""
         async with self._lock:
             active = [d for kind in JOB_KINDS
-                      for d in deps.list_deployments(self.settings.db_url, kind=kind, active_only=True)]
+                      for d in deps.list_deployments(self.settings.db_url, kind=kind, active_only=True, backend="local")]
             running = [d for d in active if d.status in ("starting", "running")]
             queued = sorted((d for d in active if d.status == "queued"), key=lambda d: d.created_at)
             used_gpus = deps.gpus_in_use(self.settings.db_url)
@@ -271,7 +271,7 @@ class Trainings:
     # -- watch ----------------------------------------------------------------------------
     async def watch_once(self) -> None:
         for dep in [d for kind in JOB_KINDS for d in deps.list_deployments(self.settings.db_url, kind=kind,
-                                                                            active_only=True)]:
+                                                                            active_only=True, backend="local")]:
             if dep.status != "running" or not dep.backend_state:
                 continue
             status = await self.backend.status(dep.backend_state)
@@ -322,7 +322,7 @@ class Trainings:
     async def recover(self) -> None:
         """After a restart: a training still running is watched again; one whose process is gone failed."""
         for dep in [d for kind in JOB_KINDS for d in deps.list_deployments(self.settings.db_url, kind=kind,
-                                                                            active_only=True)]:
+                                                                            active_only=True, backend="local")]:
             if dep.status == "starting" or (dep.status == "running" and not dep.backend_state):
                 deps.set_status(self.settings.db_url, dep.id, "failed", "the platform restarted while it started")
             elif dep.status == "running" and not (await self.backend.status(dep.backend_state)).running:

@@ -134,6 +134,20 @@ class ToolDefaults(_Strict):
     storage_mount: str = "/storage"
 
 
+class CvatDefaults(_Strict):
+    """The CVAT tool: one job with server, database, cache and UI tasks (images of one CVAT release)."""
+
+    server_image: str = "cvat/server:v2.26.2"
+    ui_image: str = "cvat/ui:v2.26.2"
+    db_image: str = "postgres:15-alpine"
+    cache_image: str = "redis:7.2-alpine"
+    server_port: int = 8080
+    ui_port: int = 80
+    admin_user: str = "admin"
+    data_dir: str = "cvat"  # folder of the owner's storage holding CVAT's database and data
+    memory_mb: int = Field(default=4096, gt=0, description="memory of the server task")
+
+
 class StorageDefaults(_Strict):
     image: str
     host_dir: str = "/nomad-storage"
@@ -161,6 +175,7 @@ class NomadDefaults(_Strict):
     module: ModuleDefaults
     training: TrainingDefaults = Field(default_factory=TrainingDefaults)
     tools: dict[str, ToolDefaults] = Field(default_factory=dict)
+    cvat: CvatDefaults = Field(default_factory=CvatDefaults)
     storage: StorageDefaults
     restart: dict[Literal["service", "batch"], RestartPolicy]
     reschedule: dict[Literal["service", "batch"], ReschedulePolicy]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ai4lab.nomad import Federation, load_defaults, load_federation
-from tests.nomad.fake_nomad import FakeNode, FakeNomad, FakeNomadServer
+from tests.fakes.nomad import FakeNode, FakeNomad, FakeNomadServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 
 from ai4lab.nomad import KINDS, NomadJobSpec, job_id, load_defaults, load_federation, render_job
 from ai4lab.nomad.config import duration_ns
-from tests.nomad import nomad_spec
+from tests.fakes import nomad_spec
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -242,3 +242,43 @@ def test_defaults_errors(tmp_path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         load_defaults(tmp_path / "list.yaml")
+
+
+# -- CVAT: one job with server, database, cache and UI -------------------------------------
+
+CVAT_SPEC = {"kind": "tool", "name": "annotate", "owner": "alice@example.org", "project": "ai4eosc",
+             "cpu_cores": 2, "memory_mb": 2048, "storage": STORAGE}
+
+
+def test_cvat_snapshot_and_spec(fed) -> None:
+    from ai4lab.nomad.cvat import render_cvat_job
+
+    job = render_cvat_job(NomadJobSpec(**CVAT_SPEC), "per-deployment-secret", federation=fed)
+    assert nomad_spec.errors("Job", job) == []
+    path = SNAPSHOTS / "cvat.json"
+    text = json.dumps(job, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        path.write_text(text)
+    assert json.loads(path.read_text()) == job, "rendered CVAT job differs from its snapshot (UPDATE_SNAPSHOTS=1)"
+    group = job["TaskGroups"][0]
+    assert [t["Name"] for t in group["Tasks"]] == ["storage_mount", "db", "cache", "main", "ui"]
+    assert group["Networks"][0]["Mode"] == "bridge"  # the tasks reach each other on 127.0.0.1
+    assert task(job, "main")["Env"]["DJANGO_SUPERUSER_PASSWORD"] == "per-deployment-secret"
+    host = "/nomad-storage/alice-example-org-tool-annotate/cvat"
+    assert task(job, "db")["Config"]["volumes"] == [f"{host}/db:/var/lib/postgresql/data:shared"]
+    assert f"{host}/data:/home/django/data:shared" in task(job, "main")["Config"]["volumes"]
+    assert task(job, "storage_mount")["Config"]["volumes"] == ["/nomad-storage/alice-example-org-tool-annotate:/storage:shared"]
+    assert job["Meta"]["owner"] == "alice@example.org" and job["Meta"]["tool"] == "cvat"
+    assert task(job, "main")["Resources"]["MemoryMB"] == 4096  # CVAT's minimum wins over the spec's 2048
+
+
+@pytest.mark.parametrize(("change", "password", "message"), [
+    ({"storage": None}, "per-deployment-secret", "keeps its database and data in the owner's storage"),
+    ({}, "short", "at least 12 characters"),
+    ({"kind": "module", "image": "x"}, "per-deployment-secret", "CVAT is a tool deployment"),
+])
+def test_cvat_refusals(fed, change, password, message) -> None:
+    from ai4lab.nomad.cvat import render_cvat_job
+
+    with pytest.raises(ValueError, match=message):
+        render_cvat_job(NomadJobSpec(**(CVAT_SPEC | change)), password, federation=fed)

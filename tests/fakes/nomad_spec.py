@@ -93,3 +93,34 @@ def validate(schema: str, instance: Any) -> None:
     errs = errors(schema, instance)
     if errs:
         raise jsonschema.ValidationError(f"{schema} does not match the Nomad spec:\n" + "\n".join(errs))
+
+
+# Endpoints real Nomad has that the vendored 1.1 spec lacks (documented at developer.hashicorp.com/nomad/api-docs).
+EXTRA_PATHS: dict[str, set[str]] = {
+    "/client/fs/logs/{allocID}": {"get"},
+    "/event/stream": {"get"},
+}
+
+
+@lru_cache(maxsize=1)
+def _path_patterns() -> list[tuple[Any, set[str]]]:
+    import re
+
+    paths = {p: {m for m in ops if m in ("get", "put", "post", "delete")} for p, ops in load_spec()["paths"].items()}
+    for p, methods in EXTRA_PATHS.items():
+        paths.setdefault(p, set()).update(methods)
+    out = []
+    for p, methods in paths.items():
+        pattern = "^/v1" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"
+        out.append((re.compile(pattern), methods))
+    return out
+
+
+def route_error(method: str, path: str) -> str | None:
+    """Why ``method path`` is not an endpoint of the spec (or of ``EXTRA_PATHS``); None when it is."""
+    matches = [methods for pattern, methods in _path_patterns() if pattern.match(path)]
+    if not matches:
+        return f"{path} is not a path of the Nomad API spec"
+    if not any(method.lower() in m for m in matches):
+        return f"{method} is not allowed on {path} by the Nomad API spec"
+    return None

@@ -1,0 +1,136 @@
+"""What every ai4lab spawner shares: the profile form, quotas per role, the session count and progress events.
+
+The local and the Nomad spawner differ only in where the session runs and where
+free GPUs are counted; the form, its validation (``profiles.validate_options``)
+and the ``ide`` deployment record are the same, so a user sees one form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from jupyterhub.spawner import Spawner
+from traitlets import Dict, List, Unicode, default
+
+from ai4lab import accounts
+from ai4lab import deployments as deps
+from ai4lab.settings import Quota, get_settings
+from ai4lab.spawners.profiles import DEFAULT_PROFILES, IDES, SessionOptions, validate_options
+
+
+class ProfileFormSpawner(Spawner):
+    """Base of ai4lab's spawners: profile form traits, checks and progress events (no start/stop)."""
+
+    db_url = Unicode(config=True, help="Platform database URL (default: from the platform settings).")
+    profile_list = List(
+        Dict(),
+        config=True,
+        help="Profiles offered in the form, kubespawner-style: "
+        "[{slug, display_name, description, default, options: {cpu, ram_gb, gpu, ide}}].",
+    )
+    ides = Dict(config=True, help="IDEs offered: {key: {display_name, default_url}}.")
+    quotas = Dict(config=True, help="Per-role quotas {role: {cpu, ram_gb, gpu, sessions}}.")
+
+    # kept across hub restarts (get_state/load_state): the backend's job and the deployment record
+    job_state = Dict()
+    deployment_id = Unicode("")
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return get_settings().db_url
+
+    @default("profile_list")
+    def _default_profiles(self) -> list[dict[str, Any]]:
+        return DEFAULT_PROFILES
+
+    @default("ides")
+    def _default_ides(self) -> dict[str, dict[str, str]]:
+        return IDES
+
+    @default("quotas")
+    def _default_quotas(self) -> dict[str, Any]:
+        return {k: v.model_dump() for k, v in get_settings().quotas.items()}
+
+    def _account(self) -> accounts.User:
+        return accounts.get_user(self.db_url, self.user.name) or accounts.ensure_user(
+            self.db_url, self.user.name, admin=self.user.admin
+        )
+
+    def _role_and_quota(self) -> tuple[str, Quota]:
+        role = self._account().role
+        return role, Quota(**self.quotas[role])
+
+    def validate(self, raw: dict[str, Any], free_gpus: int, free_by_model: dict[str, int] | None = None) -> SessionOptions:
+        """The user's options checked against profiles, quota, free GPUs and running sessions."""
+        role, quota = self._role_and_quota()
+        options = validate_options(
+            raw, quota=quota, role=role, profiles=self.profile_list, free_gpus=free_gpus, ides=self.ides,
+            free_by_model=free_by_model,
+        )
+        running = [
+            d for d in deps.list_deployments(self.db_url, owner=self.user.name, kind="ide", active_only=True)
+            if d.id != self.deployment_id
+        ]
+        if len(running) >= quota.sessions:
+            raise ValueError(
+                f"{len(running)} session(s) already running: the {role} quota allows {quota.sessions}"
+            )
+        return options
+
+    # -- what subclasses implement (JupyterHub checks that these are redefined) ----------
+    async def start(self) -> Any:
+        raise NotImplementedError
+
+    async def stop(self, now: bool = False) -> None:
+        raise NotImplementedError
+
+    async def poll(self) -> int | None:
+        raise NotImplementedError
+
+    # -- state kept by the hub -----------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.job_state:
+            state["job"] = self.job_state
+        if self.deployment_id:
+            state["deployment_id"] = self.deployment_id
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.job_state = state.get("job", {})
+        self.deployment_id = state.get("deployment_id", "")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.job_state = {}
+        # keep deployment_id: a restart of this server updates the same record
+
+    # -- progress: events pushed by start(), read by progress() ---------------------
+    def _reset_events(self) -> None:
+        self._events: list[dict[str, Any]] = []
+        self._events_changed = asyncio.Event()
+
+    def _event(self, progress: int, message: str) -> None:
+        self._events.append({"progress": progress, "message": message})
+        self._events_changed.set()
+
+    async def progress(self):  # type: ignore[override]
+        seen = 0
+        while True:
+            events = getattr(self, "_events", [])
+            while seen < len(events):
+                yield events[seen]
+                seen += 1
+            if events and events[-1]["progress"] >= 100:
+                return
+            changed = getattr(self, "_events_changed", None)
+            if changed is None:
+                await asyncio.sleep(0.2)
+                continue
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=1)
+            except TimeoutError:
+                pass

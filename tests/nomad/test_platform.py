@@ -1,0 +1,227 @@
+"""A real platform (hub, proxy, API) with spawner and backend ``nomad``, against the spec-checking fake Nomad.
+
+The fake's exec driver really runs the IDE job's command (``jupyterhub-singleuser``)
+as a local process, as Nomad's raw_exec would, so the server URL taken from the
+allocation must answer through the hub's proxy. Module images cannot run here:
+those jobs are simulated (running, then ended by the test).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.nomad import FakeNode, FakeNomad, FakeNomadServer
+from tests.platform_harness import Platform
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("nomad_platform")]
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "nomad-acl-token"
+API = "/services/ai4lab"
+
+
+@pytest.fixture(scope="module")
+def nomad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeNomadServer]:
+    conf = tmp_path_factory.mktemp("jupyter-config")  # what the IDE image would carry
+    (conf / "jupyter_server_config.py").write_text("c.ServerApp.allow_root = True\n")
+    nodes = [
+        FakeNode("cpu1", datacenter="ifca", pool="default", address="127.0.0.1"),
+        FakeNode("gpu1", datacenter="ifca", pool="gpu", gpus={"Tesla T4": 1}, memory_mb=6000, address="127.0.0.1"),
+        FakeNode("a100", datacenter="psnc", pool="imagine", gpus={"NVIDIA A100": 1}, address="127.0.0.1"),
+    ]
+    fake = FakeNomad(nodes, token=TOKEN, driver="exec",
+                     exec_env={"JUPYTER_CONFIG_DIR": str(conf), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+                     exec_if=lambda job: job["Meta"]["kind"] == "ide")
+    with FakeNomadServer(fake) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, nomad: FakeNomadServer) -> Iterator[Platform]:
+    p = Platform.create(
+        Path(tmp_path_factory.mktemp("nomad-platform")) / "state",
+        spawner="nomad", backend="nomad", nomad__address=nomad.address, nomad__token=TOKEN,
+        nomad__federation_file=str(ROOT / "config" / "nomad" / "federation.example.yaml"),
+    )
+    p.start()
+    try:
+        p.add_user("alice", "alice-password", role="intermediate")
+        p.cli("users", "add", "bob", "--role", "intermediate", "--password", "bob-password", "--vo", "ai4eosc")
+        p.cli("users", "add", "carol", "--role", "advanced", "--password", "carol-password", "--vo", "imagine")
+        yield p
+    finally:
+        if p.proc and p.proc.poll() is None:
+            p.stop()
+
+
+@pytest.fixture(scope="module")
+def tokens(platform: Platform) -> dict[str, str]:
+    return {u: platform.token(u) for u in ("alice", "bob", "carol", "admin")}
+
+
+def progress_events(platform: Platform, token: str, user: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """The hub's progress stream of a user's default server, until it ends (``token``: one with read:servers)."""
+    events = []
+    with httpx.stream("GET", f"{platform.url}/hub/api/users/{user}/server/progress",
+                      headers={"Authorization": f"token {token}"}, timeout=timeout) as r:
+        assert r.status_code == 200, (r.status_code, r.read())
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                ev = json.loads(line[5:])
+                events.append(ev)
+                if ev.get("ready") or ev.get("failed"):
+                    break
+    return events
+
+
+def job_of(fake: FakeNomad, **meta: str) -> dict[str, Any]:
+    return next(j for j in fake.jobs.values() if all(j["Meta"].get(k) == v for k, v in meta.items()))
+
+
+def test_gpu_session_on_nomad(platform: Platform, nomad: FakeNomadServer, tokens: dict[str, str]) -> None:
+    fake = nomad.fake
+    with closing(platform.login("bob", "bob-password")) as client:  # the form: the project's GPUs, with what is free
+        page = client.get("/hub/spawn").text
+    assert 'name="gpu_model"' in page and "Tesla T4 (1 of 1 free)" in page and "NVIDIA A100" not in page
+    with platform.api(tokens["bob"]) as api:
+        # the hub answers the POST once the server is up (within slow_spawn_timeout): follow progress meanwhile
+        with ThreadPoolExecutor(1) as pool:
+            posted = pool.submit(api.post, "/hub/api/users/bob/server",
+                                 json={"profile": "gpu", "gpu_model": "Tesla T4", "ram_gb": 4})
+            fake.wait_for(lambda: any(j["Meta"]["owner"] == "bob" for j in fake.jobs.values()), timeout=30)
+            events = progress_events(platform, tokens["admin"], "bob")
+            r = posted.result()
+        assert r.status_code in (201, 202), r.text
+        messages = [e["message"] for e in events]
+        assert events[-1].get("ready"), messages
+        assert any(m.startswith("Nomad job bob-ide-default registered") for m in messages)
+        assert "main: Driver: Downloading image quay.io/jupyter/pytorch-notebook:latest" in messages
+        assert "main: Started: Task started by client" in messages
+        job = job_of(fake, owner="bob", kind="ide")
+        assert job["Meta"]["project"] == "ai4eosc" and job["Datacenters"] == ["ifca"]
+        main = job["TaskGroups"][0]["Tasks"][-1]
+        assert main["Resources"]["Devices"][0] == {"Name": "nvidia/gpu", "Count": 1, "Constraints": [
+            {"LTarget": "${device.model}", "Operand": "=", "RTarget": "Tesla T4"}]}
+        alloc = fake.alloc_of(job["ID"])
+        assert alloc["NodeName"] == "gpu1" and alloc["ClientStatus"] == "running"
+        port = alloc["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
+        assert any(m.endswith(f"Server answering at http://127.0.0.1:{port}") for m in messages)
+        # through the proxy, to the process the allocation runs
+        assert api.get("/user/bob/api/status").status_code == 200
+        dep = next(d for d in api.get(f"{API}/deployments", params={"kind": "ide"}).json())
+        assert dep["backend"] == "nomad" and dep["status"] == "running"
+        r = api.delete("/hub/api/users/bob/server")
+        assert r.status_code in (202, 204)
+        deadline = time.monotonic() + 60
+        while api.get("/hub/api/users/bob").json()["servers"] and time.monotonic() < deadline:
+            time.sleep(0.3)
+    assert ("DELETE", f"/v1/job/{job['ID']}", {"namespace": "default", "purge": "true"}) in \
+        [(m, p, {k: v for k, v in q.items() if k != "region"}) for m, p, q in fake.requests]
+    assert job["ID"] not in {j["ID"] for j in fake.jobs.values()} and not fake.procs
+
+
+def test_session_that_cannot_be_placed_fails_with_nomad_reason(
+        platform: Platform, nomad: FakeNomadServer, tokens: dict[str, str]) -> None:
+    # the T4 is free, but its node has 6000 MB: 8 GB cannot be placed anywhere
+    with platform.api(tokens["bob"]) as api:
+        r = api.post("/hub/api/users/bob/server", json={"profile": "gpu", "ram_gb": 8})
+        if r.status_code == 500:  # failed within the hub's slow_spawn_timeout: the answer says why
+            msg = r.json()["message"]
+        else:
+            assert r.status_code == 202, r.text
+            events = progress_events(platform, tokens["admin"], "bob")
+            assert events[-1].get("failed")
+            msg = events[-1]["message"]
+        assert "Nomad cannot place this session: no node can run it" in msg
+        assert "exhausted (memory)" in msg and "exhausted (no free 1 GPU(s))" in msg
+        dep = next(d for d in api.get(f"{API}/deployments", params={"kind": "ide"}).json())
+        assert dep["status"] == "failed" and "cannot place" in dep["status_reason"]
+    assert not any(j["Meta"]["owner"] == "bob" and not j["Stop"] for j in nomad.fake.jobs.values())
+
+
+def test_deploy_form_offers_the_projects_datacenters(platform: Platform, tokens: dict[str, str]) -> None:
+    with platform.api(tokens["bob"]) as api:
+        form = api.get(f"{API}/catalog/modules/ai4lab-digits/config").json()
+    assert form["general"]["backend"]["options"] == ["nomad"]
+    assert form["hardware"]["datacenter"]["options"] == ["", "ifca"]
+    assert set(form["capacity"]) == {"ifca"}
+    assert form["capacity"]["ifca"]["gpus"]["Tesla T4"]["free"] == 1
+    assert form["hardware"]["gpu_type"]["options"] == ["", "Tesla T4"]
+    with platform.api(tokens["carol"]) as api:
+        form = api.get(f"{API}/catalog/modules/ai4lab-digits/config").json()
+    assert form["hardware"]["datacenter"]["options"] == ["", "ifca", "psnc"]
+    assert form["hardware"]["gpu_type"]["options"] == ["", "NVIDIA A100"]  # imagine's models only
+    with platform.api(tokens["bob"]) as api:
+        r = api.post(f"{API}/deployments", json={"kind": "module", "item": "ai4lab-digits",
+                                                 "hardware": {"datacenter": "psnc"}})
+    assert r.status_code == 400 and "datacenter='psnc' is not one of ['', 'ifca']" in r.json()["detail"]
+
+
+def wait_status(api: httpx.Client, dep_id: str, *statuses: str, timeout: float = 30, reason: str = "") -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dep = api.get(f"{API}/deployments/{dep_id}").json()
+        if dep["status"] in statuses and reason in dep["status_reason"]:
+            return dep
+        time.sleep(0.2)
+    raise AssertionError(f"deployment {dep_id} stayed {dep['status']}: {dep['status_reason']}")
+
+
+def test_module_and_training_deployments_on_nomad(platform: Platform, nomad: FakeNomadServer,
+                                                  tokens: dict[str, str]) -> None:
+    fake = nomad.fake
+    with platform.api(tokens["bob"]) as api:
+        r = api.post(f"{API}/deployments", json={"kind": "module", "item": "ai4lab-digits", "title": "digits on nomad",
+                                                 "hardware": {"cpu_num": 1, "ram": 2000}})
+        assert r.status_code == 201, r.text
+        mod = wait_status(api, r.json()["id"], "running")
+        job = job_of(fake, deployment=mod["id"])
+        assert job["TaskGroups"][0]["Tasks"][-1]["Config"]["image"] == "ai4lab/ai4lab-digits:latest"
+        port = fake.alloc_of(job["ID"])["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
+        assert mod["endpoints"] == {"api": f"http://127.0.0.1:{port}"}
+        fake.set_logs(job["ID"], "deepaas started\n")
+        assert api.get(f"{API}/deployments/{mod['id']}/logs").text == "deepaas started\n"
+        # alice cannot see bob's deployment
+        with platform.api(tokens["alice"]) as other:
+            assert other.get(f"{API}/deployments/{mod['id']}").status_code == 404
+
+        # a training the scheduler cannot place: queued, with Nomad's reason
+        r = api.post(f"{API}/deployments", json={"kind": "training", "item": "ai4lab-digits",
+                                                 "args": {"epochs": 2},
+                                                 "hardware": {"gpu_num": 1, "ram": 8000}})
+        assert r.status_code == 201, r.text
+        big = wait_status(api, r.json()["id"], "queued", reason="pending: not placed yet")
+        assert "no node can run it" in big["status_reason"] and "exhausted (memory)" in big["status_reason"]
+        assert api.delete(f"{API}/deployments/{big['id']}").json()["status"] == "stopped"
+
+        # a training that runs and completes
+        r = api.post(f"{API}/deployments", json={"kind": "training", "item": "ai4lab-digits",
+                                                 "args": {"epochs": 2}, "hardware": {"ram": 2000}})
+        train = wait_status(api, r.json()["id"], "running")
+        tjob = job_of(fake, deployment=train["id"])
+        assert tjob["Type"] == "batch"
+        assert tjob["TaskGroups"][0]["Tasks"][-1]["Config"]["args"] == ["train", "--epochs", "2"]
+        fake.finish(tjob["ID"], 0)
+        assert wait_status(api, train["id"], "succeeded")["status_reason"] == "completed"
+
+        # node loss: rescheduled once on the other node, then nowhere left -> failed with the reason
+        node = fake.alloc_of(job["ID"])["NodeName"]
+        fake.lose_node(node)
+        fake.wait_running(job["ID"])
+        assert fake.alloc_of(job["ID"])["NodeName"] != node
+        assert wait_status(api, mod["id"], "running")["status"] == "running"
+        other = fake.alloc_of(job["ID"])["NodeName"]
+        fake.lose_node(other)
+        failed = wait_status(api, mod["id"], "failed")
+        assert failed["status_reason"].startswith(f"lost: alloc is lost since its node {other} is down; "
+                                                  "not rescheduled: no node can run it")
