@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ai4lab.envs import ensure_env
 from tests.oscar import oscar_spec
+from tests.fakes.nomad import ThreadedServer
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -305,15 +306,12 @@ def bundled_images() -> dict[str, Path]:
     return out
 
 
-class FakeOscarServer:
+class FakeOscarServer(ThreadedServer):
     """Runs a ``FakeOscar`` with uvicorn in a thread on a free local port (as the fake Nomad does)."""
 
     def __init__(self, fake: FakeOscar) -> None:
-        from tests.nomad.fake_nomad import FakeNomadServer
-
+        super().__init__(fake.app)
         self.fake = fake
-        self._server = FakeNomadServer(fake)  # type: ignore[arg-type]  # serves any object with an ``app``
-        self.address = self._server.address
 
     def settings(self) -> dict[str, str]:
         """Platform settings (``oscar_*``) pointing at this fake."""
@@ -321,8 +319,4 @@ class FakeOscarServer:
                 "oscar_password": self.fake.password, "oscar_cluster_id": "fake-oscar"}
 
     def __enter__(self) -> FakeOscarServer:
-        self._server.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.__exit__(*exc)
+        return super().__enter__()  # type: ignore[no-any-return]

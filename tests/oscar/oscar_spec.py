@@ -1,6 +1,6 @@
 """The vendored OSCAR OpenAPI spec (``../shared/specs/oscar-api-v2.yaml``) as request and schema checks.
 
-Like ``tests/nomad/nomad_spec``: object schemas are closed (``additionalProperties:
+Like ``tests/fakes/nomad_spec``: object schemas are closed (``additionalProperties:
 false``), because OSCAR's Go decoder silently drops unknown fields and a
 misspelt field would be a service that quietly lacks something.
 """
@@ -18,7 +18,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from tests.nomad.nomad_spec import _close, shared_dir
+from tests.fakes.nomad_spec import _close, shared_dir
 
 SPEC_URI = "urn:oscar-api-v2"
 
