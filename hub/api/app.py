@@ -18,18 +18,19 @@ from pydantic import BaseModel, Field
 
 from ai4lab import __version__, accounts
 from ai4lab import deployments as deps
-from ai4lab.api import admin_pages, catalog_routes, deployment_routes, marketplace_pages
+from ai4lab.api import admin_pages, catalog_routes, deployment_routes, marketplace_pages, tool_routes
 from ai4lab.api.auth import HubAuthenticator, HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
 from ai4lab.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
+from ai4lab.deploy.tools import ToolDeployments
 from ai4lab.deploy.trainings import Trainings
 from ai4lab.hubclient import HubClient, HubError
 from ai4lab.settings import Settings, get_settings
 from ai4lab.storage import StoragePathError, UserStorage
 
-KINDS = ("ide", "module", "training", "batch")
+KINDS = ("ide", "module", "training", "batch", "tool")
 
 
 class DeploymentRequest(BaseModel):
@@ -52,6 +53,8 @@ class DeploymentRequest(BaseModel):
     output: str | None = Field(default=None, description="batch: folder in your storage for the results")
     fields: dict[str, Any] = Field(default_factory=dict, description="batch: other predict arguments")
     file_field: str | None = Field(default=None, description="batch: the predict field that takes each file")
+    config: dict[str, Any] | None = Field(
+        default=None, description="tool: the tool's settings, e.g. ai4lab-flower: {rounds, strategy, ...}")
 
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
@@ -64,9 +67,11 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.modules.recover()
         await app.state.trainings.recover()
+        await app.state.tools.recover()
         tasks = [asyncio.create_task(_refresh_catalog_forever(catalog)),
                  asyncio.create_task(app.state.modules.watch_forever()),
-                 asyncio.create_task(_watch_forever(app.state.trainings.watch_once, every=1.0))]
+                 asyncio.create_task(_watch_forever(app.state.trainings.watch_once, every=1.0)),
+                 asyncio.create_task(_watch_forever(app.state.tools.watch_once, every=1.0))]
         try:
             yield
         finally:
@@ -89,6 +94,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     trainings = Trainings(settings, backend)
     app.state.modules = modules
     app.state.trainings = trainings
+    tools = ToolDeployments(settings, backend)
+    app.state.tools = tools
     router = APIRouter(prefix=prefix)
 
     async def current_user(request: Request) -> HubUser:
@@ -171,6 +178,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             return module_routes.create(body, user)
         if body.kind in ("training", "batch"):
             return await module_routes.create_training(body, user)
+        if body.kind == "tool":
+            return tool_routes_.create(body, user)
         try:
             await hub().start_server(user.name, body.name, body.options)
         except HubError as e:
@@ -196,6 +205,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             await modules.stop(dep, f"stopped by {user.name}")
         elif dep.kind in ("training", "batch"):
             await trainings.cancel(dep, user.name)
+        elif dep.kind == "tool":
+            await tools.stop(dep, f"stopped by {user.name}")
         elif dep.status in ("queued", "starting", "running"):
             await backend.stop(dep.backend_state)
         if (cur := deps.get(settings.db_url, dep_id)) and cur.status in ("queued", "starting", "running"):
@@ -272,6 +283,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     module_routes = deployment_routes.ModuleRoutes(prefix, settings, catalog, modules, trainings, current_user,
                                                    visible)
     app.include_router(module_routes.router)
+    tool_routes_ = tool_routes.ToolRoutes(prefix, settings, catalog, tools, current_user, visible)
+    app.include_router(tool_routes_.router)
     app.include_router(router)
     app.state.catalog = catalog
     app.include_router(catalog_routes.build_router(prefix, settings, catalog, current_user, optional_user))
