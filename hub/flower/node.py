@@ -9,7 +9,8 @@ Fleet request only with ``Authorization: Bearer <token>`` (see
 ``ai4lab_flower.auth``), so this program adds a ``ProtobufClientInterceptor``
 to the Fleet client that the SuperNode creates, then runs flwr's own
 ``flower-supernode`` entry point unchanged. A refused token (401) makes the
-SuperNode stop, as flwr does for a refused node.
+SuperNode stop, as flwr does for a refused node; flwr then exits with code 0,
+so this wrapper exits with :data:`REFUSED` and says why.
 
 The token comes from ``AI4LAB_FLOWER_TOKEN`` (not the command line, so that it
 does not show up in process listings); it is never printed.
@@ -22,15 +23,25 @@ import sys
 from typing import Any
 
 
+#: Exit code when the server refused the token.
+REFUSED = 3
+
+
 class BearerInterceptor:
     """flwr ``ProtobufClientInterceptor`` adding the deployment's token to each Fleet request."""
 
+    refused = False
+
     def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
+        self._header = f"Bearer {token}" if token else ""
 
     def intercept(self, context: Any, call_next: Any) -> Any:
-        context.request.headers["Authorization"] = self._header
-        return call_next(context)
+        if self._header:
+            context.request.headers["Authorization"] = self._header
+        response = call_next(context)
+        if response.status_code == 401:
+            BearerInterceptor.refused = True
+        return response
 
 
 def install(token: str) -> None:
@@ -48,15 +59,22 @@ def install(token: str) -> None:
     fleet_http_connection.FleetHttpClient = TokenFleetHttpClient
 
 
-def main() -> None:
-    token = os.environ.pop("AI4LAB_FLOWER_TOKEN", "")
-    if token:
-        install(token)
+def main() -> int:
+    install(os.environ.pop("AI4LAB_FLOWER_TOKEN", ""))
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
     sys.argv[0] = "flower-supernode"
-    flower_supernode()
+    code: Any = 0
+    try:
+        flower_supernode()
+    except SystemExit as e:
+        code = e.code
+    if BearerInterceptor.refused:
+        print("error: the Flower server refused this client: its token is missing, wrong or was rotated "
+              "(ask the deployment's owner for the current one)", file=sys.stderr, flush=True)
+        return REFUSED
+    return code if isinstance(code, int) else (0 if code is None else 1)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
