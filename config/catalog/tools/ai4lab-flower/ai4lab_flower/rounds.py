@@ -143,6 +143,28 @@ def live(strategy: Strategy, log: RoundLog) -> Strategy:
     return strategy
 
 
+def initial_arrays(grid: Any, min_nodes: int, stopped: Callable[[], bool] = lambda: False,
+                   timeout: float = 600) -> ArrayRecord:
+    """Wait for ``min_nodes`` clients, then ask one of them for the module's initial model (``query``).
+
+    The server never imports a module: the model comes from the clients' own
+    code (see ``client_app.query``), identical on every client.
+    """
+    from flwr.app import ConfigRecord, RecordDict
+
+    while not stopped():
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= min_nodes:
+            msg = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=nodes[0], message_type="query")
+            for reply in grid.send_and_receive([msg], timeout=timeout):
+                if reply.has_content() and "arrays" in reply.content:
+                    return reply.content["arrays"]
+                raise RuntimeError(f"client {nodes[0]} could not provide the initial model: {reply.error}")
+            raise RuntimeError(f"client {nodes[0]} did not answer with the initial model within {timeout:g}s")
+        time.sleep(0.2)
+    return ArrayRecord()
+
+
 def train_config(config: dict[str, Any]) -> dict[str, Any]:
     """What clients receive with each fit: local epochs and strategy hints (FedProx's mu)."""
     out: dict[str, Any] = {"local-epochs": int(config.get("local_epochs", 1))}

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ai4lab_flower.auth import TokenGate
-from ai4lab_flower.rounds import RoundLog, build_strategy, live, train_config, write_json
+from ai4lab_flower.rounds import RoundLog, build_strategy, initial_arrays, live, train_config, write_json
 
 LOG = logging.getLogger("ai4lab_flower.server")
 #: The tool's source folder (pyproject.toml with [tool.flwr.app]) when run from a checkout.
@@ -138,7 +138,7 @@ class Server:
               f"{self.config['rounds']} round(s) of {self.config['strategy']}", flush=True)
         self._start_mlflow()
         try:
-            initial = self._initial_arrays(grid)
+            initial = initial_arrays(grid, int(self.config["min_available_clients"]), self._stop.is_set)
             strategy = live(build_strategy(self.config), self.log)
             self.log.update(state="running")
             strategy.start(grid=grid, initial_arrays=initial, num_rounds=int(self.config["rounds"]),
@@ -168,21 +168,6 @@ class Server:
             for server, thread in self._servers:
                 server.should_exit = True
                 thread.join(timeout=5)
-
-    def _initial_arrays(self, grid: Any) -> Any:
-        """Ask one connected client for the module's initial model (see client_app.query)."""
-        from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
-
-        while not self._stop.is_set():
-            nodes = sorted(grid.get_node_ids())
-            if len(nodes) >= int(self.config["min_available_clients"]):
-                msg = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=nodes[0], message_type="query")
-                for reply in grid.send_and_receive([msg], timeout=600):
-                    if reply.has_content() and "arrays" in reply.content:
-                        return reply.content["arrays"]
-                    raise RuntimeError(f"client {nodes[0]} could not provide the initial model: {reply.error}")
-            time.sleep(0.2)
-        return ArrayRecord()
 
     def _watch(self, state: Any, run: Any) -> None:
         """Connected clients and refused requests, every half second, into the status file."""
