@@ -34,7 +34,8 @@ KINDS = ("ide", "module", "training", "batch", "tool")
 
 
 class DeploymentRequest(BaseModel):
-    kind: str = Field(description="'ide' (an IDE session through the hub) or 'module' (a DEEPaaS inference server)")
+    kind: str = Field(description="'ide' (an IDE session through the hub), 'module' (a DEEPaaS inference server), "
+                      "'training', 'batch' or 'tool' (a catalog tool such as ai4lab-flower)")
     name: str = Field(default="", description="ide: server name ('' is the default server)")
     options: dict[str, Any] = Field(
         default_factory=dict, description="ide: {profile, ide, cpu, ram_gb, gpu}, as in the spawn form"

@@ -202,6 +202,8 @@ class ToolDeployments:
             port = random_port()
             deps.set_status(self.settings.db_url, dep_id, "starting", "building the tool's environment")
             job = await driver.job(dep, workdir, port, token)
+            if (cur := deps.get(self.settings.db_url, dep_id)) is None or cur.status != "starting":
+                return  # stopped while its environment was being built
             state = await self.backend.submit(job)
             state.update(port=port, token=token, status_file=str(workdir / "status.json"), workdir=str(workdir))
             deps.set_status(self.settings.db_url, dep_id, "starting", "starting the server", backend_state=state)
@@ -241,12 +243,11 @@ class ToolDeployments:
 
     def rotate(self, dep: Deployment) -> dict[str, Any]:
         """A new token; the old one is refused from the server's next request on."""
-        if dep.status not in ("starting", "running"):
-            raise ToolError(f"deployment {dep.id} is {dep.status}: nothing to rotate", 409)
+        if dep.status != "running":
+            raise ToolError(f"deployment {dep.id} is {dep.status}: a token can be rotated while it runs", 409)
         token = secrets.token_urlsafe(32)
         state = {**dep.backend_state, "token": token}
-        if state.get("workdir"):
-            self.driver(dep.spec["item"]).write_tokens(Path(state["workdir"]), [token])
+        self.driver(dep.spec["item"]).write_tokens(Path(state["workdir"]), [token])
         deps.set_status(self.settings.db_url, dep.id, dep.status, dep.status_reason, backend_state=state)
         return self.token(deps.get(self.settings.db_url, dep.id) or dep)
 

@@ -73,6 +73,22 @@ class TokenGate:
         return await self.app(scope, receive, send)
 
 
+class RuntimeOnly:
+    """ASGI middleware for the loopback listener: only the Runtime API (task-token authenticated) is served.
+
+    The SuperLink app also carries the Control API (submit, list and stop runs);
+    nothing of this server needs it, so no listener exposes it.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not scope.get("path", "").startswith("/v1/runtime/"):
+            return await _reply(send, 404, b'{"detail": "not found"}')
+        return await self.app(scope, receive, send)
+
+
 async def _reply(send: Any, status: int, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

@@ -13,7 +13,9 @@ Why this shape (flwr 1.42):
   (``flwr.superlink.main.create_app``: in-memory LinkState, Fleet and Runtime
   API routes and handlers unchanged) and serves it twice with uvicorn in
   threads: on the public address behind :class:`~ai4lab_flower.auth.TokenGate`
-  (Fleet API only, bearer token required) and on a loopback port for itself.
+  (Fleet API only, bearer token required) and on a loopback port for itself
+  (:class:`~ai4lab_flower.auth.RuntimeOnly`: the Runtime API, which checks the
+  task token; the Control API is served nowhere).
   It registers one run with the tool folder's FAB (the ClientApp every
   SuperNode runs), claims the run's ServerApp task and drives the configured
   ``flwr.serverapp.strategy`` through flwr's ``HttpGrid`` on the loopback
@@ -41,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ai4lab_flower.auth import TokenGate
+from ai4lab_flower.auth import RuntimeOnly, TokenGate
 from ai4lab_flower.rounds import RoundLog, build_strategy, initial_arrays, live, train_config, write_json
 
 LOG = logging.getLogger("ai4lab_flower.server")
@@ -108,7 +110,7 @@ class Server:
             sock.bind(("127.0.0.1", 0))
             internal = sock.getsockname()[1]
         self._servers = [_listen(self.gate, self.host, self.port, "fleet-api", lifespan="on"),
-                         _listen(app, "127.0.0.1", internal, "runtime-api", lifespan="off")]
+                         _listen(RuntimeOnly(app), "127.0.0.1", internal, "runtime-api", lifespan="off")]
         return app.state.linkstate_factory, internal
 
     # -- rounds --------------------------------------------------------------------------
