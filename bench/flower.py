@@ -6,11 +6,11 @@ own ``train`` as the fit step) on two different CSV splits, the same FedAvg
 strategy code (``ai4lab_flower.rounds``) and the same number of rounds.
 
 * ai4lab: ``POST /deployments {"kind": "tool", "item": "ai4lab-flower"}`` on a
-  real platform; the clients join with the deployment's token (token gate,
-  status file, MLflow logging per round included).
+  real platform; the clients join with the deployment's token over HTTPS (TLS,
+  token gate, status file, MLflow logging per round included).
 * plain: ``flower-superlink --insecure --disable-runtime-dependency-installation``
   and ``flwr run`` of the tool folder's ServerApp (``server_app.py``), the
-  stock Flower deployment path; the clients join without a token.
+  stock Flower deployment path; the clients join over plain HTTP without a token.
 
 A round's time is measured in the server process from the end of one round's
 evaluation to the end of the next (``duration_s`` of the round record), so
@@ -76,7 +76,8 @@ def through_ai4lab(p: Platform, token: str, data: list[Path], rounds: int, logs:
                                                "config": {"rounds": rounds}}).json()
     _wait(lambda: api.get(f"{API}/deployments/{dep['id']}").json()["status"] == "running", 300, "server start")
     secret = api.get(f"{API}/deployments/{dep['id']}/flower/token").json()
-    clients = [join(secret["address"], secret["token"], "ai4lab-digits", str(d), log=logs / f"ai4lab-{i}.log")
+    clients = [join(secret["address"], secret["token"], "ai4lab-digits", str(d),
+                    root_certificates=secret["certificate"], log=logs / f"ai4lab-{i}.log")
                for i, d in enumerate(data)]
     try:
         final = _wait(lambda: (d := api.get(f"{API}/deployments/{dep['id']}").json())["status"]

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="Interface Flower servers listen on (0.0.0.0 to accept clients from other machines).",
     )
+    flower_tls: bool = Field(
+        default=True,
+        description="Flower servers speak HTTPS with a self-signed certificate per deployment that clients pin.",
+    )
     flower_advertised_host: str = Field(
         default="",
         description="Host name clients use to reach Flower servers (default: the host of public_url).",

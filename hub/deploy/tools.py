@@ -95,7 +95,9 @@ class FlowerTool:
             command=[str(env_bin(env, "python")), "-m", "ai4lab_flower.server", "--config", str(workdir / "config.json"),
                      "--host", self.settings.flower_bind_host, "--port", str(port),
                      "--tokens", str(workdir / "tokens.json"), "--status", str(workdir / "status.json"),
-                     "--output", str(output), "--app-dir", str(self.folder)],
+                     "--output", str(output), "--app-dir", str(self.folder),
+                     *(["--tls-dir", str(workdir / "tls"), "--tls-host", self.advertised_host()]
+                       if self.settings.flower_tls else [])],
             env={"PATH": os.pathsep.join([str(env / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
                  "HOME": str(workdir), "FLWR_HOME": str(workdir / "flwr"), "PYTHONUNBUFFERED": "1",
                  "MLFLOW_TRACKING_URI": self.settings.public_url + "/services/mlflow",
@@ -132,6 +134,7 @@ class FlowerTool:
         return {
             "id": dep.id,
             "address": f"{self.advertised_host()}:{port}" if port else None,
+            "tls": bool(self.certificate(dep)),
             "status": dep.status,
             "status_reason": dep.status_reason,
             "state": status.get("state", "starting" if dep.status in ("queued", "starting") else dep.status),
@@ -149,14 +152,27 @@ class FlowerTool:
             "error": status.get("error"),
         }
 
-    def snippet(self, address: str, token: str) -> str:
+    @staticmethod
+    def certificate(dep: Deployment) -> str | None:
+        """The server's self-signed certificate (PEM) that clients pin, when it speaks TLS."""
+        path = Path(dep.backend_state.get("workdir", "")) / "tls" / "cert.pem"
+        try:
+            return path.read_text() if dep.backend_state.get("workdir") else None
+        except OSError:
+            return None
+
+    def snippet(self, address: str, token: str, certificate: str | None) -> str:
+        cert_arg = " --root-certificates flower-server.pem" if certificate else ""
+        save = ("# save the certificate shown with the token as flower-server.pem, then\n" if certificate else "")
         return (
-            "# from a terminal (any machine with ai4lab installed):\n"
-            f"AI4LAB_FLOWER_TOKEN={token} python -m ai4lab.flower.client --address {address} "
+            "# from a terminal (any machine with ai4lab installed):\n" + save +
+            f"AI4LAB_FLOWER_TOKEN={token} python -m ai4lab.flower.client --address {address}{cert_arg} "
             "--module ai4lab-digits --data my-data.csv\n\n"
             "# or from Python / a notebook:\n"
             "from ai4lab.flower.client import join\n"
-            f"proc = join(address={address!r}, token={token!r}, module='ai4lab-digits', data='my-data.csv')\n"
+            f"proc = join(address={address!r}, token={token!r}, module='ai4lab-digits', data='my-data.csv'"
+            + (", root_certificates=certificate)  # certificate: the PEM text shown with the token\n"
+               if certificate else ")\n")
         )
 
 
@@ -239,7 +255,9 @@ class ToolDeployments:
         driver = self.driver(dep.spec["item"])
         token = dep.backend_state.get("token", "")
         address = driver.info(dep)["address"] or "<address once running>"
-        return {"token": token, "address": address, "snippet": driver.snippet(address, token)}
+        certificate = driver.certificate(dep)
+        return {"token": token, "address": address, "certificate": certificate,
+                "snippet": driver.snippet(address, token, certificate)}
 
     def rotate(self, dep: Deployment) -> dict[str, Any]:
         """A new token; the old one is refused from the server's next request on."""

@@ -3,7 +3,7 @@
 ::
 
     AI4LAB_FLOWER_TOKEN=<token> python -m ai4lab.flower.client \\
-        --address HOST:PORT --module ai4lab-digits --data site-a.csv
+        --address HOST:PORT --root-certificates server.pem --module ai4lab-digits --data site-a.csv
 
 From anywhere ai4lab is installed (a session, another backend, another site):
 it builds (once, cached) the module's Flower environment -- the module's own
@@ -68,9 +68,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def certificate_file(root_certificates: str | Path) -> Path:
+    """A file holding the server's certificate: ``root_certificates`` is that file or the PEM text itself."""
+    text = str(root_certificates)
+    if text.lstrip().startswith("-----BEGIN"):
+        fd, name = tempfile.mkstemp(prefix="ai4lab-flower-", suffix=".pem")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return Path(name)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ClientError(f"--root-certificates: {root_certificates} is neither a file nor a PEM certificate")
+    return path.resolve()
+
+
 def command(address: str, module: str, data: str, *, max_wait: float | None = None,
-            envs_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
-    """The SuperNode command and environment (without the token) for one client."""
+            envs_dir: Path | None = None, root_certificates: str | Path | None = None,
+            ) -> tuple[list[str], dict[str, str]]:
+    """The SuperNode command and environment (without the token) for one client.
+
+    With ``root_certificates`` (the server's certificate, a file or PEM text) the
+    connection is HTTPS and bound to that server; without it, plain HTTP.
+    """
     if ":" not in address or not address.rsplit(":", 1)[1].isdigit():
         raise ClientError(f"--address: expected HOST:PORT, got {address!r}")
     data_path = Path(data).expanduser().resolve()
@@ -81,7 +100,9 @@ def command(address: str, module: str, data: str, *, max_wait: float | None = No
     folder = module_folder(module)
     adapter = adapter_name(folder)
     env_dir = ensure_env(folder, envs_dir, extras=("flower",))
-    cmd = [str(env_bin(env_dir, "python")), str(NODE), "--insecure", "--superlink", address,
+    tls = (["--root-certificates", str(certificate_file(root_certificates))] if root_certificates
+           else ["--insecure"])
+    cmd = [str(env_bin(env_dir, "python")), str(NODE), *tls, "--superlink", address,
            "--host", "127.0.0.1", "--port", str(_free_port()),
            "--node-config", f"module='{adapter}' data='{data_path}'"]
     if max_wait:
@@ -92,16 +113,20 @@ def command(address: str, module: str, data: str, *, max_wait: float | None = No
     return cmd, env
 
 
-def join(address: str, token: str, module: str, data: str, *, max_wait: float | None = None,
-         log: Path | None = None, envs_dir: Path | None = None) -> subprocess.Popen[bytes]:
+def join(address: str, token: str, module: str, data: str, *, root_certificates: str | Path | None = None,
+         max_wait: float | None = None, log: Path | None = None,
+         envs_dir: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a client process (a SuperNode) that joins the deployment at ``address``; return it.
 
+    ``root_certificates``: the server's certificate (PEM text or file) shown with
+    the token, when the server speaks TLS (the platform's default).
     ``log``: file for its output (default: inherit this process's stdout/stderr).
     Stop it with ``proc.terminate()``; it also stops by itself when the server refuses it.
     """
     if not token:
         raise ClientError(f"no token: pass --token or set {TOKEN_VAR} (the deployment's owner sees it)")
-    cmd, env = command(address, module, data, max_wait=max_wait, envs_dir=envs_dir)
+    cmd, env = command(address, module, data, max_wait=max_wait, envs_dir=envs_dir,
+                       root_certificates=root_certificates)
     env[TOKEN_VAR] = token
     out = open(log, "ab") if log else None  # noqa: SIM115 - handed to the child
     try:
@@ -119,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the deployment's token (default: ${TOKEN_VAR})")
     parser.add_argument("--module", default="ai4lab-digits", help="catalog module id or module folder")
     parser.add_argument("--data", required=True, help="local training data (as the module's train accepts)")
+    parser.add_argument("--root-certificates", default=os.environ.get("AI4LAB_FLOWER_CERT") or None,
+                        help="file with the server's certificate (shown with the token); omit for a plain-HTTP "
+                             "server (default: $AI4LAB_FLOWER_CERT)")
     parser.add_argument("--max-wait", type=float, default=None,
                         help="give up after this many seconds without reaching the server")
     args = parser.parse_args(argv)
     try:
-        proc = join(args.address, args.token, args.module, args.data, max_wait=args.max_wait)
+        proc = join(args.address, args.token, args.module, args.data, root_certificates=args.root_certificates,
+                    max_wait=args.max_wait)
     except ClientError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -94,18 +94,25 @@ def test_federated_run_with_token_auth(platform: Platform, fiona: httpx.Client, 
         assert old["token"] and old["token"] in old["snippet"] and address in old["snippet"]
         new = fiona.post(f"{API}/deployments/{dep_id}/flower/token").json()
         assert new["token"] != old["token"]
+        cert = new["certificate"]
+        assert info["tls"] and cert.startswith("-----BEGIN CERTIFICATE-----")
+        # TLS only: plain HTTP gets no answer, and the Control API is not served to clients
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://{address}/health", timeout=5)
+        assert httpx.get(f"https://{address}/v1/control/list-runs", verify=False, timeout=5).status_code == 404
 
         # refused: the rotated-out token, and no token at all; both clients stop by themselves
-        refused = [join(address, old["token"], "ai4lab-digits", str(splits[0]), log=tmp_path / "old.log"),
-                   _node_without_token(address, splits[0], tmp_path / "none.log")]
+        refused = [join(address, old["token"], "ai4lab-digits", str(splits[0]), root_certificates=cert,
+                        log=tmp_path / "old.log"),
+                   _node_without_token(address, splits[0], cert, tmp_path / "none.log")]
         clients += refused
         for proc in refused:
-            assert proc.wait(timeout=120) != 0
+            assert proc.wait(timeout=120) == 3  # ai4lab.flower.node.REFUSED
         assert fiona.get(f"{API}/deployments/{dep_id}/flower").json()["refused"] >= 2
 
         # two real clients with the valid token, on different data
-        clients += [join(address, new["token"], "ai4lab-digits", str(split), log=tmp_path / f"client{i}.log")
-                    for i, split in enumerate(splits)]
+        clients += [join(address, new["token"], "ai4lab-digits", str(split), root_certificates=cert,
+                         log=tmp_path / f"client{i}.log") for i, split in enumerate(splits)]
         dep = wait_until(lambda: (d := fiona.get(f"{API}/deployments/{dep_id}").json())["status"]
                          in ("succeeded", "failed") and d, 600, "the federated run did not end")
         logs = fiona.get(f"{API}/deployments/{dep_id}/logs").text
@@ -136,9 +143,9 @@ def test_federated_run_with_token_auth(platform: Platform, fiona: httpx.Client, 
     assert info["model"] == f"storage/models/ai4lab-flower/{dep_id}/model.npz"
 
 
-def _node_without_token(address: str, data: Path, log: Path) -> subprocess.Popen[bytes]:
+def _node_without_token(address: str, data: Path, cert: str, log: Path) -> subprocess.Popen[bytes]:
     from ai4lab.flower.client import command
 
-    cmd, env = command(address, "ai4lab-digits", str(data))
+    cmd, env = command(address, "ai4lab-digits", str(data), root_certificates=cert)
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

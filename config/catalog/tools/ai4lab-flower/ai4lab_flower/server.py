@@ -24,7 +24,8 @@ Why this shape (flwr 1.42):
   ``uv sync``.
 
 Inputs are files the platform writes (validated config, token hashes); outputs
-are a status file (rounds, clients) the platform API reads, an MLflow run (one
+are a status file (rounds, clients) the platform API reads, with ``--tls-dir``
+a self-signed certificate clients pin (see ``tls.py``), an MLflow run (one
 metric per round, when ``MLFLOW_TRACKING_URI`` is set) and the final global
 model (``model.npz`` + ``model.json``) in ``--output``.
 """
@@ -87,8 +88,9 @@ def create_run(state: Any, fab: Any, config: dict[str, Any]) -> str:
 
 class Server:
     def __init__(self, config: dict[str, Any], host: str, port: int, tokens: Path, status: Path,
-                 output: Path, app_dir: Path = APP_DIR) -> None:
+                 output: Path, app_dir: Path = APP_DIR, tls: tuple[Path, Path] | None = None) -> None:
         self.config = config
+        self.tls = tls
         self.app_dir = app_dir
         self.host, self.port = host, port
         self.tokens, self.output = tokens, output
@@ -109,7 +111,7 @@ class Server:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             internal = sock.getsockname()[1]
-        self._servers = [_listen(self.gate, self.host, self.port, "fleet-api", lifespan="on"),
+        self._servers = [_listen(self.gate, self.host, self.port, "fleet-api", lifespan="on", tls=self.tls),
                          _listen(RuntimeOnly(app), "127.0.0.1", internal, "runtime-api", lifespan="off")]
         return app.state.linkstate_factory, internal
 
@@ -234,12 +236,14 @@ class Server:
                 LOG.warning("could not close the MLflow run", exc_info=True)
 
 
-def _listen(app: Any, host: str, port: int, name: str, lifespan: str) -> tuple[Any, threading.Thread]:
-    """Serve ``app`` with uvicorn in a daemon thread; return once it accepts connections."""
+def _listen(app: Any, host: str, port: int, name: str, lifespan: str,
+            tls: tuple[Path, Path] | None = None) -> tuple[Any, threading.Thread]:
+    """Serve ``app`` with uvicorn in a daemon thread (HTTPS with ``tls`` = (cert, key)); return once it listens."""
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                           lifespan=lifespan))
+                                           lifespan=lifespan, ssl_certfile=str(tls[0]) if tls else None,
+                                           ssl_keyfile=str(tls[1]) if tls else None))
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -268,11 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="folder for the final global model")
     parser.add_argument("--app-dir", type=Path, default=APP_DIR,
                         help="the tool's source folder, sent to clients as the FAB")
+    parser.add_argument("--tls-dir", type=Path, default=None,
+                        help="serve HTTPS with a self-signed certificate written here (cert.pem, key.pem)")
+    parser.add_argument("--tls-host", action="append", default=[],
+                        help="host name or IP clients use (the certificate is valid for these and loopback)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("flwr").setLevel(logging.INFO)
     config = json.loads(args.config.read_text())
-    return Server(config, args.host, args.port, args.tokens, args.status, args.output, args.app_dir).run()
+    tls = None
+    if args.tls_dir:
+        from ai4lab_flower.tls import make_certificate
+
+        tls = make_certificate(args.tls_dir, [*args.tls_host, "127.0.0.1", "localhost"])
+    return Server(config, args.host, args.port, args.tokens, args.status, args.output, args.app_dir, tls).run()
 
 
 if __name__ == "__main__":
