@@ -35,21 +35,11 @@ sys.path.insert(0, str(ROOT))
 from ai4lab.envs import ensure_env, env_bin  # noqa: E402
 from ai4lab.flower.client import command, join  # noqa: E402
 from ai4lab.settings import bundled_catalog_path  # noqa: E402
+from tests.flower.data import digit_splits  # noqa: E402
 from tests.platform_harness import Platform, free_port  # noqa: E402
 
 API = "/services/ai4lab"
 TOOL = bundled_catalog_path() / "tools" / "ai4lab-flower"
-
-
-def splits(folder: Path) -> list[Path]:
-    env = ensure_env(bundled_catalog_path() / "modules" / "ai4lab-digits", extras=("flower",))
-    out = []
-    for part in ("train", "test"):
-        path = folder / f"{part}.csv"
-        subprocess.run([str(env_bin(env, "python")), "-m", "ai4lab_digits.data", str(path), "--n", "300",
-                        "--split", part], check=True, capture_output=True)
-        out.append(path)
-    return out
 
 
 def _wait(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -122,7 +112,7 @@ def plain_flower(data: list[Path], rounds: int, work: Path) -> list[float]:
 def main(rounds: int = 4, pairs: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = splits(work)
+        data = digit_splits(work)
         ensure_env(TOOL)
         p = Platform.create(work / "state")
         p.start()

@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ai4lab.envs import ensure_env, env_bin
 from ai4lab.flower.client import join
-from ai4lab.settings import bundled_catalog_path
+from tests.flower.data import digit_splits
 from tests.platform_harness import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
@@ -38,15 +37,7 @@ def fiona(platform: Platform) -> httpx.Client:
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two different local datasets (CSV) of digits, one per client: the train and the held-out part."""
-    env = ensure_env(bundled_catalog_path() / "modules" / "ai4lab-digits", extras=("flower",))
-    root = tmp_path_factory.mktemp("flower-data")
-    out = []
-    for part in ("train", "test"):
-        path = root / f"{part}.csv"
-        subprocess.run([str(env_bin(env, "python")), "-m", "ai4lab_digits.data", str(path), "--n", "300",
-                        "--split", part], check=True, capture_output=True)
-        out.append(path)
-    return out
+    return digit_splits(tmp_path_factory.mktemp("flower-data"))
 
 
 def test_bad_config_is_400_and_starts_nothing(fiona: httpx.Client) -> None:
