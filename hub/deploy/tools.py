@@ -291,7 +291,8 @@ class ToolDeployments:
         for key in ("mlflow_run_id", "mlflow_run", "model"):
             if info.get(key):
                 endpoints[key] = info[key]
-        if exit_code == 0 and info["state"] == "finished":
+        # exit code None: a server started before an API restart (not our child) -- its status file tells
+        if exit_code in (0, None) and info["state"] == "finished":
             deps.set_status(self.settings.db_url, dep.id, "succeeded",
                             f"{len(info['rounds'])} round(s) done; {info['metric']} = {info['result']}",
                             endpoints=endpoints)
