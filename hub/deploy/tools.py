@@ -298,18 +298,20 @@ class ToolDeployments:
                             endpoints=endpoints)
             return
         tail = await self.backend.logs(dep.backend_state, tail=15)
-        reason = info.get("error") or f"the server exited (code {exit_code})"
+        reason = info.get("error") or (f"the server exited (code {exit_code})" if exit_code is not None
+                                       else "the platform restarted and the server process is gone")
         deps.set_status(self.settings.db_url, dep.id, "failed", f"{reason}; last log lines:\n{tail}",
                         endpoints=endpoints)
 
     async def recover(self) -> None:
-        """After an API restart: a server still running is watched again; one that is gone is marked."""
+        """After an API restart: a server still running is watched again; one that ended meanwhile is read back
+        from its status file (succeeded or failed); one caught starting is failed."""
         for dep in deps.list_deployments(self.settings.db_url, kind="tool", active_only=True):
             alive = bool(dep.backend_state.get("pid")) and (await self.backend.status(dep.backend_state)).running
-            if dep.status == "running" and alive:
+            if dep.status == "running":
+                if not alive:
+                    await self._finished(dep, None)
                 continue
             if alive:
                 await self.backend.stop(dep.backend_state)
-            deps.set_status(self.settings.db_url, dep.id, "failed",
-                            "the platform restarted while the server started" if dep.status != "running"
-                            else "the platform restarted and the server process is gone")
+            deps.set_status(self.settings.db_url, dep.id, "failed", "the platform restarted while the server started")
