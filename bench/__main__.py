@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import catalog, predict
+from bench import catalog, flower, predict
 
-BENCHES = {"catalog": catalog.main, "predict": predict.main}
+BENCHES = {"catalog": catalog.main, "predict": predict.main, "flower": flower.main}
 
 for name in sys.argv[1:] or list(BENCHES):
     if name not in BENCHES:

@@ -166,6 +166,22 @@ class Client:
     def stop(self, dep_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/deployments/{dep_id}")
 
+    # -- Flower (federated learning tool) ---------------------------------------------------
+    def start_flower(self, *, title: str = "", wait: bool = True, timeout: float = 300,
+                     **config: Any) -> dict[str, Any]:
+        """Start a Flower server (``rounds=``, ``strategy=``, ... as in the tool's config); wait until it listens."""
+        dep = self._call("POST", "/deployments", json={"kind": "tool", "item": "ai4lab-flower", "title": title,
+                                                       "config": config})
+        return self.wait(dep["id"], "running", timeout) if wait else dep
+
+    def flower(self, dep_id: str) -> dict[str, Any]:
+        """Address, per-round aggregated metrics, connected clients, MLflow run and model of a Flower server."""
+        return self._call("GET", f"/deployments/{dep_id}/flower")
+
+    def flower_token(self, dep_id: str, rotate: bool = False) -> dict[str, Any]:
+        """The token clients join with (and a snippet); ``rotate=True`` replaces it (the old one is refused)."""
+        return self._call("POST" if rotate else "GET", f"/deployments/{dep_id}/flower/token")
+
     def logs(self, dep_id: str, tail: int | None = None) -> str:
         data = self._call("GET", f"/deployments/{dep_id}/logs", params={"tail": tail} if tail else {})
         return data.decode() if isinstance(data, bytes) else str(data)

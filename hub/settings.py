@@ -161,6 +161,18 @@ class Settings(BaseSettings):
         description="Seconds without a request after which a module deployment is stopped (0: never).",
     )
     max_upload_mb: float = Field(default=20, description="Largest upload accepted by predictions (MB).")
+    flower_bind_host: str = Field(
+        default="127.0.0.1",
+        description="Interface Flower servers listen on (0.0.0.0 to accept clients from other machines).",
+    )
+    flower_tls: bool = Field(
+        default=True,
+        description="Flower servers speak HTTPS with a self-signed certificate per deployment that clients pin.",
+    )
+    flower_advertised_host: str = Field(
+        default="",
+        description="Host name clients use to reach Flower servers (default: the host of public_url).",
+    )
     envs_dir: Path | None = Field(
         default=None,
         description="Cache of the per-module virtual environments (default ~/.cache/ai4lab/envs).",

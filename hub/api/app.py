@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from ai4lab import __version__, accounts
 from ai4lab import deployments as deps
-from ai4lab.api import admin_pages, catalog_routes, deployment_routes, inference_routes, marketplace_pages
+from ai4lab.api import admin_pages, catalog_routes, deployment_routes, inference_routes, marketplace_pages, tool_routes
 from ai4lab.api.auth import HubAuthenticator, HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
@@ -26,16 +26,18 @@ from ai4lab.backends.nomad import NomadBackend
 from ai4lab.deploy.cluster import ClusterDeployments
 from ai4lab.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
+from ai4lab.deploy.tools import ToolDeployments
 from ai4lab.deploy.trainings import Trainings
 from ai4lab.hubclient import HubClient, HubError
 from ai4lab.settings import Settings, get_settings
 from ai4lab.storage import StoragePathError, UserStorage
 
-KINDS = ("ide", "module", "training", "batch", "serverless", "pipeline")
+KINDS = ("ide", "module", "training", "batch", "tool", "serverless", "pipeline")
 
 
 class DeploymentRequest(BaseModel):
-    kind: str = Field(description="'ide' (an IDE session through the hub) or 'module' (a DEEPaaS inference server)")
+    kind: str = Field(description="'ide' (an IDE session through the hub), 'module' (a DEEPaaS inference server), "
+                      "'training', 'batch' or 'tool' (a catalog tool such as ai4lab-flower)")
     name: str = Field(default="", description="ide: server name ('' is the default server)")
     options: dict[str, Any] = Field(
         default_factory=dict, description="ide: {profile, ide, cpu, ram_gb, gpu}, as in the spawn form"
@@ -56,6 +58,8 @@ class DeploymentRequest(BaseModel):
     file_field: str | None = Field(default=None, description="batch: the predict field that takes each file")
     steps: list[dict[str, Any]] = Field(
         default_factory=list, description="pipeline: [{deployment, input_field, output: json|file, accept, fields}]")
+    config: dict[str, Any] | None = Field(
+        default=None, description="tool: the tool's settings, e.g. ai4lab-flower: {rounds, strategy, ...}")
 
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
@@ -68,9 +72,11 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.modules.recover()
         await app.state.trainings.recover()
+        await app.state.tools.recover()
         tasks = [asyncio.create_task(_refresh_catalog_forever(catalog)),
                  asyncio.create_task(app.state.modules.watch_forever()),
-                 asyncio.create_task(_watch_forever(app.state.trainings.watch_once, every=1.0))]
+                 asyncio.create_task(_watch_forever(app.state.trainings.watch_once, every=1.0)),
+                 asyncio.create_task(_watch_forever(app.state.tools.watch_once, every=1.0))]
         if cluster is not None:
             tasks.append(asyncio.create_task(_watch_forever(cluster.watch_once, every=1.0)))
         try:
@@ -97,6 +103,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     app.state.trainings = trainings
     # backend "nomad": module and training deployments are Nomad jobs (hub/deploy/cluster.py)
     cluster = ClusterDeployments(settings, NomadBackend.from_settings(settings.nomad)) if settings.backend == "nomad" else None
+    tools = ToolDeployments(settings, backend)
+    app.state.tools = tools
     router = APIRouter(prefix=prefix)
 
     async def current_user(request: Request) -> HubUser:
@@ -183,6 +191,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             return await module_routes.create_training(body, user)
         if body.kind in inference_routes.KINDS:
             return await inference.create(body, user)
+        if body.kind == "tool":
+            return tool_routes_.create(body, user)
         try:
             await hub().start_server(user.name, body.name, body.options)
         except HubError as e:
@@ -212,6 +222,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             await trainings.cancel(dep, user.name)
         elif dep.kind in inference_routes.KINDS:
             await inference.stop(dep, user.name)
+        elif dep.kind == "tool":
+            await tools.stop(dep, f"stopped by {user.name}")
         elif dep.status in ("queued", "starting", "running"):
             await backend.stop(dep.backend_state)
         if (cur := deps.get(settings.db_url, dep_id)) and cur.status in ("queued", "starting", "running"):
@@ -292,6 +304,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     inference = inference_routes.InferenceRoutes(settings, catalog, modules, module_routes.account_and_item)
     module_routes.predict_kinds.update(dict.fromkeys(inference_routes.KINDS, inference.predict))
     app.include_router(module_routes.router)
+    tool_routes_ = tool_routes.ToolRoutes(prefix, settings, catalog, tools, current_user, visible)
+    app.include_router(tool_routes_.router)
     app.include_router(router)
     app.state.catalog = catalog
     app.include_router(catalog_routes.build_router(prefix, settings, catalog, current_user, optional_user,
