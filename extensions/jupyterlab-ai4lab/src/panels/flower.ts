@@ -1,0 +1,197 @@
+/**
+ * Federated learning (Flower): start a server from the strategy form, copy the client
+ * snippet (address + token), watch per-round metrics and connected clients.
+ * Built on the platform's Flower API (deployments of kind "tool", item ai4lab-flower).
+ */
+
+import { Deployment, FlowerState } from '../api';
+import { Series, lineChart } from '../chart';
+import { ACTIVE, badge, busy, fill, h, showError } from '../dom';
+import { checkNumber } from '../forms';
+import { Ctx, Panel } from './base';
+
+export const FLOWER_ITEM = 'ai4lab-flower';
+export const STRATEGIES = ['FedAvg', 'FedProx', 'FedAdam', 'FedYogi', 'FedAdagrad', 'FedAvgM'];
+
+/** Per-round metrics (and loss) as chart series. */
+export function roundSeries(state: Pick<FlowerState, 'rounds'>): Series {
+  const out: Series = {};
+  for (const r of state.rounds ?? []) {
+    for (const [k, v] of Object.entries(r.metrics ?? {})) {
+      if (typeof v === 'number') {
+        (out[k] ??= []).push({ step: r.round, value: v });
+      }
+    }
+    if (typeof r.loss === 'number') {
+      (out.loss ??= []).push({ step: r.round, value: r.loss });
+    }
+  }
+  return out;
+}
+
+export interface StrategyInputs {
+  rounds: string;
+  strategy: string;
+  proximal_mu: string;
+  server_learning_rate: string;
+  min_fit_clients: string;
+  min_available_clients: string;
+  metric: string;
+  dp: boolean;
+  clipping_norm: string;
+  noise_multiplier: string;
+  secure_aggregation: boolean;
+}
+
+/** The `config` of a Flower deployment from the form's raw values, or the problems. */
+export function flowerConfig(v: StrategyInputs): { config: Record<string, any>; problems: string[] } {
+  const problems = [
+    checkNumber('Rounds', v.rounds, [1, 1000], true),
+    checkNumber('Minimum clients per round', v.min_fit_clients, [1, 1000], true),
+    checkNumber('Minimum clients connected', v.min_available_clients, [1, 1000], true),
+    checkNumber('Proximal mu', v.proximal_mu, [0, 100]),
+    checkNumber('Server learning rate', v.server_learning_rate, [1e-6, 100]),
+    v.dp ? checkNumber('Clipping norm', v.clipping_norm, [1e-6, 1e6]) : null,
+    v.dp ? checkNumber('Noise multiplier', v.noise_multiplier, [0, 1e6]) : null
+  ].filter((p): p is string => p !== null);
+  if (!STRATEGIES.includes(v.strategy)) {
+    problems.push(`Strategy: choose one of ${STRATEGIES.join(', ')}`);
+  }
+  if (!problems.length && Number(v.min_fit_clients) > Number(v.min_available_clients)) {
+    problems.push('Minimum clients per round cannot exceed the minimum connected');
+  }
+  return {
+    problems,
+    config: {
+      rounds: Number(v.rounds),
+      strategy: v.strategy,
+      strategy_params: { proximal_mu: Number(v.proximal_mu), server_learning_rate: Number(v.server_learning_rate) },
+      min_fit_clients: Number(v.min_fit_clients),
+      min_available_clients: Number(v.min_available_clients),
+      metric: v.metric.trim() || 'accuracy',
+      dp: v.dp ? { clipping_norm: Number(v.clipping_norm), noise_multiplier: Number(v.noise_multiplier) } : null,
+      secure_aggregation: v.secure_aggregation
+    }
+  };
+}
+
+export class FlowerPanel extends Panel {
+  private inputs = {
+    rounds: h('input', { id: 'ai4lab-fl-rounds', type: 'number', min: 1, value: 3 }),
+    strategy: h('select', { id: 'ai4lab-fl-strategy' }, STRATEGIES.map(s => h('option', { value: s, text: s }))),
+    proximal_mu: h('input', { id: 'ai4lab-fl-mu', type: 'number', step: 'any', value: 0.1 }),
+    server_learning_rate: h('input', { id: 'ai4lab-fl-lr', type: 'number', step: 'any', value: 1.0 }),
+    min_fit_clients: h('input', { id: 'ai4lab-fl-min-fit', type: 'number', min: 1, value: 2 }),
+    min_available_clients: h('input', { id: 'ai4lab-fl-min-avail', type: 'number', min: 1, value: 2 }),
+    metric: h('input', { id: 'ai4lab-fl-metric', type: 'text', value: 'accuracy' }),
+    dp: h('input', { id: 'ai4lab-fl-dp', type: 'checkbox' }),
+    clipping_norm: h('input', { id: 'ai4lab-fl-clip', type: 'number', step: 'any', value: 1.0 }),
+    noise_multiplier: h('input', { id: 'ai4lab-fl-noise', type: 'number', step: 'any', value: 0.1 }),
+    secure_aggregation: h('input', { id: 'ai4lab-fl-secagg', type: 'checkbox' })
+  };
+  private titleInput = h('input', { id: 'ai4lab-fl-title', type: 'text', value: 'federated run' });
+  private startButton = h('button', { id: 'ai4lab-fl-start', class: 'jp-mod-styled jp-mod-accept', text: 'Start Flower server' });
+  private servers = h('select', { id: 'ai4lab-fl-servers' });
+  private errors = h('div', { class: 'ai4lab-errors' });
+  private view = h('div', { id: 'ai4lab-fl-view' });
+  private current: string | null = null;
+  private stopPoll: (() => void) | null = null;
+
+  constructor(ctx: Ctx) {
+    super(ctx, 'flower', 'Federated (Flower)');
+    const i = this.inputs;
+    const field = (label: string, input: HTMLElement) => h('label', { class: 'ai4lab-field' }, h('span', { class: 'ai4lab-field-name', text: label }), input);
+    this.startButton.addEventListener('click', () => void this.start());
+    this.servers.addEventListener('change', () => this.servers.value && this.follow(this.servers.value));
+    this.node.append(h('h2', { text: 'Federated learning (Flower)' }),
+      h('fieldset', { class: 'ai4lab-form' }, h('legend', { text: 'Server and strategy' }),
+        field('Title', this.titleInput), field('Rounds', i.rounds), field('Strategy', i.strategy), field('Proximal mu (FedProx)', i.proximal_mu),
+        field('Server learning rate', i.server_learning_rate), field('Minimum clients per round', i.min_fit_clients),
+        field('Minimum clients connected', i.min_available_clients), field('Metric to aggregate', i.metric),
+        field('Differential privacy', i.dp), field('Clipping norm', i.clipping_norm), field('Noise multiplier', i.noise_multiplier),
+        field('Secure aggregation', i.secure_aggregation), this.startButton),
+      this.errors, field('My Flower servers', this.servers), this.view);
+    void this.loadServers();
+  }
+
+  show(args?: Record<string, any>): void {
+    void this.loadServers(args?.select);
+  }
+
+  async loadServers(select?: string): Promise<void> {
+    try {
+      const deps = (await this.ctx.api.deployments('tool')).filter(d => d.spec?.item === FLOWER_ITEM || (d as any).item === FLOWER_ITEM);
+      fill(this.servers, h('option', { value: '', text: deps.length ? 'choose…' : 'none yet' }),
+        ...deps.map(d => h('option', { value: d.id, text: `${d.spec?.title || d.name || d.id} — ${d.status}` })));
+      const pick = select ?? this.current;
+      if (pick && deps.some(d => d.id === pick)) {
+        this.servers.value = pick;
+      }
+    } catch (e) {
+      showError(this.errors, e);
+    }
+  }
+
+  async start(): Promise<void> {
+    const raw = Object.fromEntries(Object.entries(this.inputs).map(([k, el]) =>
+      [k, el instanceof HTMLInputElement && el.type === 'checkbox' ? el.checked : el.value])) as unknown as StrategyInputs;
+    const { config, problems } = flowerConfig(raw);
+    if (problems.length) {
+      showError(this.errors, new Error(problems.join('; ')));
+      return;
+    }
+    const dep = await busy(this.startButton, this.errors, () =>
+      this.ctx.api.create({ kind: 'tool', item: FLOWER_ITEM, title: this.titleInput.value.trim(), config }));
+    if (dep) {
+      await this.loadServers(dep.id);
+      this.follow(dep.id);
+    }
+  }
+
+  follow(id: string): void {
+    this.current = id;
+    this.stopPoll?.();
+    const head = h('div', { class: 'ai4lab-dep-head' });
+    const errors = h('div', { class: 'ai4lab-errors' });
+    const snippet = h('pre', { id: 'ai4lab-fl-snippet', class: 'ai4lab-logs' });
+    const copy = h('button', { id: 'ai4lab-fl-copy', class: 'jp-mod-styled', text: 'Copy client snippet' });
+    copy.addEventListener('click', () => void navigator.clipboard?.writeText(snippet.textContent ?? '').then(() => (copy.textContent = 'Copied')));
+    const chart = h('div', { id: 'ai4lab-fl-chart' });
+    const clients = h('ul', { id: 'ai4lab-fl-clients' });
+    const stop = h('button', { id: 'ai4lab-fl-stop', class: 'jp-mod-styled jp-mod-warn', text: 'Stop server' });
+    stop.addEventListener('click', () => void busy(stop, errors, async () => {
+      await this.ctx.api.stop(id);
+      await this.loadServers(id);
+    }));
+    fill(this.view, head, errors, h('h3', { text: 'Join as a client' }), snippet, copy,
+      h('h3', { text: 'Rounds' }), chart, h('h3', { text: 'Clients' }), clients, stop);
+    void this.ctx.api.flowerToken(id).then(t => (snippet.textContent = t.snippet), e => showError(errors, e));
+    const poll = async () => {
+      try {
+        const [dep, state] = await Promise.all([this.ctx.api.deployment(id), this.ctx.api.flower(id)]);
+        this.renderState(head, dep, state);
+        fill(chart, lineChart(roundSeries(state)));
+        fill(clients, ...(state.clients ?? []).map(c =>
+          h('li', { text: `${c.node_id} ${c.connected ? 'connected' : 'gone'}` })));
+        if (!state.clients?.length) {
+          clients.append(h('li', { class: 'ai4lab-note', text: 'no client yet' }));
+        }
+        stop.hidden = !ACTIVE.includes(dep.status);
+        if (!ACTIVE.includes(dep.status)) {
+          this.stopPoll?.();
+        }
+      } catch (e) {
+        showError(errors, e);
+      }
+    };
+    void poll();
+    this.stopPoll = this.every(2000, () => void poll());
+  }
+
+  renderState(head: HTMLElement, dep: Deployment, state: FlowerState): void {
+    fill(head, h('h3', {}, `${dep.spec?.title || dep.id} `, badge(dep.status)),
+      h('p', {}, 'Clients connect to ', h('code', { id: 'ai4lab-fl-address', text: state.address })),
+      h('p', { text: `${state.rounds?.length ?? 0} round(s) done` }),
+      state.model ? h('p', { text: `Model: storage/${state.model}` }) : null);
+  }
+}

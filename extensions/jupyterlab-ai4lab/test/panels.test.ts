@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+
+import { badge } from '../src/dom';
+import { predictionText } from '../src/panels/deploy';
+import { flowerConfig, roundSeries } from '../src/panels/flower';
+import { joinPath, parentOf } from '../src/panels/storage';
+
+const form = {
+  rounds: '5', strategy: 'FedProx', proximal_mu: '0.1', server_learning_rate: '1', min_fit_clients: '2',
+  min_available_clients: '2', metric: 'accuracy', dp: false, clipping_norm: '1', noise_multiplier: '0.1', secure_aggregation: false
+};
+
+describe('flowerConfig', () => {
+  it('builds the FLOWER-API config', () => {
+    expect(flowerConfig(form)).toEqual({
+      problems: [],
+      config: {
+        rounds: 5, strategy: 'FedProx', strategy_params: { proximal_mu: 0.1, server_learning_rate: 1 }, min_fit_clients: 2,
+        min_available_clients: 2, metric: 'accuracy', dp: null, secure_aggregation: false
+      }
+    });
+    expect(flowerConfig({ ...form, dp: true }).config.dp).toEqual({ clipping_norm: 1, noise_multiplier: 0.1 });
+  });
+  it('explains bad values', () => {
+    expect(flowerConfig({ ...form, rounds: '0', strategy: 'Magic' }).problems).toEqual([
+      'Rounds: must be between 1 and 1000', 'Strategy: choose one of FedAvg, FedProx, FedAdam, FedYogi, FedAdagrad, FedAvgM']);
+    expect(flowerConfig({ ...form, min_fit_clients: '3' }).problems).toEqual(['Minimum clients per round cannot exceed the minimum connected']);
+  });
+});
+
+describe('roundSeries', () => {
+  it('makes one series per metric plus loss', () => {
+    const s = roundSeries({ rounds: [{ round: 1, metrics: { accuracy: 0.5 }, loss: 1.2 }, { round: 2, metrics: { accuracy: 0.8 }, loss: null }] });
+    expect(s).toEqual({ accuracy: [{ step: 1, value: 0.5 }, { step: 2, value: 0.8 }], loss: [{ step: 1, value: 1.2 }] });
+  });
+});
+
+describe('predictionText', () => {
+  it('reads labels and lists', () => {
+    expect(predictionText({ status: 'OK', predictions: { label: 7, probabilities: [] } })).toBe('Predicted label: 7');
+    expect(predictionText({ predictions: [151.23456, 80] })).toBe('Predictions: 151.235, 80');
+  });
+});
+
+describe('storage paths', () => {
+  it('joins and climbs', () => {
+    expect(joinPath('datasets/', '/digits', 'a.png')).toBe('datasets/digits/a.png');
+    expect(parentOf('datasets/digits')).toBe('datasets');
+    expect(parentOf('datasets')).toBe('');
+  });
+});
+
+describe('badge', () => {
+  it('colours by status', () => {
+    expect(badge('succeeded').className).toContain('ai4lab-badge-ok');
+    expect(badge('failed').className).toContain('ai4lab-badge-bad');
+    expect(badge('queued').className).toContain('ai4lab-badge-busy');
+    expect(badge('stopped').className).toContain('ai4lab-badge-idle');
+  });
+});
