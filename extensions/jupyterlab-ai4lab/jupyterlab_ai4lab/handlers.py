@@ -61,9 +61,11 @@ def readable_error(status: int, body: bytes, content_type: str) -> str:
             data = json.loads(body)
         except ValueError:
             data = None
-        detail = data.get("detail") if isinstance(data, dict) else None
+        detail = None
+        if isinstance(data, dict):  # the platform's {"detail"}, or a module's own {"message"} (DEEPaaS)
+            detail = next((data[k] for k in ("detail", "message", "reason") if data.get(k)), None)
         if isinstance(detail, str) and detail:
-            return detail
+            return re.sub(r"^\d{3}: ", "", detail)
         if isinstance(detail, list):  # FastAPI's request validation: [{loc, msg, type}, ...]
             parts = []
             for err in detail:
@@ -74,6 +76,8 @@ def readable_error(status: int, body: bytes, content_type: str) -> str:
                 return "; ".join(parts)
     text = re.sub(r"<[^>]+>", " ", body.decode("utf-8", "replace"))
     text = " ".join(text.split())[:200]
+    if m := re.match(r"^\d{3}: (.+)", text):  # aiohttp's plain "400: reason" (DEEPaaS modules)
+        return m.group(1)
     return f"the platform API answered {status}" + (f": {text}" if text else "")
 
 
@@ -136,7 +140,7 @@ class ForwardHandler(Ai4labHandler):
         for name in PASSED_REQUEST_HEADERS:
             if value := self.request.headers.get(name):
                 headers[name] = value
-        params = [(k, v.decode()) for k, vs in self.request.query_arguments.items() for v in vs]
+        params = [(k, v.decode()) for k, vs in self.request.query_arguments.items() for v in vs if k != "_xsrf"]
         request = self.http.build_request(method, url, params=params, headers=headers,
                                           content=self.request.body if method in ("POST", "PUT") else None)
         try:

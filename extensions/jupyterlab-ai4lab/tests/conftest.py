@@ -76,6 +76,10 @@ class PlatformHandler(BaseHTTPRequestHandler):
         if path == "/crash":
             return self.reply(500, "<html><body><h1>Internal Server Error</h1><pre>Traceback ...</pre></body></html>",
                               "text/html")
+        if path == "/deployments/d2/predict":  # DEEPaaS (aiohttp) refusing an input, as forwarded
+            return self.reply(400, "400: cannot read 'notes.txt' as an image", "text/plain")
+        if path == "/deployments/d3/predict":
+            return self.reply(400, {"code": 400, "message": "400: missing field image"})
         if path.startswith("/storage/"):
             if self.command == "PUT":
                 return self.reply(200, {"path": path.removeprefix("/storage/"), "size": len(body)})

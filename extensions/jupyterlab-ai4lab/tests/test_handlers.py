@@ -22,7 +22,7 @@ async def test_forwards_with_the_session_token(jp_fetch: Any, seen: list[dict[st
     r = await jp_fetch("ai4lab", "api", "me")
     assert json.loads(r.body) == {"name": "alice", "role": "intermediate"}
     assert seen[-1]["auth"] == f"token {TOKEN}" and seen[-1]["path"] == "/services/ai4lab/me"
-    r = await jp_fetch("ai4lab", "api", "deployments", params={"kind": "training"})
+    r = await jp_fetch("ai4lab", "api", "deployments", params={"kind": "training", "_xsrf": "not-for-the-platform"})
     assert json.loads(r.body)[0]["id"] == "d1" and seen[-1]["path"] == "/services/ai4lab/deployments?kind=training"
 
 
@@ -31,6 +31,10 @@ async def test_platform_reasons_pass_through_readably(jp_fetch: Any) -> None:
     assert (code, body) == (404, {"detail": "no such deployment", "status": 404})
     code, body = await fetch_error(jp_fetch, "ai4lab", "api", "deployments", method="POST", body="{}")
     assert (code, body["detail"]) == (422, "kind: Field required")
+    code, body = await fetch_error(jp_fetch, "ai4lab", "api", "deployments", "d2", "predict", method="POST", body="")
+    assert (code, body["detail"]) == (400, "cannot read 'notes.txt' as an image")
+    code, body = await fetch_error(jp_fetch, "ai4lab", "api", "deployments", "d3", "predict", method="POST", body="")
+    assert (code, body["detail"]) == (400, "missing field image")
     code, body = await fetch_error(jp_fetch, "ai4lab", "api", "crash")
     assert code == 500 and body["detail"] == "the platform API answered 500: Internal Server Error Traceback ..."
     assert "<" not in body["detail"]

@@ -29,7 +29,7 @@ export class DeployPanel extends Panel {
   private loadButton = h('button', { id: 'ai4lab-deploy-load', class: 'jp-mod-styled', text: 'Load form' });
   private formArea = h('div', { class: 'ai4lab-form-area' });
   private status = h('div', { id: 'ai4lab-deploy-status', class: 'ai4lab-status' });
-  private errors = h('div', { class: 'ai4lab-errors' });
+  private errors = h('div', { id: 'ai4lab-deploy-errors', class: 'ai4lab-errors' });
   private datasetInput = h('input', { id: 'ai4lab-train-dataset', type: 'text', placeholder: 'folder in your storage, e.g. datasets/digits' });
   // try-it box
   private target = h('select', { id: 'ai4lab-try-target' });

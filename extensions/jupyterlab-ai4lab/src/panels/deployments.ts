@@ -88,25 +88,29 @@ export class DeploymentsPanel extends Panel {
   }
 
   followLogs(id: string, target: HTMLElement): void {
-    const url = `${this.ctx.base}ai4lab/api/deployments/${id}/logs?follow=1&tail=300`;
+    // EventSource cannot send headers: the hub's XSRF check takes the token as a query argument
+    const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/)?.[1];
+    const url = `${this.ctx.base}ai4lab/api/deployments/${id}/logs?follow=1&tail=300${xsrf ? `&_xsrf=${xsrf}` : ''}`;
     const source = new EventSource(url, { withCredentials: true });
+    let ended = false;
     this.events = source;
     source.onmessage = e => {
       target.append(e.data + '\n');
       target.scrollTop = target.scrollHeight;
     };
     source.addEventListener('end', e => {
+      ended = true;
       source.close();
       const status = JSON.parse((e as MessageEvent).data || '{}').status;
       target.append(`— ${status} —\n`);
       void this.refresh();
     });
     source.onerror = () => {
-      if (source.readyState === EventSource.CLOSED) {
-        return;
-      }
+      // the stream broke (or was refused): show the log as it is now, once
       source.close();
-      void this.ctx.api.logs(id).then(t => (target.textContent = t), e => showError(target, e));
+      if (!ended && this.selected === id) {
+        void this.ctx.api.logs(id, 300).then(t => (target.textContent = t), e => showError(target, e));
+      }
     };
   }
 

@@ -7,6 +7,8 @@ import { busy, fill, h, showError } from '../dom';
 import { Ctx, Panel } from './base';
 
 const sanitizer = new Sanitizer();
+/** Filter name → its key in the catalog's facets. */
+const FACETS: Record<string, string> = { task: 'tasks', category: 'categories', tag: 'tags' };
 
 export class MarketplacePanel extends Panel {
   private q = h('input', { id: 'ai4lab-mp-q', type: 'search', placeholder: 'Search modules and tools' });
@@ -63,7 +65,7 @@ export class MarketplacePanel extends Panel {
         for (const [name, sel] of Object.entries(this.filters)) {
           const current = sel.value;
           fill(sel, h('option', { value: '', text: 'any' }),
-            ...(page.facets[name] ?? []).map(v => h('option', { value: v, text: v })));
+            ...(page.facets[FACETS[name]] ?? []).map(v => h('option', { value: v, text: v })));
           sel.value = current;
         }
       }
