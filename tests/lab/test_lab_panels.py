@@ -98,6 +98,7 @@ def test_marketplace_search_and_detail(lab: Lab) -> None:
     panel.locator("article.ai4lab-card[data-id=ai4lab-digits]").click()
     detail = panel.locator(".ai4lab-detail")
     detail.locator("h2", has_text="digit").wait_for()
+    assert not panel.locator(".ai4lab-cards").is_visible()
     assert detail.locator(".ai4lab-description strong", has_text="Inference").count() == 1  # rendered Markdown
     actions = detail.locator(".ai4lab-actions button").all_inner_texts()
     assert actions == ["Try", "Deploy", "Train", "Open in IDE"]
@@ -108,6 +109,30 @@ def test_marketplace_search_and_detail(lab: Lab) -> None:
     assert {"pyproject.toml", "ai4-metadata.yml", "ai4lab_digits"} <= {c["name"] for c in ws["content"]}
     detail.locator("button[data-action=ide]").click()  # a second time: refused with the reason
     detail.locator(".ai4lab-error", has_text="already exists in your workspace").wait_for()
+
+
+def test_storage_upload_download_delete(lab: Lab, tmp_path: Path) -> None:
+    page = lab.page
+    panel = lab.open_panel("storage")
+    panel.locator("#ai4lab-storage-folder").fill("notes")
+    panel.locator("button", has_text="New folder").click()
+    panel.locator("li[data-path=notes] a.ai4lab-dir").click()
+    panel.locator("#ai4lab-storage-path", has_text="notes").wait_for()
+    src = tmp_path / "hello.csv"
+    src.write_bytes(b"a,b\n1,2\n")
+    panel.locator("#ai4lab-storage-upload").set_input_files(str(src))
+    panel.locator("#ai4lab-storage-upload-button").click()
+    panel.locator("li[data-path='notes/hello.csv']").wait_for()
+    assert lab.api.get(f"{API}/storage/notes/hello.csv").content == b"a,b\n1,2\n"
+    with page.expect_download() as download:
+        panel.locator("li[data-path='notes/hello.csv'] a.ai4lab-file").click()
+    assert Path(download.value.path()).read_bytes() == b"a,b\n1,2\n" and download.value.suggested_filename == "hello.csv"
+    page.once("dialog", lambda d: d.accept())
+    panel.locator("li[data-path='notes/hello.csv'] button[data-action=delete]").click()
+    panel.locator("li.ai4lab-note", has_text="empty folder").wait_for()
+    assert lab.api.get(f"{API}/storage/notes").json()["content"] == []
+    panel.locator("#ai4lab-storage-path a", has_text="storage").click()
+    panel.locator("li[data-path=datasets]").wait_for()
 
 
 def test_storage_and_training_until_succeeded(lab: Lab) -> None:
@@ -133,7 +158,8 @@ def test_storage_and_training_until_succeeded(lab: Lab) -> None:
     training = row.get_attribute("data-id")
     assert training and row.locator("td").first.inner_text() == "training"
     row.locator(".ai4lab-badge[data-status=succeeded]").wait_for(timeout=LONG)
-    panel.locator("#ai4lab-dep-chart path[data-series]").first.wait_for(timeout=60_000)
+    panel.locator("#ai4lab-dep-chart path[data-series=val_accuracy]").wait_for(timeout=60_000)
+    assert panel.locator("#ai4lab-dep-chart svg").count() >= 2  # one chart per metric
     panel.locator("#ai4lab-dep-logs", has_text="— succeeded —").wait_for(timeout=60_000)  # the live stream's end
     assert panel.locator("#ai4lab-dep-mlflow").get_attribute("href").endswith(lab.api.get(
         f"{API}/deployments/{training}").json()["endpoints"]["mlflow_run_id"])

@@ -271,8 +271,15 @@ export interface ArgSpec {
 }
 
 export interface FlowerState {
-  address: string;
+  address: string | null;
   status: string;
+  state?: string;
+  tls?: boolean;
+  metric?: string;
+  rounds_total?: number;
+  result?: number | null;
+  error?: string | null;
+  mlflow_run?: string | null;
   rounds: { round: number; metrics: Record<string, number>; loss?: number | null; clients?: number }[];
   clients: { node_id: string | number; connected: boolean }[];
   mlflow_run_id?: string | null;

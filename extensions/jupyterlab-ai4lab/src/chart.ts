@@ -89,8 +89,13 @@ export function lineChart(series: Series, box: Box = { width: 360, height: 180, 
   );
   Object.entries(series).forEach(([name, points], i) => {
     const colour = COLOURS[i % COLOURS.length];
+    const d = linePath(points, ext, box);
+    if (d && !d.includes('L')) {  // a single value (a final score): a dot, since a line needs two
+      const [x, y] = d.slice(1).split(',');
+      svg.append(el('circle', { cx: x, cy: y, r: 4, fill: colour, 'data-series': name }));
+    }
     svg.append(
-      el('path', { d: linePath(points, ext, box), fill: 'none', stroke: colour, 'stroke-width': 2, 'data-series': name }),
+      el('path', { d, fill: 'none', stroke: colour, 'stroke-width': 2, 'data-series': name }),
       el('text', { x: box.pad + 6 + i * 110, y: 14, fill: colour, class: 'ai4lab-legend' }, name)
     );
   });

@@ -107,8 +107,11 @@ export function deployForm(config: DeployConfig, idPrefix = 'ai4lab-deploy'): Fo
   };
 }
 
+/** Arguments the platform fills itself for a training: the dataset, where outputs go, the start weights. */
+export const PLATFORM_ARGS = ['dataset', 'output_dir', 'init_weights'];
+
 /** A module's training arguments as inputs (types, ranges, choices, defaults). */
-export function argsForm(args: Record<string, ArgSpec>, skip: string[] = ['dataset'], idPrefix = 'ai4lab-arg'): Form<Record<string, any>> {
+export function argsForm(args: Record<string, ArgSpec>, skip: string[] = PLATFORM_ARGS, idPrefix = 'ai4lab-arg'): Form<Record<string, any>> {
   const inputs: Record<string, { spec: ArgSpec; input: HTMLInputElement | HTMLSelectElement }> = {};
   const rows: HTMLElement[] = [];
   for (const [name, spec] of Object.entries(args)) {

@@ -30,6 +30,11 @@ describe('lineChart', () => {
     expect(paths[0].getAttribute('data-series')).toBe('accuracy');
     expect(Array.from(svg.querySelectorAll('.ai4lab-legend')).map(t => t.textContent)).toEqual(['accuracy', 'loss']);
   });
+  it('marks a single value with a dot', () => {
+    const svg = lineChart({ final_val_accuracy: [{ step: 0, value: 0.96 }] }, box);
+    const dot = svg.querySelector('circle')!;
+    expect([dot.getAttribute('cx'), dot.getAttribute('cy')]).toEqual(['50.0', '30.0']);
+  });
   it('says no data yet while empty', () => {
     expect(lineChart({}, box).textContent).toBe('no data yet');
   });

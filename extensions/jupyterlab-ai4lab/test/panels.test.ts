@@ -7,7 +7,7 @@ import { joinPath, parentOf } from '../src/panels/storage';
 
 const form = {
   rounds: '5', strategy: 'FedProx', proximal_mu: '0.1', server_learning_rate: '1', min_fit_clients: '2',
-  min_available_clients: '2', metric: 'accuracy', dp: false, clipping_norm: '1', noise_multiplier: '0.1', secure_aggregation: false
+  min_available_clients: '2', local_epochs: '1', metric: 'accuracy', dp: false, clipping_norm: '1', noise_multiplier: '0.1'
 };
 
 describe('flowerConfig', () => {
@@ -15,16 +15,20 @@ describe('flowerConfig', () => {
     expect(flowerConfig(form)).toEqual({
       problems: [],
       config: {
-        rounds: 5, strategy: 'FedProx', strategy_params: { proximal_mu: 0.1, server_learning_rate: 1 }, min_fit_clients: 2,
-        min_available_clients: 2, metric: 'accuracy', dp: null, secure_aggregation: false
+        rounds: 5, strategy: 'FedProx', strategy_params: { proximal_mu: 0.1 }, min_fit_clients: 2,
+        min_available_clients: 2, local_epochs: 1, metric: 'accuracy', dp: null, secure_aggregation: false
       }
     });
     expect(flowerConfig({ ...form, dp: true }).config.dp).toEqual({ clipping_norm: 1, noise_multiplier: 0.1 });
+    // only the parameters of the chosen strategy are sent (the platform refuses the others)
+    expect(flowerConfig({ ...form, strategy: 'FedAvg', proximal_mu: 'x' })).toMatchObject({ problems: [], config: { strategy_params: {} } });
+    expect(flowerConfig({ ...form, strategy: 'FedAdam' }).config.strategy_params).toEqual({ server_learning_rate: 1 });
   });
   it('explains bad values', () => {
     expect(flowerConfig({ ...form, rounds: '0', strategy: 'Magic' }).problems).toEqual([
-      'Rounds: must be between 1 and 1000', 'Strategy: choose one of FedAvg, FedProx, FedAdam, FedYogi, FedAdagrad, FedAvgM']);
+      'Rounds: must be between 1 and 1000', 'Strategy: choose one of FedAvg, FedMedian, FedProx, FedAvgM, FedOpt, FedAdam, FedYogi']);
     expect(flowerConfig({ ...form, min_fit_clients: '3' }).problems).toEqual(['Minimum clients per round cannot exceed the minimum connected']);
+    expect(flowerConfig({ ...form, min_fit_clients: '1' }).problems).toEqual(['Minimum clients per round: must be between 2 and 1000']);
   });
 });
 

@@ -67,6 +67,7 @@ export class DeployPanel extends Panel {
     }
     if (args?.watch) {
       this.purpose.value = 'inference';
+      fill(this.formArea);
       this.watch(args.watch as Deployment);
       return;
     }
@@ -203,5 +204,6 @@ export class DeployPanel extends Panel {
     }
     fill(this.tryResult, h('p', { id: 'ai4lab-try-label', class: 'ai4lab-prediction', text: predictionText(result) }),
       h('pre', { id: 'ai4lab-try-json', text: JSON.stringify(result.predictions ?? result, null, 2) }));
+    this.tryResult.scrollIntoView({ block: 'nearest' });
   }
 }

@@ -61,7 +61,7 @@ export class DeploymentsPanel extends Panel {
     this.list.querySelectorAll('tr').forEach(tr => tr.classList.toggle('ai4lab-selected', tr.dataset.id === id));
     const dep = this.known.find(d => d.id === id);
     const logs = h('pre', { id: 'ai4lab-dep-logs', class: 'ai4lab-logs' });
-    const chart = h('div', { id: 'ai4lab-dep-chart' });
+    const chart = h('div', { id: 'ai4lab-dep-chart', class: 'ai4lab-charts' });
     fill(this.detail, h('div', { class: 'ai4lab-dep-head' }), h('div', { class: 'ai4lab-errors' }),
       dep?.kind === 'training' ? h('section', {}, h('h3', { text: 'Metrics' }), chart) : null,
       h('h3', { text: 'Log' }), logs);
@@ -73,7 +73,9 @@ export class DeploymentsPanel extends Panel {
       const draw = async () => {
         try {
           const m = await this.ctx.api.metrics(id);
-          fill(chart, lineChart(m.metrics));
+          // one small chart per metric: a loss of 10 would flatten an accuracy of 0.9 on a shared axis
+          const names = Object.keys(m.metrics).sort();
+          fill(chart, ...(names.length ? names.map(k => lineChart({ [k]: m.metrics[k] }, { width: 300, height: 160, pad: 28 })) : [lineChart({})]));
           const d = this.known.find(x => x.id === id);
           if (d && !ACTIVE.includes(d.status)) {
             this.stopMetrics?.();

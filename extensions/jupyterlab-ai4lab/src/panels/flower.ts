@@ -11,7 +11,12 @@ import { checkNumber } from '../forms';
 import { Ctx, Panel } from './base';
 
 export const FLOWER_ITEM = 'ai4lab-flower';
-export const STRATEGIES = ['FedAvg', 'FedProx', 'FedAdam', 'FedYogi', 'FedAdagrad', 'FedAvgM'];
+/** Strategies the platform's Flower server offers, with the parameters each takes (FLOWER-API.md). */
+export const STRATEGY_PARAMS: Record<string, ('proximal_mu' | 'server_learning_rate')[]> = {
+  FedAvg: [], FedMedian: [], FedProx: ['proximal_mu'], FedAvgM: ['server_learning_rate'],
+  FedOpt: ['server_learning_rate'], FedAdam: ['server_learning_rate'], FedYogi: ['server_learning_rate']
+};
+export const STRATEGIES = Object.keys(STRATEGY_PARAMS);
 
 /** Per-round metrics (and loss) as chart series. */
 export function roundSeries(state: Pick<FlowerState, 'rounds'>): Series {
@@ -36,25 +41,27 @@ export interface StrategyInputs {
   server_learning_rate: string;
   min_fit_clients: string;
   min_available_clients: string;
+  local_epochs: string;
   metric: string;
   dp: boolean;
   clipping_norm: string;
   noise_multiplier: string;
-  secure_aggregation: boolean;
 }
 
 /** The `config` of a Flower deployment from the form's raw values, or the problems. */
 export function flowerConfig(v: StrategyInputs): { config: Record<string, any>; problems: string[] } {
+  const params = STRATEGY_PARAMS[v.strategy] ?? [];
   const problems = [
     checkNumber('Rounds', v.rounds, [1, 1000], true),
-    checkNumber('Minimum clients per round', v.min_fit_clients, [1, 1000], true),
-    checkNumber('Minimum clients connected', v.min_available_clients, [1, 1000], true),
-    checkNumber('Proximal mu', v.proximal_mu, [0, 100]),
-    checkNumber('Server learning rate', v.server_learning_rate, [1e-6, 100]),
+    checkNumber('Minimum clients per round', v.min_fit_clients, [2, 1000], true),
+    checkNumber('Minimum clients connected', v.min_available_clients, [2, 1000], true),
+    checkNumber('Local epochs', v.local_epochs, [1, 1000], true),
+    params.includes('proximal_mu') ? checkNumber('Proximal mu', v.proximal_mu, [1e-9, 100]) : null,
+    params.includes('server_learning_rate') ? checkNumber('Server learning rate', v.server_learning_rate, [1e-6, 100]) : null,
     v.dp ? checkNumber('Clipping norm', v.clipping_norm, [1e-6, 1e6]) : null,
     v.dp ? checkNumber('Noise multiplier', v.noise_multiplier, [0, 1e6]) : null
   ].filter((p): p is string => p !== null);
-  if (!STRATEGIES.includes(v.strategy)) {
+  if (!(v.strategy in STRATEGY_PARAMS)) {
     problems.push(`Strategy: choose one of ${STRATEGIES.join(', ')}`);
   }
   if (!problems.length && Number(v.min_fit_clients) > Number(v.min_available_clients)) {
@@ -65,12 +72,13 @@ export function flowerConfig(v: StrategyInputs): { config: Record<string, any>; 
     config: {
       rounds: Number(v.rounds),
       strategy: v.strategy,
-      strategy_params: { proximal_mu: Number(v.proximal_mu), server_learning_rate: Number(v.server_learning_rate) },
+      strategy_params: Object.fromEntries(params.map(p => [p, Number(v[p])])),
       min_fit_clients: Number(v.min_fit_clients),
       min_available_clients: Number(v.min_available_clients),
+      local_epochs: Number(v.local_epochs),
       metric: v.metric.trim() || 'accuracy',
       dp: v.dp ? { clipping_norm: Number(v.clipping_norm), noise_multiplier: Number(v.noise_multiplier) } : null,
-      secure_aggregation: v.secure_aggregation
+      secure_aggregation: false
     }
   };
 }
@@ -81,13 +89,13 @@ export class FlowerPanel extends Panel {
     strategy: h('select', { id: 'ai4lab-fl-strategy' }, STRATEGIES.map(s => h('option', { value: s, text: s }))),
     proximal_mu: h('input', { id: 'ai4lab-fl-mu', type: 'number', step: 'any', value: 0.1 }),
     server_learning_rate: h('input', { id: 'ai4lab-fl-lr', type: 'number', step: 'any', value: 1.0 }),
-    min_fit_clients: h('input', { id: 'ai4lab-fl-min-fit', type: 'number', min: 1, value: 2 }),
-    min_available_clients: h('input', { id: 'ai4lab-fl-min-avail', type: 'number', min: 1, value: 2 }),
+    min_fit_clients: h('input', { id: 'ai4lab-fl-min-fit', type: 'number', min: 2, value: 2 }),
+    min_available_clients: h('input', { id: 'ai4lab-fl-min-avail', type: 'number', min: 2, value: 2 }),
+    local_epochs: h('input', { id: 'ai4lab-fl-epochs', type: 'number', min: 1, value: 1 }),
     metric: h('input', { id: 'ai4lab-fl-metric', type: 'text', value: 'accuracy' }),
     dp: h('input', { id: 'ai4lab-fl-dp', type: 'checkbox' }),
     clipping_norm: h('input', { id: 'ai4lab-fl-clip', type: 'number', step: 'any', value: 1.0 }),
-    noise_multiplier: h('input', { id: 'ai4lab-fl-noise', type: 'number', step: 'any', value: 0.1 }),
-    secure_aggregation: h('input', { id: 'ai4lab-fl-secagg', type: 'checkbox' })
+    noise_multiplier: h('input', { id: 'ai4lab-fl-noise', type: 'number', step: 'any', value: 0.1 })
   };
   private titleInput = h('input', { id: 'ai4lab-fl-title', type: 'text', value: 'federated run' });
   private startButton = h('button', { id: 'ai4lab-fl-start', class: 'jp-mod-styled jp-mod-accept', text: 'Start Flower server' });
@@ -100,17 +108,31 @@ export class FlowerPanel extends Panel {
   constructor(ctx: Ctx) {
     super(ctx, 'flower', 'Federated (Flower)');
     const i = this.inputs;
-    const field = (label: string, input: HTMLElement) => h('label', { class: 'ai4lab-field' }, h('span', { class: 'ai4lab-field-name', text: label }), input);
+    const field = (label: string, input: HTMLElement) => h('label', { class: 'ai4lab-field', 'data-for': input.id }, h('span', { class: 'ai4lab-field-name', text: label }), input);
     this.startButton.addEventListener('click', () => void this.start());
     this.servers.addEventListener('change', () => this.servers.value && this.follow(this.servers.value));
     this.node.append(h('h2', { text: 'Federated learning (Flower)' }),
       h('fieldset', { class: 'ai4lab-form' }, h('legend', { text: 'Server and strategy' }),
         field('Title', this.titleInput), field('Rounds', i.rounds), field('Strategy', i.strategy), field('Proximal mu (FedProx)', i.proximal_mu),
         field('Server learning rate', i.server_learning_rate), field('Minimum clients per round', i.min_fit_clients),
-        field('Minimum clients connected', i.min_available_clients), field('Metric to aggregate', i.metric),
+        field('Minimum clients connected', i.min_available_clients), field('Local epochs per round', i.local_epochs),
+        field('Metric to aggregate', i.metric),
         field('Differential privacy', i.dp), field('Clipping norm', i.clipping_norm), field('Noise multiplier', i.noise_multiplier),
-        field('Secure aggregation', i.secure_aggregation), this.startButton),
+        this.startButton),
       this.errors, field('My Flower servers', this.servers), this.view);
+    // show only the parameters that apply (the platform refuses the others)
+    const sync = () => {
+      const params: string[] = STRATEGY_PARAMS[i.strategy.value] ?? [];
+      for (const [name, input] of [['proximal_mu', i.proximal_mu], ['server_learning_rate', i.server_learning_rate]] as const) {
+        (this.node.querySelector(`[data-for=${input.id}]`) as HTMLElement).hidden = !params.includes(name);
+      }
+      for (const input of [i.clipping_norm, i.noise_multiplier]) {
+        (this.node.querySelector(`[data-for=${input.id}]`) as HTMLElement).hidden = !i.dp.checked;
+      }
+    };
+    i.strategy.addEventListener('change', sync);
+    i.dp.addEventListener('change', sync);
+    sync();
     void this.loadServers();
   }
 
@@ -165,10 +187,12 @@ export class FlowerPanel extends Panel {
     }));
     fill(this.view, head, errors, h('h3', { text: 'Join as a client' }), snippet, copy,
       h('h3', { text: 'Rounds' }), chart, h('h3', { text: 'Clients' }), clients, stop);
-    void this.ctx.api.flowerToken(id).then(t => (snippet.textContent = t.snippet), e => showError(errors, e));
     const poll = async () => {
       try {
         const [dep, state] = await Promise.all([this.ctx.api.deployment(id), this.ctx.api.flower(id)]);
+        if (!snippet.textContent && dep.status === 'running') {
+          snippet.textContent = (await this.ctx.api.flowerToken(id)).snippet;
+        }
         this.renderState(head, dep, state);
         fill(chart, lineChart(roundSeries(state)));
         fill(clients, ...(state.clients ?? []).map(c =>
@@ -189,9 +213,14 @@ export class FlowerPanel extends Panel {
   }
 
   renderState(head: HTMLElement, dep: Deployment, state: FlowerState): void {
+    const total = state.rounds_total ? ` of ${state.rounds_total}` : '';
     fill(head, h('h3', {}, `${dep.spec?.title || dep.id} `, badge(dep.status)),
-      h('p', {}, 'Clients connect to ', h('code', { id: 'ai4lab-fl-address', text: state.address })),
-      h('p', { text: `${state.rounds?.length ?? 0} round(s) done` }),
-      state.model ? h('p', { text: `Model: storage/${state.model}` }) : null);
+      h('p', {}, 'Clients connect to ', state.address ? h('code', { id: 'ai4lab-fl-address', text: state.address }) : 'the address shown once it runs',
+        state.tls ? ' (HTTPS, pin the certificate in the snippet)' : ''),
+      h('p', { id: 'ai4lab-fl-state', text: `${state.state ?? dep.status}: ${state.rounds?.length ?? 0}${total} round(s) done` +
+        (typeof state.result === 'number' ? `, ${state.metric ?? 'result'} = ${state.result.toFixed(3)}` : '') }),
+      state.error ? h('div', { class: 'ai4lab-error', role: 'alert', text: state.error }) : null,
+      state.mlflow_run ? h('a', { href: state.mlflow_run, target: '_blank', rel: 'noopener', text: 'MLflow run' }) : null,
+      state.model ? h('p', { text: `Model: ${state.model}` }) : null);
   }
 }

@@ -131,7 +131,10 @@ export class MarketplacePanel extends Panel {
         action('try', 'Try', () => this.ctx.open('deploy', { item: item.id, purpose: 'try' }), local && kind === 'modules'),
         action('deploy', 'Deploy', () => this.ctx.open('deploy', { item: item.id, purpose: 'inference' }), local && kind === 'modules'),
         action('train', 'Train', () => this.ctx.open('deploy', { item: item.id, purpose: 'training' }), local && kind === 'modules'),
-        ide),
+        ide,
+        kind === 'tools' && item.id === 'ai4lab-flower'
+          ? action('flower', 'Start a Flower server', () => this.ctx.open('flower'))
+          : null),
       errors, note, description);
   }
 }
