@@ -207,15 +207,42 @@ def test_api_errors_are_sentences_in_the_panel(lab: Lab) -> None:
     assert error.inner_text() == "no module 'no-such-module' in the catalog"
 
 
-def test_flower_server_from_the_panel(lab: Lab, platform: Platform) -> None:
+def test_flower_server_from_the_panel(lab: Lab, platform: Platform, tmp_path: Path) -> None:
     if platform.api(platform.token(USER)).get(f"{API}/catalog/tools/ai4lab-flower").status_code == 404:
         pytest.skip("this platform has no Flower tool yet (issue 7): the panel's start is checked after the merge")
+    from ai4lab.flower.client import join  # the Flower tool's own client (issue 7)
+    from tests.flower.data import digit_splits
+
+    page = lab.page
     panel = lab.open_panel("flower")
+    panel.locator("#ai4lab-fl-strategy").select_option("FedProx")
+    assert panel.locator("#ai4lab-fl-mu").is_visible() and not panel.locator("#ai4lab-fl-lr").is_visible()
+    panel.locator("#ai4lab-fl-min-fit").fill("1")
+    panel.locator("#ai4lab-fl-start").click()
+    panel.locator(".ai4lab-errors .ai4lab-error", has_text="Minimum clients per round: must be between 2 and 1000").wait_for()
+    panel.locator("#ai4lab-fl-min-fit").fill("2")
     panel.locator("#ai4lab-fl-rounds").fill("2")
     panel.locator("#ai4lab-fl-start").click()
-    panel.locator("#ai4lab-fl-address").wait_for(timeout=120_000)
-    assert re.fullmatch(r"[\w.\-\[\]:]+:\d+", panel.locator("#ai4lab-fl-address").inner_text())
-    panel.locator("#ai4lab-fl-snippet").filter(has_text=re.compile(r"\S")).wait_for(timeout=60_000)
-    lab.shot("lab-flower")
-    panel.locator("#ai4lab-fl-stop").click()
-    lab.page.wait_for_function("!document.querySelector('#ai4lab-fl-view .ai4lab-badge[data-status=running]')", timeout=60_000)
+    panel.locator("#ai4lab-fl-address").wait_for(timeout=LONG)
+    address = panel.locator("#ai4lab-fl-address").inner_text()
+    assert re.fullmatch(r"[\w.\-\[\]:]+:\d+", address)
+    panel.locator("#ai4lab-fl-snippet").filter(has_text=address).wait_for(timeout=60_000)
+    dep_id = panel.locator("#ai4lab-fl-servers").input_value()
+    token = lab.api.get(f"{API}/deployments/{dep_id}/flower/token").json()
+    assert token["token"] in panel.locator("#ai4lab-fl-snippet").inner_text()
+    assert panel.locator("#ai4lab-fl-cert").inner_text().startswith("-----BEGIN CERTIFICATE-----")
+    # two real clients join with what the panel shows; the panel follows their rounds
+    clients = [join(address, token["token"], "ai4lab-digits", str(split), root_certificates=token["certificate"],
+                    log=tmp_path / f"client{i}.log") for i, split in enumerate(digit_splits(tmp_path / "data"))]
+    try:
+        panel.locator("#ai4lab-fl-rounds li[data-round='2']").wait_for(timeout=LONG)
+        panel.locator("#ai4lab-fl-chart path[data-series=accuracy]").wait_for()
+        assert re.fullmatch(r"Round 1: accuracy 0\.\d{3}, loss \d+\.\d{3}, 2 clients",
+                            panel.locator("#ai4lab-fl-rounds li[data-round='1']").inner_text())
+        panel.locator(".ai4lab-dep-head .ai4lab-badge[data-status=succeeded]").wait_for(timeout=120_000)
+        assert "2 of 2 round(s) done" in panel.locator("#ai4lab-fl-state").inner_text()
+        lab.shot("lab-flower")
+    finally:
+        for proc in clients:
+            proc.kill()
+            proc.wait()

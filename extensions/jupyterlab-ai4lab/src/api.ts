@@ -230,7 +230,7 @@ export class Platform {
     return this.json(`api/deployments/${id}/flower`);
   }
 
-  flowerToken(id: string): Promise<{ token: string; snippet: string }> {
+  flowerToken(id: string): Promise<{ token: string; snippet: string; certificate?: string | null }> {
     return this.json(`api/deployments/${id}/flower/token`);
   }
 }

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { badge } from '../src/dom';
 import { predictionText } from '../src/panels/deploy';
-import { flowerConfig, roundSeries } from '../src/panels/flower';
+import { flowerConfig, roundSeries, roundText } from '../src/panels/flower';
 import { joinPath, parentOf } from '../src/panels/storage';
 
 const form = {
@@ -36,6 +36,13 @@ describe('roundSeries', () => {
   it('makes one series per metric plus loss', () => {
     const s = roundSeries({ rounds: [{ round: 1, metrics: { accuracy: 0.5 }, loss: 1.2 }, { round: 2, metrics: { accuracy: 0.8 }, loss: null }] });
     expect(s).toEqual({ accuracy: [{ step: 1, value: 0.5 }, { step: 2, value: 0.8 }], loss: [{ step: 1, value: 1.2 }] });
+  });
+});
+
+describe('roundText', () => {
+  it('says what a round gave', () => {
+    expect(roundText({ round: 2, metrics: { accuracy: 0.91234 }, loss: 0.3, clients: 2 })).toBe('Round 2: accuracy 0.912, loss 0.300, 2 clients');
+    expect(roundText({ round: 1, metrics: {} })).toBe('Round 1: no metrics');
   });
 });
 

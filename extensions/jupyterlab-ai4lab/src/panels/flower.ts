@@ -34,6 +34,16 @@ export function roundSeries(state: Pick<FlowerState, 'rounds'>): Series {
   return out;
 }
 
+/** One line per finished round: its metrics, loss and how many clients took part. */
+export function roundText(r: FlowerState['rounds'][number]): string {
+  const metrics = Object.entries(r.metrics ?? {}).map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(3) : v}`);
+  if (typeof r.loss === 'number') {
+    metrics.push(`loss ${r.loss.toFixed(3)}`);
+  }
+  const who = r.clients !== undefined ? `, ${r.clients} client${r.clients === 1 ? '' : 's'}` : '';
+  return `Round ${r.round}: ${metrics.join(', ') || 'no metrics'}${who}`;
+}
+
 export interface StrategyInputs {
   rounds: string;
   strategy: string;
@@ -179,22 +189,29 @@ export class FlowerPanel extends Panel {
     const copy = h('button', { id: 'ai4lab-fl-copy', class: 'jp-mod-styled', text: 'Copy client snippet' });
     copy.addEventListener('click', () => void navigator.clipboard?.writeText(snippet.textContent ?? '').then(() => (copy.textContent = 'Copied')));
     const chart = h('div', { id: 'ai4lab-fl-chart' });
+    const rounds = h('ul', { id: 'ai4lab-fl-rounds' });
+    const cert = h('pre', { id: 'ai4lab-fl-cert', class: 'ai4lab-logs' });
+    const certBox = h('details', { hidden: true }, h('summary', { text: 'Server certificate (save as flower-server.pem)' }), cert);
     const clients = h('ul', { id: 'ai4lab-fl-clients' });
     const stop = h('button', { id: 'ai4lab-fl-stop', class: 'jp-mod-styled jp-mod-warn', text: 'Stop server' });
     stop.addEventListener('click', () => void busy(stop, errors, async () => {
       await this.ctx.api.stop(id);
       await this.loadServers(id);
     }));
-    fill(this.view, head, errors, h('h3', { text: 'Join as a client' }), snippet, copy,
-      h('h3', { text: 'Rounds' }), chart, h('h3', { text: 'Clients' }), clients, stop);
+    fill(this.view, head, errors, h('h3', { text: 'Join as a client' }), snippet, copy, certBox,
+      h('h3', { text: 'Rounds' }), chart, rounds, h('h3', { text: 'Clients' }), clients, stop);
     const poll = async () => {
       try {
         const [dep, state] = await Promise.all([this.ctx.api.deployment(id), this.ctx.api.flower(id)]);
         if (!snippet.textContent && dep.status === 'running') {
-          snippet.textContent = (await this.ctx.api.flowerToken(id)).snippet;
+          const t = await this.ctx.api.flowerToken(id);
+          snippet.textContent = t.snippet;
+          cert.textContent = t.certificate ?? '';
+          certBox.hidden = !t.certificate;
         }
         this.renderState(head, dep, state);
         fill(chart, lineChart(roundSeries(state)));
+        fill(rounds, ...(state.rounds ?? []).map(r => h('li', { 'data-round': r.round, text: roundText(r) })));
         fill(clients, ...(state.clients ?? []).map(c =>
           h('li', { text: `${c.node_id} ${c.connected ? 'connected' : 'gone'}` })));
         if (!state.clients?.length) {
