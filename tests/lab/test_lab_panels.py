@@ -230,7 +230,7 @@ def test_flower_server_from_the_panel(lab: Lab, platform: Platform, tmp_path: Pa
     dep_id = panel.locator("#ai4lab-fl-servers").input_value()
     token = lab.api.get(f"{API}/deployments/{dep_id}/flower/token").json()
     assert token["token"] in panel.locator("#ai4lab-fl-snippet").inner_text()
-    assert panel.locator("#ai4lab-fl-cert").inner_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert panel.locator("#ai4lab-fl-cert").text_content().startswith("-----BEGIN CERTIFICATE-----")  # folded away
     # two real clients join with what the panel shows; the panel follows their rounds
     clients = [join(address, token["token"], "ai4lab-digits", str(split), root_certificates=token["certificate"],
                     log=tmp_path / f"client{i}.log") for i, split in enumerate(digit_splits(tmp_path / "data"))]
