@@ -241,6 +241,8 @@ def test_flower_server_from_the_panel(lab: Lab, platform: Platform, tmp_path: Pa
                             panel.locator("#ai4lab-fl-rounds li[data-round='1']").inner_text())
         panel.locator(".ai4lab-dep-head .ai4lab-badge[data-status=succeeded]").wait_for(timeout=120_000)
         assert "2 of 2 round(s) done" in panel.locator("#ai4lab-fl-state").inner_text()
+        assert panel.locator(f"#ai4lab-fl-servers option[value='{dep_id}']").inner_text().endswith("succeeded")
+        panel.locator("#ai4lab-fl-rounds").scroll_into_view_if_needed()
         lab.shot("lab-flower")
     finally:
         for proc in clients:

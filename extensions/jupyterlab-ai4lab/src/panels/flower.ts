@@ -218,6 +218,10 @@ export class FlowerPanel extends Panel {
           clients.append(h('li', { class: 'ai4lab-note', text: 'no client yet' }));
         }
         stop.hidden = !ACTIVE.includes(dep.status);
+        const option = this.servers.querySelector<HTMLOptionElement>(`option[value='${id}']`);
+        if (option && !option.text.endsWith(dep.status)) {
+          option.text = `${dep.spec?.title || dep.name || dep.id} — ${dep.status}`;
+        }
         if (!ACTIVE.includes(dep.status)) {
           this.stopPoll?.();
         }
