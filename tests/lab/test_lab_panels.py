@@ -248,3 +248,23 @@ def test_flower_server_from_the_panel(lab: Lab, platform: Platform, tmp_path: Pa
         for proc in clients:
             proc.kill()
             proc.wait()
+
+
+def test_module_package_for_open_in_ide(platform: Platform) -> None:
+    """The platform side of *Open in IDE*: a module's package as .tar.gz, without caches; reasons otherwise."""
+    import io
+    import tarfile
+
+    api = platform.api(platform.token(USER)) if USER in platform.cli("users", "list").stdout else None
+    if api is None:
+        platform.add_user(USER, PASSWORD, role="intermediate")
+        api = platform.api(platform.token(USER))
+    r = api.get(f"{API}/catalog/modules/ai4lab-digits/package")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/gzip"
+    names = tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz").getnames()
+    assert "pyproject.toml" in names and "ai4lab_digits/api.py" in names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    r = api.get(f"{API}/catalog/modules/ai4os-demo-app/package")
+    assert r.status_code == 400 and r.json()["detail"].startswith("ai4os-demo-app has no package on this platform")
+    assert api.get(f"{API}/catalog/modules/no-such-thing/package").status_code == 404
+    assert httpx.get(f"{platform.url}{API}/catalog/modules/ai4lab-digits/package").status_code == 401
