@@ -235,14 +235,14 @@ def test_flower_server_from_the_panel(lab: Lab, platform: Platform, tmp_path: Pa
     clients = [join(address, token["token"], "ai4lab-digits", str(split), root_certificates=token["certificate"],
                     log=tmp_path / f"client{i}.log") for i, split in enumerate(digit_splits(tmp_path / "data"))]
     try:
-        panel.locator("#ai4lab-fl-rounds li[data-round='2']").wait_for(timeout=LONG)
+        panel.locator("#ai4lab-fl-round-list li[data-round='2']").wait_for(timeout=LONG)
         panel.locator("#ai4lab-fl-chart path[data-series=accuracy]").wait_for()
         assert re.fullmatch(r"Round 1: accuracy 0\.\d{3}, loss \d+\.\d{3}, 2 clients",
-                            panel.locator("#ai4lab-fl-rounds li[data-round='1']").inner_text())
+                            panel.locator("#ai4lab-fl-round-list li[data-round='1']").inner_text())
         panel.locator(".ai4lab-dep-head .ai4lab-badge[data-status=succeeded]").wait_for(timeout=120_000)
         assert "2 of 2 round(s) done" in panel.locator("#ai4lab-fl-state").inner_text()
         assert panel.locator(f"#ai4lab-fl-servers option[value='{dep_id}']").inner_text().endswith("succeeded")
-        panel.locator("#ai4lab-fl-rounds").scroll_into_view_if_needed()
+        panel.locator("#ai4lab-fl-round-list").scroll_into_view_if_needed()
         lab.shot("lab-flower")
     finally:
         for proc in clients:

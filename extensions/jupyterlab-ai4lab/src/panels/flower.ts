@@ -189,7 +189,7 @@ export class FlowerPanel extends Panel {
     const copy = h('button', { id: 'ai4lab-fl-copy', class: 'jp-mod-styled', text: 'Copy client snippet' });
     copy.addEventListener('click', () => void navigator.clipboard?.writeText(snippet.textContent ?? '').then(() => (copy.textContent = 'Copied')));
     const chart = h('div', { id: 'ai4lab-fl-chart' });
-    const rounds = h('ul', { id: 'ai4lab-fl-rounds' });
+    const rounds = h('ul', { id: 'ai4lab-fl-round-list' });
     const cert = h('pre', { id: 'ai4lab-fl-cert', class: 'ai4lab-logs' });
     const certBox = h('details', { hidden: true }, h('summary', { text: 'Server certificate (save as flower-server.pem)' }), cert);
     const clients = h('ul', { id: 'ai4lab-fl-clients' });
