@@ -158,7 +158,8 @@ def test_storage_and_training_until_succeeded(lab: Lab) -> None:
     training = row.get_attribute("data-id")
     assert training and row.locator("td").first.inner_text() == "training"
     row.locator(".ai4lab-badge[data-status=succeeded]").wait_for(timeout=LONG)
-    panel.locator("#ai4lab-dep-chart path[data-series=val_accuracy]").wait_for(timeout=60_000)
+    panel.locator("#ai4lab-dep-chart circle[data-series=final_val_accuracy]").wait_for(timeout=60_000)  # the last metric
+    assert panel.locator("#ai4lab-dep-chart path[data-series=val_accuracy]").count() == 1
     assert panel.locator("#ai4lab-dep-chart svg").count() >= 2  # one chart per metric
     panel.locator("#ai4lab-dep-logs", has_text="— succeeded —").wait_for(timeout=60_000)  # the live stream's end
     assert panel.locator("#ai4lab-dep-mlflow").get_attribute("href").endswith(lab.api.get(

@@ -17,6 +17,8 @@ export class DeploymentsPanel extends Panel {
   private events: EventSource | null = null;
   private stopMetrics: (() => void) | null = null;
   private known: Deployment[] = [];
+  /** Draw the selected training's metrics now (its last values arrive as it ends). */
+  private redraw: (() => void) | null = null;
 
   constructor(ctx: Ctx) {
     super(ctx, 'deployments', 'Deployments & trainings');
@@ -47,7 +49,11 @@ export class DeploymentsPanel extends Panel {
       h('td', {}, badge(d.status)), h('td', { text: (d.created_at ?? '').replace('T', ' ').slice(0, 19) }))));
       const current = this.known.find(d => d.id === this.selected);
       if (current) {
+        const ended = this.detail.querySelector('.ai4lab-dep-head')?.getAttribute('data-status') !== current.status && !ACTIVE.includes(current.status);
         this.updateHeader(current);
+        if (ended) {
+          this.redraw?.();
+        }
       }
     } catch (e) {
       showError(this.errors, e);
@@ -58,6 +64,7 @@ export class DeploymentsPanel extends Panel {
     this.selected = id;
     this.events?.close();
     this.stopMetrics?.();
+    this.redraw = null;
     this.list.querySelectorAll('tr').forEach(tr => tr.classList.toggle('ai4lab-selected', tr.dataset.id === id));
     const dep = this.known.find(d => d.id === id);
     const logs = h('pre', { id: 'ai4lab-dep-logs', class: 'ai4lab-logs' });
@@ -86,6 +93,7 @@ export class DeploymentsPanel extends Panel {
       };
       void draw();
       this.stopMetrics = this.every(2000, () => void draw());
+      this.redraw = () => void draw();
     }
   }
 

@@ -215,7 +215,7 @@ export class FlowerPanel extends Panel {
         fill(clients, ...(state.clients ?? []).map(c =>
           h('li', { text: `${c.node_id} ${c.connected ? 'connected' : 'gone'}` })));
         if (!state.clients?.length) {
-          clients.append(h('li', { class: 'ai4lab-note', text: 'no client yet' }));
+          clients.append(h('li', { class: 'ai4lab-note', text: ACTIVE.includes(dep.status) ? 'no client yet' : 'none: the server has ended' }));
         }
         stop.hidden = !ACTIVE.includes(dep.status);
         const option = this.servers.querySelector<HTMLOptionElement>(`option[value='${id}']`);
