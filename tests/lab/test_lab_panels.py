@@ -135,7 +135,8 @@ def test_storage_upload_download_delete(lab: Lab, tmp_path: Path) -> None:
     panel.locator("li[data-path=datasets]").wait_for()
 
 
-def test_storage_and_training_until_succeeded(lab: Lab) -> None:
+def test_train_from_storage_then_deploy_and_try(lab: Lab, held_out: list[tuple[Path, int]], tmp_path: Path) -> None:  # noqa: F811
+    """One story, in order: pick a dataset in Storage, train to succeeded, deploy the result, predict."""
     page = lab.page
     panel = lab.open_panel("storage")
     panel.locator("li[data-path=datasets] a.ai4lab-dir").click()
@@ -167,10 +168,7 @@ def test_storage_and_training_until_succeeded(lab: Lab) -> None:
     lab.shot("lab-trainings")
     assert lab.api.get(f"{API}/deployments/{training}").json()["status"] == "succeeded"
 
-
-def test_deploy_the_trained_model_and_predict_in_try_it(lab: Lab, held_out: list[tuple[Path, int]], tmp_path: Path) -> None:  # noqa: F811
-    page = lab.page
-    panel = lab.open_panel("deployments")
+    # deploy the model it made, from the Deployments panel, and predict in the try-it box
     panel.locator("#ai4lab-dep-deploy").click()
     deploy = page.locator("#ai4lab-deploy")
     deploy.wait_for(state="visible")

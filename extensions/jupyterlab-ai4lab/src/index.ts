@@ -72,7 +72,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
             shell.add(w, 'main');
           }
           shell.activateById(w.id);
-          w.content.show(args as Record<string, any>);
+          w.content.present(args as Record<string, any>);
         }
       });
       launcher?.add({ command: `ai4lab:open-${p.name}`, category: 'ai4lab', rank: PANELS.indexOf(p) });

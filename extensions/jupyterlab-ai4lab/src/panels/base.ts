@@ -32,8 +32,8 @@ export abstract class Panel extends Widget {
     this.addClass('ai4lab-panel');
   }
 
-  /** Called with the arguments of `ctx.open` each time the panel is opened. */
-  abstract show(args?: Record<string, any>): void;
+  /** Called with the arguments of `ctx.open` each time the panel is opened (not Lumino's `show`). */
+  abstract present(args?: Record<string, any>): void;
 
   /** Repeat `fn` every `ms` while the panel lives; returns a function that stops it. */
   protected every(ms: number, fn: () => void): () => void {

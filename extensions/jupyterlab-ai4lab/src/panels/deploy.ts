@@ -54,7 +54,7 @@ export class DeployPanel extends Panel {
         this.tryInputs, this.tryButton, this.tryErrors, this.tryResult));
   }
 
-  show(args?: Record<string, any>): void {
+  present(args?: Record<string, any>): void {
     if (args?.item) {
       this.item.value = args.item;
     }

@@ -33,7 +33,7 @@ export class DeploymentsPanel extends Panel {
     this.every(3000, () => this.isVisible && void this.refresh());
   }
 
-  show(args?: Record<string, any>): void {
+  present(args?: Record<string, any>): void {
     void this.refresh().then(() => args?.select && this.select(args.select));
   }
 

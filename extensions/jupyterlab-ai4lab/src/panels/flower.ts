@@ -146,7 +146,7 @@ export class FlowerPanel extends Panel {
     void this.loadServers();
   }
 
-  show(args?: Record<string, any>): void {
+  present(args?: Record<string, any>): void {
     void this.loadServers(args?.select);
   }
 

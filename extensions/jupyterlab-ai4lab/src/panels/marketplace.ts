@@ -39,7 +39,7 @@ export class MarketplacePanel extends Panel {
     void this.search();
   }
 
-  show(args?: Record<string, any>): void {
+  present(args?: Record<string, any>): void {
     if (args?.q !== undefined) {
       this.q.value = args.q;
       void this.search();

@@ -45,7 +45,7 @@ export class StoragePanel extends Panel {
     void this.cd('');
   }
 
-  show(args?: Record<string, any>): void {
+  present(args?: Record<string, any>): void {
     void this.cd(args?.path ?? this.path);
   }
 
