@@ -61,6 +61,22 @@ if [ ! -x "$TOOLS/chp/node_modules/.bin/configurable-http-proxy" ]; then
 fi
 ln -sfn "$TOOLS/chp/node_modules/.bin/configurable-http-proxy" "$TOOLS/bin/configurable-http-proxy"
 
+# --- the JupyterLab extension (panels + server extension) into the venv sessions run from ---
+# hatch-jupyter-builder runs `npm install` + the TypeScript/labextension build during pip install;
+# rebuilt only when the extension's sources change (its node_modules also serve its unit tests).
+EXT=extensions/jupyterlab-ai4lab
+ext_stamp="$VENV/.ai4lab-labext-stamp"
+ext_want=$(cd "$EXT" && find pyproject.toml package.json package-lock.json tsconfig.json install.json src style \
+    jupyterlab_ai4lab jupyter-config -type f ! -path '*/labextension/*' ! -name '*.pyc' | sort | xargs sha256sum | sha256sum | cut -c1-16)
+if [ "$(cat "$ext_stamp" 2>/dev/null)" != "$ext_want" ] || [ ! -d "$EXT/node_modules" ] \
+        || ! "$VENV/bin/python" -c 'import jupyterlab_ai4lab' 2>/dev/null; then
+    log "building the JupyterLab extension (npm, TypeScript, labextension)"
+    "$VENV/bin/pip" install -q "hatchling>=1.21" "hatch-jupyter-builder>=0.9"
+    PATH="$VENV/bin:$PATH" "$VENV/bin/pip" install -q --no-build-isolation "./$EXT" \
+        || die "the JupyterLab extension did not build (see above)"
+    echo "$ext_want" > "$ext_stamp"
+fi
+
 # --- code-server (VS Code in the browser), recipe from ENVIRONMENT-NOTES ------
 if [ "${AI4LAB_SKIP_CODE_SERVER:-}" != 1 ] && [ ! -e "$TOOLS/code-server/bin/code-server" ]; then
     log "installing code-server $CODE_SERVER_VERSION (about a minute)"

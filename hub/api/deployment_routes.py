@@ -36,6 +36,25 @@ from ai4lab.storage import StoragePathError, clean_relpath
 HOP = HOP_HEADERS | {"content-encoding"}
 
 
+PACKAGE_SKIP = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy_cache"}
+
+
+def package_tarball(folder: Path) -> bytes:
+    """A module's source folder as .tar.gz, without caches and virtual environments."""
+    import io
+    import tarfile
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = Path(info.name).parts
+        return None if PACKAGE_SKIP & set(parts) or info.name.endswith(".pyc") else info
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for child in sorted(folder.iterdir()):
+            tar.add(child, arcname=child.name, filter=keep)
+    return buf.getvalue()
+
+
 class ModuleRoutes:
     def __init__(
         self,
@@ -126,6 +145,19 @@ class ModuleRoutes:
                 return await asyncio.to_thread(self.trainings.describe_args, item)
             except TrainingError as e:
                 raise HTTPException(e.status, str(e)) from None
+
+        @r.get("/catalog/modules/{item_id}/package", summary="The module's source package as .tar.gz (open in IDE)")
+        async def package(item_id: str, user: User) -> Response:
+            item = self.catalog.get("module", item_id, Viewer(name=user.name, admin=user.admin))
+            if item is None:
+                raise HTTPException(404, f"no module {item_id!r} in the catalog")
+            if not item.run.package_path:
+                code = item.links.get("source_code")
+                where = f": clone its code from {code}" if code else ""
+                raise HTTPException(400, f"{item_id} has no package on this platform{where}")
+            data = await asyncio.to_thread(package_tarball, Path(item.run.package_path))
+            return Response(data, media_type="application/gzip",
+                            headers={"Content-Disposition": f'attachment; filename="{item_id}.tar.gz"'})
 
         @r.post("/catalog/modules/{item_id}/try", summary="One prediction without a deployment (try me)")
         async def try_module(item_id: str, request: Request, user: User) -> JSONResponse:

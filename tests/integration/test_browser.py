@@ -67,7 +67,7 @@ def test_user_gets_jupyterlab_with_storage(browser: object, platform: Platform) 
     page.select_option("#ai4lab-ide", "lab")
     page.click("input[type=submit], button[type=submit]")
     page.wait_for_url("**/user/frank/lab**", timeout=120_000)
-    page.wait_for_selector("text=storage", timeout=120_000)
+    page.wait_for_selector(".jp-DirListing-itemText >> text=storage", timeout=120_000)  # the file browser's entry
     shot(page, "jupyterlab")
     # the MLflow UI and the platform API are reachable in the browser through the hub login
     platform.wait_mlflow(platform.token("frank"))

@@ -35,19 +35,24 @@ def trainer(platform: Platform) -> httpx.Client:
     return platform.api(platform.token("tina"))
 
 
-@pytest.fixture(scope="module")
-def dataset(trainer: httpx.Client, platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A class-subfolder dataset of digit PNGs, uploaded into tina's storage through the API."""
+def upload_digit_dataset(api: httpx.Client, root: Path, n: int = 300, folder: str = "datasets/digits") -> str:
+    """A class-subfolder dataset of digit PNGs, written by the module's own helper and uploaded
+    into the caller's storage through the API; returns its storage path."""
     env = ensure_env(bundled_catalog_path() / "modules" / "ai4lab-digits")
-    root = tmp_path_factory.mktemp("digits-ds")
     code = ("import json, sys; from ai4lab_digits.data import write_dataset as w; "
-            "print(json.dumps([str(p) for p, _ in w(sys.argv[1], n=300, split='train')]))")
+            f"print(json.dumps([str(p) for p, _ in w(sys.argv[1], n={n}, split='train')]))")
     paths = json.loads(subprocess.run([str(env_bin(env, "python")), "-c", code, str(root)], capture_output=True,
                                       text=True, check=True).stdout)
     for p in paths:
         rel = Path(p).relative_to(root)
-        assert trainer.put(f"{API}/storage/datasets/digits/{rel}", content=Path(p).read_bytes()).status_code == 200
-    return "datasets/digits"
+        assert api.put(f"{API}/storage/{folder}/{rel}", content=Path(p).read_bytes()).status_code == 200
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(trainer: httpx.Client, platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tina's digits dataset in her storage."""
+    return upload_digit_dataset(trainer, tmp_path_factory.mktemp("digits-ds"))
 
 
 def test_train_args_are_described(trainer: httpx.Client) -> None:

@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+
+import { badge } from '../src/dom';
+import { predictionText } from '../src/panels/deploy';
+import { flowerConfig, roundSeries, roundText } from '../src/panels/flower';
+import { joinPath, parentOf } from '../src/panels/storage';
+
+const form = {
+  rounds: '5', strategy: 'FedProx', proximal_mu: '0.1', server_learning_rate: '1', min_fit_clients: '2',
+  min_available_clients: '2', local_epochs: '1', metric: 'accuracy', dp: false, clipping_norm: '1', noise_multiplier: '0.1'
+};
+
+describe('flowerConfig', () => {
+  it('builds the FLOWER-API config', () => {
+    expect(flowerConfig(form)).toEqual({
+      problems: [],
+      config: {
+        rounds: 5, strategy: 'FedProx', strategy_params: { proximal_mu: 0.1 }, min_fit_clients: 2,
+        min_available_clients: 2, local_epochs: 1, metric: 'accuracy', dp: null, secure_aggregation: false
+      }
+    });
+    expect(flowerConfig({ ...form, dp: true }).config.dp).toEqual({ clipping_norm: 1, noise_multiplier: 0.1 });
+    // only the parameters of the chosen strategy are sent (the platform refuses the others)
+    expect(flowerConfig({ ...form, strategy: 'FedAvg', proximal_mu: 'x' })).toMatchObject({ problems: [], config: { strategy_params: {} } });
+    expect(flowerConfig({ ...form, strategy: 'FedAdam' }).config.strategy_params).toEqual({ server_learning_rate: 1 });
+  });
+  it('explains bad values', () => {
+    expect(flowerConfig({ ...form, rounds: '0', strategy: 'Magic' }).problems).toEqual([
+      'Rounds: must be between 1 and 1000', 'Strategy: choose one of FedAvg, FedMedian, FedProx, FedAvgM, FedOpt, FedAdam, FedYogi']);
+    expect(flowerConfig({ ...form, min_fit_clients: '3' }).problems).toEqual(['Minimum clients per round cannot exceed the minimum connected']);
+    expect(flowerConfig({ ...form, min_fit_clients: '1' }).problems).toEqual(['Minimum clients per round: must be between 2 and 1000']);
+  });
+});
+
+describe('roundSeries', () => {
+  it('makes one series per metric plus loss', () => {
+    const s = roundSeries({ rounds: [{ round: 1, metrics: { accuracy: 0.5 }, loss: 1.2 }, { round: 2, metrics: { accuracy: 0.8 }, loss: null }] });
+    expect(s).toEqual({ accuracy: [{ step: 1, value: 0.5 }, { step: 2, value: 0.8 }], loss: [{ step: 1, value: 1.2 }] });
+  });
+});
+
+describe('roundText', () => {
+  it('says what a round gave', () => {
+    expect(roundText({ round: 2, metrics: { accuracy: 0.91234 }, loss: 0.3, clients: 2 })).toBe('Round 2: accuracy 0.912, loss 0.300, 2 clients');
+    expect(roundText({ round: 1, metrics: {} })).toBe('Round 1: no metrics');
+  });
+});
+
+describe('predictionText', () => {
+  it('reads labels and lists', () => {
+    expect(predictionText({ status: 'OK', predictions: { label: 7, probabilities: [] } })).toBe('Predicted label: 7');
+    expect(predictionText({ predictions: [151.23456, 80] })).toBe('Predictions: 151.235, 80');
+  });
+});
+
+describe('storage paths', () => {
+  it('joins and climbs', () => {
+    expect(joinPath('datasets/', '/digits', 'a.png')).toBe('datasets/digits/a.png');
+    expect(parentOf('datasets/digits')).toBe('datasets');
+    expect(parentOf('datasets')).toBe('');
+  });
+});
+
+describe('badge', () => {
+  it('colours by status', () => {
+    expect(badge('succeeded').className).toContain('ai4lab-badge-ok');
+    expect(badge('failed').className).toContain('ai4lab-badge-bad');
+    expect(badge('queued').className).toContain('ai4lab-badge-busy');
+    expect(badge('stopped').className).toContain('ai4lab-badge-idle');
+  });
+});
