@@ -192,7 +192,7 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         if body.kind in inference_routes.KINDS:
             return await inference.create(body, user)
         if body.kind == "tool":
-            return tool_routes_.create(body, user)
+            return await tool_routes_.create(body, user)
         try:
             await hub().start_server(user.name, body.name, body.options)
         except HubError as e:
@@ -304,7 +304,7 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     inference = inference_routes.InferenceRoutes(settings, catalog, modules, module_routes.account_and_item)
     module_routes.predict_kinds.update(dict.fromkeys(inference_routes.KINDS, inference.predict))
     app.include_router(module_routes.router)
-    tool_routes_ = tool_routes.ToolRoutes(prefix, settings, catalog, tools, current_user, visible)
+    tool_routes_ = tool_routes.ToolRoutes(prefix, settings, catalog, tools, current_user, visible, cluster=cluster)
     app.include_router(tool_routes_.router)
     app.include_router(router)
     app.state.catalog = catalog

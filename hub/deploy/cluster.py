@@ -1,4 +1,4 @@
-"""Module and training deployments on a Nomad cluster (setting ``backend: nomad``).
+"""Module, training and CVAT tool deployments on a Nomad cluster (setting ``backend: nomad``).
 
 The job is built from the catalog item's image by the pure builders
 (``ai4lab.nomad.render_job``) and sent by ``NomadBackend``; the deployment record
@@ -7,21 +7,33 @@ cannot place stays ``queued`` with Nomad's reason (e.g. "no free 1 GPU(s) of
 model ..."), a running allocation is ``running`` with its endpoints, a lost node
 or a failed task is ``failed`` with the reason, a training that exits 0 has
 ``succeeded``.
+
+The CVAT tool (catalog item ``ai4lab-cvat``) is one job rendered by
+``ai4lab.nomad.cvat.render_cvat_job`` with an admin password generated per
+deployment; the password and the storage credentials are kept only in
+``backend_state`` (never in the deployment dict, never logged) and shown to the
+owner by ``cvat_access``.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
+
+from pydantic import ValidationError
 
 from ai4lab import deployments as deps
 from ai4lab.backends.nomad import NomadBackend, NomadError
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
 from ai4lab.nomad import NomadJobSpec
+from ai4lab.nomad.cvat import render_cvat_job
+from ai4lab.nomad.jobs import StorageSpec
 from ai4lab.settings import GpuDevice, Settings
 
 log = logging.getLogger("ai4lab.deploy.cluster")
+CVAT_ITEM = "ai4lab-cvat"
 
 
 class ClusterError(ValueError):
@@ -56,13 +68,13 @@ class ClusterDeployments:
 
     # -- start ----------------------------------------------------------------------------
     def job_spec(self, dep: Deployment, item: CatalogItem, hardware: dict[str, Any],
-                 command: list[str] | None = None) -> NomadJobSpec:
+                 command: list[str] | None = None, storage: StorageSpec | None = None) -> NomadJobSpec:
         if not item.run.docker_image:
             raise ClusterError(f"{item.id} has no docker image in its metadata: it cannot run on Nomad")
         dc = hardware.get("datacenter") or ""
         try:
             return NomadJobSpec(
-                kind="module" if dep.kind == "module" else "training",
+                kind=dep.kind if dep.kind in ("module", "tool") else "training",
                 name=dep.id,
                 owner=dep.owner,
                 project=self.project_of(dep.vo),
@@ -76,6 +88,7 @@ class ClusterDeployments:
                 gpu_count=int(hardware.get("gpu_num", 0)),
                 gpu_model=(hardware.get("gpu_type") or None) if hardware.get("gpu_num") else None,
                 meta={"title": dep.spec.get("title", "")[:100], "deployment": dep.id, "item": item.id},
+                storage=storage,
             )
         except ValueError as e:
             raise ClusterError(str(e)) from None
@@ -104,6 +117,46 @@ class ClusterDeployments:
             raise ClusterError(f"Nomad refused the job: {e}", status=502) from None
         return deps.set_status(self.settings.db_url, dep.id, "queued", "submitted to Nomad", backend_state=state)  # type: ignore[return-value]
 
+    async def create_tool(self, owner: str, item: CatalogItem, config: dict[str, Any] | None,
+                          hardware: dict[str, Any], *, title: str = "", vo: str | None = None) -> Deployment:
+        """A CVAT deployment: the job with a fresh admin password, CVAT's data in the owner's storage."""
+        if item.id != CVAT_ITEM:
+            raise ClusterError(f"tool {item.id!r} cannot run on the nomad backend; tools on Nomad: {CVAT_ITEM}")
+        raw = (config or {}).get("storage")
+        if not isinstance(raw, dict):
+            raise ClusterError("CVAT keeps its database and data in your remote storage: give config.storage = "
+                               '{"type": "webdav" or "s3", "url": ..., "user": ..., "password": ...}')
+        try:
+            storage = StorageSpec(**raw)
+        except ValidationError as e:
+            why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise ClusterError(f"config.storage: {why}") from None
+        db = self.settings.db_url
+        spec = {"item": item.id, "title": title or item.title, "hardware": hardware,
+                "storage": {"type": storage.type, "url": storage.url, "remote_path": storage.remote_path}}
+        dep = deps.create(db, owner=owner, kind="tool", name=item.id, spec=spec, backend="nomad",
+                          status="queued", vo=vo)
+        password = secrets.token_urlsafe(18)
+        try:
+            job = render_cvat_job(self.job_spec(dep, item, hardware, storage=storage), password,
+                                  defaults=self.backend.defaults, federation=self.backend.federation)
+        except (ClusterError, ValueError) as e:
+            deps.set_status(db, dep.id, "failed", str(e))
+            raise ClusterError(str(e)) from None
+        try:
+            state = await self.backend.submit_job(job)
+        except NomadError as e:
+            deps.set_status(db, dep.id, "failed", str(e).replace(password, "***"))
+            raise ClusterError(f"Nomad refused the job: {str(e).replace(password, '***')}", status=502) from None
+        state |= {"cvat_user": job["Meta"]["cvat_admin_user"], "cvat_password": password}
+        return deps.set_status(db, dep.id, "queued", "submitted to Nomad", backend_state=state)  # type: ignore[return-value]
+
+    @staticmethod
+    def cvat_access(dep: Deployment) -> dict[str, Any]:
+        """CVAT's address and admin account (the caller checked that ``dep`` is the asker's or they are admin)."""
+        return {"url": dep.endpoints.get("ui"), "username": dep.backend_state.get("cvat_user"),
+                "password": dep.backend_state.get("cvat_password"), "status": dep.status}
+
     # -- follow ---------------------------------------------------------------------------
     async def refresh(self, dep: Deployment) -> None:
         """Bring one record up to date with Nomad."""
@@ -117,7 +170,7 @@ class ClusterDeployments:
             else:
                 new = "starting"
             endpoints = dep.endpoints
-            if new == "running" and dep.kind == "module" and not endpoints:
+            if new == "running" and dep.kind in ("module", "tool") and not endpoints:
                 endpoints = await self.backend.aendpoints(dep.backend_state)
             if (new, status.reason, endpoints) != (dep.status, dep.status_reason, dep.endpoints):
                 deps.set_status(db, dep.id, new, status.reason, endpoints=endpoints)

@@ -278,7 +278,7 @@ class ToolDeployments:
     # -- watch ------------------------------------------------------------------------------
     async def watch_once(self) -> None:
         for dep in deps.list_deployments(self.settings.db_url, kind="tool", active_only=True):
-            if dep.status != "running":
+            if dep.status != "running" or dep.backend == "nomad":  # Nomad tools: ClusterDeployments follows them
                 continue
             status = await self.backend.status(dep.backend_state)
             if status.running:
@@ -307,6 +307,8 @@ class ToolDeployments:
         """After an API restart: a server still running is watched again; one that ended meanwhile is read back
         from its status file (succeeded or failed); one caught starting is failed."""
         for dep in deps.list_deployments(self.settings.db_url, kind="tool", active_only=True):
+            if dep.backend == "nomad":
+                continue
             alive = bool(dep.backend_state.get("pid")) and (await self.backend.status(dep.backend_state)).running
             if dep.status == "running":
                 if not alive:

@@ -225,6 +225,6 @@ class FakeCvat:
 
 
 class FakeCvatServer(ThreadedServer):
-    def __init__(self, fake: FakeCvat) -> None:
-        super().__init__(fake.app)
+    def __init__(self, fake: FakeCvat, port: int | None = None) -> None:
+        super().__init__(fake.app, port)
         self.fake = fake

@@ -54,6 +54,9 @@ def test_bad_config_is_400_and_starts_nothing(fiona: httpx.Client) -> None:
     assert r.status_code == 400 and "do not apply to FedAvg" in r.json()["detail"]
     r = fiona.post(f"{API}/deployments", json={"kind": "tool", "item": "no-such-tool"})
     assert r.status_code == 404
+    r = fiona.post(f"{API}/deployments", json={"kind": "tool", "item": "ai4lab-cvat"})  # backend local
+    assert r.status_code == 400 and "needs the Nomad backend" in r.json()["detail"]
+    assert "AI4LAB_BACKEND=nomad" in r.json()["detail"]
     assert len(fiona.get(f"{API}/deployments", params={"kind": "tool"}).json()) == before
 
 

@@ -69,7 +69,7 @@ def test_errors_and_refresh_are_admin_only(users: dict[str, httpx.Client]) -> No
 def test_refresh(admin: httpx.Client) -> None:
     r = admin.post(f"{API}/refresh")
     assert r.status_code == 200
-    assert r.json()["modules"] >= 14 and r.json()["tools"] == 7  # 6 AI4OS tools + the bundled ai4lab-flower
+    assert r.json()["modules"] >= 14 and r.json()["tools"] == 8  # 6 AI4OS tools + the bundled ai4lab-flower and ai4lab-cvat
 
 
 def test_search_filters_sort_pages(admin: httpx.Client) -> None:

@@ -177,6 +177,67 @@ def wait_status(api: httpx.Client, dep_id: str, *statuses: str, timeout: float =
     raise AssertionError(f"deployment {dep_id} stayed {dep['status']}: {dep['status_reason']}")
 
 
+STORAGE = {"type": "webdav", "url": "https://share.example.org/remote.php/dav/files/bob", "user": "bob",
+           "password": "webdav-app-password"}
+
+
+def test_cvat_tool_on_nomad(platform: Platform, nomad: FakeNomadServer, tokens: dict[str, str]) -> None:
+    from tests.fakes.cvat import FakeCvat, FakeCvatServer
+    from tests.nomad.test_cvat_export import COCO
+
+    fake = nomad.fake
+    with platform.api(tokens["bob"]) as api:
+        r = api.post(f"{API}/deployments", json={"kind": "tool", "item": "ai4lab-cvat"})
+        assert r.status_code == 400 and "give config.storage" in r.json()["detail"]
+        r = api.post(f"{API}/deployments", json={"kind": "tool", "item": "ai4lab-cvat",
+                                                 "config": {"storage": {"type": "ftp", "url": "x"}}})
+        assert r.status_code == 400 and "config.storage: type:" in r.json()["detail"]
+        r = api.post(f"{API}/deployments", json={"kind": "tool", "item": "ai4lab-cvat", "title": "annotate cats",
+                                                 "config": {"storage": STORAGE}})
+        assert r.status_code == 201, r.text
+        dep = wait_status(api, r.json()["id"], "running")
+        job = job_of(fake, deployment=dep["id"])
+        assert job["Meta"]["tool"] == "cvat" and job["Meta"]["project"] == "ai4eosc"
+        assert [t["Name"] for t in job["TaskGroups"][0]["Tasks"]][-4:] == ["db", "cache", "main", "ui"]
+        password = next(t for t in job["TaskGroups"][0]["Tasks"] if t["Name"] == "main")["Env"][
+            "DJANGO_SUPERUSER_PASSWORD"]
+        ui_port = next(p["Value"] for p in fake.alloc_of(job["ID"])["AllocatedResources"]["Shared"]["Ports"]
+                       if p["Label"] == "ui")
+        assert dep["endpoints"]["ui"] == f"http://127.0.0.1:{ui_port}"
+        listed = api.get(f"{API}/deployments", params={"kind": "tool"}).text
+        assert password not in listed and password not in json.dumps(dep) and "webdav-app-password" not in listed
+        access = api.get(f"{API}/deployments/{dep['id']}/cvat").json()
+        assert access == {"url": f"http://127.0.0.1:{ui_port}", "username": "admin", "password": password,
+                          "status": "running"}
+        with platform.api(tokens["alice"]) as other:  # not alice's: 404, the password included
+            assert other.get(f"{API}/deployments/{dep['id']}/cvat").status_code == 404
+            assert other.post(f"{API}/deployments/{dep['id']}/cvat/export", json={"task_id": 7}).status_code == 404
+        with platform.api(tokens["admin"]) as admin:
+            assert admin.get(f"{API}/deployments/{dep['id']}/cvat").json()["password"] == password
+
+        # CVAT answering at the address Nomad allocated (the fake CVAT, with this deployment's admin password)
+        cvat = FakeCvat("admin", password)
+        cvat.add_task(7, "Cats in the garden", ["cat"], COCO)
+        with FakeCvatServer(cvat, port=ui_port):
+            r = api.post(f"{API}/deployments/{dep['id']}/cvat/export", json={"task_id": 7, "name": "cats"})
+            assert r.status_code == 201, r.text
+            assert r.json()["dataset"] == "datasets/cats"
+            assert "annotations/instances_default.json" in r.json()["files"]
+            assert api.get(f"{API}/storage/datasets/cats/annotations/instances_default.json").json() == COCO
+            r = api.post(f"{API}/deployments/{dep['id']}/cvat/export", json={"task_id": 7, "name": "cats"})
+            assert r.status_code == 400 and "already exists" in r.json()["detail"]
+            r = api.post(f"{API}/deployments/{dep['id']}/cvat/export", json={"task_id": 7, "name": "../x"})
+            assert r.status_code == 400
+        logs = "".join(f.read_text(errors="replace") for f in (platform.state / "logs").rglob("*.log"))
+        assert logs  # the hub's and the API's logs, with the requests above
+        assert password not in logs and password not in api.get(f"{API}/deployments/{dep['id']}/logs").text
+
+        assert api.delete(f"{API}/deployments/{dep['id']}").json()["status"] == "stopped"
+        r = api.post(f"{API}/deployments/{dep['id']}/cvat/export", json={"task_id": 7})
+        assert r.status_code == 409
+    assert job["ID"] not in {j["ID"] for j in fake.jobs.values()}
+
+
 def test_module_and_training_deployments_on_nomad(platform: Platform, nomad: FakeNomadServer,
                                                   tokens: dict[str, str]) -> None:
     fake = nomad.fake
@@ -225,3 +286,4 @@ def test_module_and_training_deployments_on_nomad(platform: Platform, nomad: Fak
         failed = wait_status(api, mod["id"], "failed")
         assert failed["status_reason"].startswith(f"lost: alloc is lost since its node {other} is down; "
                                                   "not rescheduled: no node can run it")
+
