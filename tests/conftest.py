@@ -27,7 +27,7 @@ def remote_catalogs(tmp_path_factory: pytest.TempPathFactory) -> ai4os_data.Remo
 @pytest.fixture(scope="session")
 def fake_oscar() -> Iterator[Any]:
     """One spec-validating fake OSCAR cluster per session, running the bundled modules' images (tests/oscar)."""
-    from tests.oscar.fake_oscar import FakeOscar, FakeOscarServer, bundled_images
+    from tests.fakes.oscar import FakeOscar, FakeOscarServer, bundled_images
 
     with FakeOscarServer(FakeOscar(images=bundled_images())) as server:
         yield server

@@ -16,8 +16,8 @@ from ai4lab.catalog.metadata import load_folder
 from ai4lab.deploy.serverless import ServerlessDeployments, InferenceError
 from ai4lab.oscar import build_service, decode_output, encode_request, service_name
 from ai4lab.settings import Settings, bundled_catalog_path
-from tests.oscar import oscar_spec
-from tests.oscar.fake_oscar import FakeOscar, FakeOscarServer, bundled_images
+from tests.fakes import oscar_spec
+from tests.fakes.oscar import FakeOscar, FakeOscarServer, bundled_images
 from tests.oscar.helpers import big_digits
 
 DIGITS = bundled_catalog_path() / "modules" / "ai4lab-digits"

@@ -1,6 +1,6 @@
 """The vendored OSCAR OpenAPI spec (``../shared/specs/oscar-api-v2.yaml``) as request and schema checks.
 
-Like ``tests/fakes/nomad_spec``: object schemas are closed (``additionalProperties:
+Like ``nomad_spec``: object schemas are closed (``additionalProperties:
 false``), because OSCAR's Go decoder silently drops unknown fields and a
 misspelt field would be a service that quietly lacks something.
 """

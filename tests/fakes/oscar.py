@@ -41,7 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ai4lab.envs import ensure_env
-from tests.oscar import oscar_spec
+from tests.fakes import oscar_spec
 from tests.fakes.nomad import ThreadedServer
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
