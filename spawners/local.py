@@ -90,14 +90,6 @@ class LocalSessionSpawner(ProfileFormSpawner):
     def _default_cmd(self) -> list[str]:
         return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
 
-    @default("options_form")
-    def _default_options_form(self) -> Any:
-        return self._render_options_form
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self) -> Any:
-        return LocalSessionSpawner._apply_options
-
     # -- who is asking -------------------------------------------------------
     @property
     def workspace(self) -> Path:
@@ -134,16 +126,6 @@ class LocalSessionSpawner(ProfileFormSpawner):
 
     def check_options(self, raw: dict[str, Any]) -> SessionOptions:
         return self.validate(raw, free_gpus=len(self._free_gpus()))
-
-    @staticmethod
-    def _apply_options(spawner: "LocalSessionSpawner", user_options: dict[str, Any]) -> None:
-        # Runs for form and REST API starts alike: a bad value is a 400 with its reason.
-        try:
-            options = spawner.check_options(user_options or {})
-        except ValueError as e:
-            raise web.HTTPError(400, str(e), reason=str(e)) from None
-        spawner.user_options = options.dump()
-        spawner.default_url = spawner.ides[options.ide].get("default_url", "/lab")
 
     # -- lifecycle ---------------------------------------------------------------
     def _prepare_workspace(self, options: SessionOptions) -> None:

@@ -119,14 +119,6 @@ class NomadSpawner(ProfileFormSpawner):
     def _default_cmd(self) -> list[str]:
         return ["jupyterhub-singleuser"]
 
-    @default("options_form")
-    def _default_options_form(self) -> Any:
-        return self._render_options_form
-
-    @default("apply_user_options")
-    def _default_apply_user_options(self) -> Any:
-        return NomadSpawner._apply_options
-
     @property
     def backend(self) -> NomadBackend:
         if getattr(self, "_backend", None) is None:
@@ -185,15 +177,6 @@ class NomadSpawner(ProfileFormSpawner):
         # one job's GPUs come from one node: what counts is the most free on one node
         by_model = {m: o["max_free_on_one_node"] for m, o in offer.items()}
         return self.validate(raw, free_gpus=max(by_model.values(), default=0), free_by_model=by_model)
-
-    @staticmethod
-    async def _apply_options(spawner: NomadSpawner, user_options: dict[str, Any]) -> None:
-        try:
-            options = await spawner.check_options(user_options or {})
-        except ValueError as e:
-            raise web.HTTPError(400, str(e), reason=str(e)) from None
-        spawner.user_options = options.dump()
-        spawner.default_url = spawner.ides[options.ide].get("default_url", "/lab")
 
     # -- the job -------------------------------------------------------------------------
     def get_env(self) -> dict[str, str]:

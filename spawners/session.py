@@ -8,9 +8,12 @@ and the ``ide`` deployment record are the same, so a user sees one form.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from inspect import isawaitable
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from tornado import web
 from traitlets import Dict, List, Unicode, default
 
 from ai4lab import accounts
@@ -77,6 +80,32 @@ class ProfileFormSpawner(Spawner):
                 f"{len(running)} session(s) already running: the {role} quota allows {quota.sessions}"
             )
         return options
+
+    # -- the form: each spawner renders it and checks options with what it knows is free --
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return self._render_options_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        return ProfileFormSpawner._apply_options
+
+    async def _render_options_form(self, spawner: Spawner) -> str:
+        raise NotImplementedError
+
+    def check_options(self, raw: dict[str, Any]) -> SessionOptions | Awaitable[SessionOptions]:
+        raise NotImplementedError
+
+    @staticmethod
+    async def _apply_options(spawner: ProfileFormSpawner, user_options: dict[str, Any]) -> None:
+        # Runs for form and REST API starts alike: a bad value is a 400 with its reason.
+        try:
+            checked = spawner.check_options(user_options or {})
+            options = await checked if isawaitable(checked) else checked
+        except ValueError as e:
+            raise web.HTTPError(400, str(e), reason=str(e)) from None
+        spawner.user_options = options.dump()
+        spawner.default_url = spawner.ides[options.ide].get("default_url", "/lab")
 
     # -- what subclasses implement (JupyterHub checks that these are redefined) ----------
     async def start(self) -> Any:
