@@ -22,6 +22,7 @@ from rich.table import Table
 from ai4lab import accounts, db
 from ai4lab import deployments as deps
 from ai4lab.cli_output import fail
+from ai4lab.isolation import describe_mode
 from ai4lab.settings import ROLES, Settings
 
 app = typer.Typer(help="ai4lab: an AI/ML platform for scientists around JupyterHub.", no_args_is_help=True)
@@ -92,6 +93,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     info = {
         "url": url,
         "state_dir": str(settings.state),
+        "mode": describe_mode(settings),
         "services": health,
         "users": len(accounts.list_users(db_url)),
         "active_deployments": [d.to_dict() for d in active],
@@ -100,6 +102,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         out.print_json(json.dumps(info))
     else:
         out.print(f"ai4lab at [bold]{url}[/] (state {settings.state})")
+        out.print(f"  {info['mode']}")
         out.print("  " + ", ".join(f"{k}: {v}" for k, v in health.items()))
         out.print(f"  {info['users']} user(s), {len(active)} active deployment(s)")
         if active:
@@ -125,6 +128,12 @@ def users_add(
     settings = load_settings()
     if role not in ROLES:
         fail(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    if not settings.isolating and not admin and not settings.allow_shared_single_user:
+        others = [u.name for u in accounts.list_users(ready_db(settings)) if not u.is_admin and u.name != name]
+        if others:
+            fail(f"single-user mode (the platform does not run as root): {name}'s code would run as the same "
+                 f"system user as {others[0]}'s and could read their files; run ai4lab as root, or set "
+                 "allow_shared_single_user: true (AI4LAB_ALLOW_SHARED_SINGLE_USER=1) to accept that")
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:

@@ -7,12 +7,16 @@ import json
 from ai4lab.settings import Settings, bundled_catalog_path
 
 
+#: Settings whose default depends on the machine (root or not, where Python lies).
+PER_MACHINE = ("tools_dir", "runtime_dir", "user_python", "session_env", "envs_dir")
+
+
 def _settings_rows() -> list[str]:
     rows = ["| setting | env variable | default | description |", "|---|---|---|---|"]
     defaults = json.loads(Settings.model_construct().model_dump_json())
     for name, field in Settings.model_fields.items():
         default = defaults.get(name)
-        shown = "(per machine)" if name in ("tools_dir",) else f"`{json.dumps(default)}`"
+        shown = "(per machine)" if name in PER_MACHINE else f"`{json.dumps(default)}`"
         # the bundled catalog lies in the source tree: show where, not this machine's path
         shown = shown.replace(str(bundled_catalog_path()), "<source tree>/config/catalog")
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")

@@ -39,6 +39,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -47,6 +48,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from ai4lab.isolation import NOBODY, Identity, chown_tree, give_tree, preexec, private_dir, user_env
+from ai4lab.runtime import (default_runtime_dir, default_user_python, make_readable, public_dir, python_version,
+                            readable_copy)
 
 __all__ = ["EnvBuildError", "default_cache_root", "ensure_env", "env_bin", "find_uv", "source_hash"]
 
@@ -87,13 +92,14 @@ class EnvBuildError(RuntimeError):
 
 
 def default_cache_root() -> Path:
-    """``$AI4LAB_ENVS_DIR``, else ``~/.cache/ai4lab/envs``.
+    """``$AI4LAB_ENVS_DIR``, else ``<runtime dir>/envs`` (``/opt/ai4lab/envs`` as root).
 
-    Under the user's cache rather than the platform state: environments are
-    disposable (rebuilt from sources in seconds) and can be large.
+    Not in the platform state: environments are disposable (rebuilt from
+    sources in seconds), can be large, and user accounts must be able to run
+    them (see ``ai4lab.runtime``).
     """
     value = os.environ.get(ENVS_DIR_VAR)
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "ai4lab" / "envs"
+    return Path(value).expanduser() if value else default_runtime_dir() / "envs"
 
 
 def find_uv() -> Path:
@@ -120,7 +126,7 @@ def _source_files(item_dir: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
-def source_hash(item_dir: Path, extras: Sequence[str] = ()) -> str:
+def source_hash(item_dir: Path, extras: Sequence[str] = (), python: str | None = None) -> str:
     """Hex digest identifying what an environment is built from.
 
     Covers the contents and relative paths of the sources (so edits, added and
@@ -129,7 +135,8 @@ def source_hash(item_dir: Path, extras: Sequence[str] = ()) -> str:
     """
     item_dir = Path(item_dir)
     h = hashlib.sha256()
-    h.update(f"ai4lab-env/{LAYOUT_VERSION}\0{sys.implementation.cache_tag}\0{sys.version}\0".encode())
+    version = python_version(python) if python else sys.version
+    h.update(f"ai4lab-env/{LAYOUT_VERSION}\0{sys.implementation.cache_tag}\0{version}\0".encode())
     h.update(("extras:" + ",".join(sorted(set(extras))) + "\0").encode())
     for path in _source_files(item_dir):
         h.update(path.relative_to(item_dir).as_posix().encode() + b"\0")
@@ -166,11 +173,37 @@ def _locked(lock_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float) -> str:
+def builder_of(item_dir: Path) -> Identity | None:
+    """Who builds an item's environment: building a package runs its code (``setup.py``, build backends).
+
+    A package folder owned by a user account (a published package, copied
+    into the platform's catalog area as theirs) is built by that account;
+    any other by ``nobody``. None when the platform does not isolate users
+    (not root, or ``AI4LAB_ISOLATION=off``): the build runs as the platform.
+    """
+    if os.geteuid() != 0 or os.environ.get("AI4LAB_ISOLATION") == "off":
+        return None
+    uid = Path(item_dir).stat().st_uid
+    entry = pwd.getpwuid(uid) if uid != 0 else pwd.getpwnam(NOBODY)
+    home = entry.pw_dir if uid != 0 else "/nonexistent"
+    return Identity(account=entry.pw_name, name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid,
+                    groups=tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)), home=home)
+
+
+def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float,
+         builder: Identity | None = None) -> str:
+    if builder is None:
+        env = {**os.environ, "NO_COLOR": "1"}
+    else:  # nothing of the platform's environment (tokens, settings) reaches the package's build code
+        caches = public_dir(Path(cwd).parent / ".uv-cache", 0o711)
+        cache = private_dir(caches / str(builder.uid), builder, caches)
+        env = user_env(builder, cwd, {"NO_COLOR": "1", "UV_CACHE_DIR": str(cache), "TMPDIR": str(cwd)})
+        env.update({k: v for k, v in os.environ.items() if k.startswith(("UV_INDEX", "PIP_INDEX", "SSL_CERT"))
+                    or k.lower() in ("http_proxy", "https_proxy", "no_proxy")})
     try:
         proc = subprocess.run(
             cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-            env={**os.environ, "NO_COLOR": "1"},
+            env=env, preexec_fn=preexec(builder) if builder is not None else None,
         )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -180,34 +213,49 @@ def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float
     return proc.stdout
 
 
-def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], timeout: float) -> None:
-    """Build the environment in a scratch folder beside ``final``, then rename it into place."""
-    uv = str(find_uv())
+def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], timeout: float, python: str) -> None:
+    """Build the environment in a scratch folder beside ``final``, then rename it into place.
+
+    The build runs as :func:`builder_of` the item; the finished environment
+    then belongs to the platform (users may run it, not change it).
+    """
+    builder = builder_of(item_dir)
+    uv = str(find_uv() if builder is None else readable_copy(find_uv().parent, "bin", final.parent.parent,
+                                                               ("uv",)) / "uv")
     deadline = time.monotonic() + timeout
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
     try:
         src, env = work / "src", work / "env"
-        shutil.copytree(item_dir, src, ignore=_ignore_by_products)
+        # links stay links: the build account must not read, through a copy, what a link points at
+        shutil.copytree(item_dir, src, ignore=_ignore_by_products, symlinks=True)
+        if builder is not None:
+            give_tree(work, builder)
         target = f"{src}[{','.join(extras)}]" if extras else str(src)
+
+        def step(name: str, cmd: list[str]) -> str:
+            return _run(cmd, item_dir=item_dir, step=name, cwd=work, builder=builder,
+                        timeout=max(1.0, deadline - time.monotonic()))
+
         # cwd=work: uv must not pick up the requires-python / config of whatever project we run in.
-        _run([uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(env)],
-             item_dir=item_dir, step="uv venv", cwd=work, timeout=max(1.0, deadline - time.monotonic()))
-        python = env_bin(env, "python")
-        _run([uv, "pip", "install", "--python", str(python), target],
-             item_dir=item_dir, step="uv pip install", cwd=work, timeout=max(1.0, deadline - time.monotonic()))
-        frozen = _run([uv, "pip", "freeze", "--python", str(python)],
-                      item_dir=item_dir, step="uv pip freeze", cwd=work, timeout=max(1.0, deadline - time.monotonic()))
+        step("uv venv", [uv, "venv", "--quiet", "--relocatable", "--python", python, str(env)])
+        env_python = env_bin(env, "python")
+        step("uv pip install", [uv, "pip", "install", "--python", str(env_python), target])
+        frozen = step("uv pip freeze", [uv, "pip", "freeze", "--python", str(env_python)])
+        if builder is not None:
+            chown_tree(env, os.geteuid(), os.getegid())
         marker = {
             "item": item_dir.name,
             "source": str(item_dir),
             "hash": digest,
             "extras": list(extras),
-            "python": sys.version.split()[0],
+            "python": python_version(python).split()[0],
             "uv": _run([uv, "--version"], item_dir=item_dir, step="uv --version", cwd=work, timeout=30).strip(),
+            "built_by": builder.name if builder is not None else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "packages": frozen.split(),
         }
         (env / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        make_readable(env)  # user accounts run it; only the platform may change it
         os.rename(env, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -223,13 +271,15 @@ def ensure_env(
     *,
     extras: Sequence[str] = (),
     timeout: float = 1800.0,
+    python: str | Path | None = None,
 ) -> Path:
     """Return a virtual environment with the package in ``item_dir`` installed, building it once.
 
     ``item_dir`` is a folder with a ``pyproject.toml`` (or ``setup.py``), such
     as ``config/catalog/modules/ai4lab-digits``. ``extras`` are installed too
     (e.g. ``("test",)``). ``cache_root`` defaults to :func:`default_cache_root`.
-    The environment runs the same Python version as the platform.
+    The environment runs ``python`` (default :func:`ai4lab.runtime.default_user_python`: one that user
+    accounts can execute).
 
     Raises :class:`EnvBuildError` (with uv's output) when the build fails; a
     failed build leaves nothing behind, so the next call tries again.
@@ -244,9 +294,10 @@ def ensure_env(
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", extra):
             raise ValueError(f"invalid extra name: {extra!r}")
     root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
-    root.mkdir(parents=True, exist_ok=True)
+    public_dir(root)
+    interpreter = str(python or default_user_python())
 
-    digest = source_hash(item_dir, extras)
+    digest = source_hash(item_dir, extras, interpreter)
     final = root / _env_name(item_dir, digest)
     if (final / MARKER).is_file():  # fast path: no lock needed to reuse a finished environment
         return final
@@ -255,5 +306,5 @@ def ensure_env(
             return final
         if final.exists():  # not ours to trust (e.g. copied in by hand without a marker)
             shutil.rmtree(final)
-        _build(item_dir, final, digest, extras, timeout)
+        _build(item_dir, final, digest, extras, timeout, interpreter)
     return final

@@ -6,6 +6,7 @@ lines after it (e.g. an OIDC authenticator) like in any JupyterHub config.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,52 @@ def service_env(settings: Settings) -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_PREFIXES) or k in PASSED_VARS}
     env["AI4LAB_STATE_DIR"] = str(settings.state)
+    # code that reads no settings (environment builds) must agree with the platform's
+    env["AI4LAB_RUNTIME_DIR"] = str(settings.runtime_dir)
+    env["AI4LAB_USER_PYTHON"] = str(settings.user_python)
+    env["AI4LAB_ENVS_DIR"] = str(settings.envs_dir)
+    env["AI4LAB_ISOLATION"] = "auto" if settings.isolating else "off"
     return env
+
+
+#: Folders of the state that user accounts traverse (never list) to reach their own sub-folder.
+def _user_roots(s: Settings) -> tuple[Path, ...]:
+    return (s.storage_root, s.workspaces_root, s.deployments_root)
+
+
+def prepare_state(s: Settings) -> None:
+    """Create the state folder and, when isolating, close it to user accounts.
+
+    Why this shape: users must reach ``storage/<them>``, ``workspaces/<them>``
+    and their deployments' work folders, and nothing else. The state folder
+    and those three roots are 0711 (traversable, not listable); each user's
+    folder below them is theirs, 0700; everything else (databases, secrets,
+    logs, MLflow's store, the catalog cache, other users' folders) is the
+    platform's alone.
+    """
+    from ai4lab.isolation import reachable_by_others
+
+    for folder in (s.state, *_user_roots(s), s.logs_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    if not s.isolating:
+        return
+    blocked = reachable_by_others(s.state.parent)
+    if blocked is not None:
+        raise RuntimeError(f"user accounts cannot reach the state folder {s.state}: {blocked} is not traversable "
+                           "by others; set AI4LAB_STATE_DIR (state_dir) to a folder outside it")
+    os.chmod(s.state, 0o711)
+    roots = _user_roots(s)
+    for folder in roots:
+        os.chmod(folder, 0o711)
+    for entry in s.state.iterdir():
+        if entry not in roots and not entry.is_symlink():
+            os.chmod(entry, entry.stat().st_mode & ~0o077)
 
 
 def configure(c: Any, settings: Settings | None = None) -> None:
     s = settings or get_settings()
     state = s.state
-    for folder in (state, s.storage_root, s.workspaces_root, s.logs_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+    prepare_state(s)
     db.upgrade(s.db_url)
     secrets, _ = load_or_create(state)
 

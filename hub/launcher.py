@@ -26,7 +26,8 @@ from ai4lab import accounts, db
 from ai4lab import deployments as deps
 from ai4lab.backends.local import kill_tree
 from ai4lab.hubclient import HubClient, HubError
-from ai4lab.hubconfig import default_config_file
+from ai4lab.hubconfig import default_config_file, prepare_state
+from ai4lab.isolation import describe_mode
 from ai4lab.secrets_store import load_or_create
 from ai4lab.secrets_store import save as save_secrets
 from ai4lab.settings import Settings
@@ -107,8 +108,9 @@ def sweep_local_processes(settings: Settings) -> int:
 
 def up(settings: Settings, config_file: Path | None = None) -> int:
     state = settings.state
-    for folder in (state, settings.logs_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+    # what the platform creates (databases, logs, secrets) is its own unless it says otherwise
+    os.umask(0o077)
+    prepare_state(settings)
     db.upgrade(settings.db_url)
     admin, password = ensure_admin(settings)
     flag = state / "shutting-down"
@@ -118,6 +120,7 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
         raise FileNotFoundError(f"JupyterHub config not found: {config_file}")
     log_path = settings.logs_dir / "hub.log"
     console.print(f"[bold]ai4lab[/] starting (state: {state}, hub log: {log_path})")
+    console.print(f"  {describe_mode(settings)}")
     with open(log_path, "ab") as log:
         hub = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(config_file)],

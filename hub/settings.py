@@ -9,17 +9,20 @@ service, MLflow gateway, CLI) resolves the same values: environment variables
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from ai4lab.runtime import default_runtime_dir, default_user_python
 
 Role = Literal["basic", "intermediate", "advanced"]
 ROLES: tuple[str, ...] = ("basic", "intermediate", "advanced")
@@ -173,15 +176,45 @@ class Settings(BaseSettings):
         default="",
         description="Host name clients use to reach Flower servers (default: the host of public_url).",
     )
+    runtime_dir: Path = Field(
+        default_factory=default_runtime_dir,
+        description="What user processes execute: module environments, the session environment, code-server. "
+        "Readable and executable by user accounts, writable by the platform only "
+        "(default /opt/ai4lab as root, else ~/.cache/ai4lab).",
+    )
     envs_dir: Path | None = Field(
         default=None,
-        description="Cache of the per-module virtual environments (default ~/.cache/ai4lab/envs).",
+        description="Cache of the per-module virtual environments (default <runtime_dir>/envs).",
     )
-    tools_dir: Path = Field(
-        default_factory=lambda: Path(
-            os.environ.get("AI4LAB_TOOLS_DIR", Path.home() / ".cache" / "ai4lab" / "tools")
-        ),
-        description="Where the installer put configurable-http-proxy and code-server (bin/ inside).",
+    tools_dir: Path | None = Field(
+        default=None,
+        description="Where the installer put configurable-http-proxy and code-server (bin/ inside; "
+        "default <runtime_dir>/tools).",
+    )
+    user_python: Path | None = Field(
+        default=None,
+        description="Python that module and session environments are built from; user accounts must be able "
+        "to run it (default: /usr/bin/python3 as root, since pyenv's lives under /root; else the platform's).",
+    )
+    session_env: Path | None = Field(
+        default=None,
+        description="Virtual environment sessions run from (jupyterhub-singleuser, JupyterLab, the Lab extension); "
+        "default <runtime_dir>/session as root (built by scripts/install.sh), else the platform's own.",
+    )
+    isolation: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: when the platform runs as root, each account gets its own system user and all user "
+        "code runs as it; off: single-user mode, everything runs as the platform's user.",
+    )
+    system_user_prefix: str = Field(
+        default="ai4-", description="Prefix of the system user made for each account (ai4-alice)."
+    )
+    system_uid_min: int = Field(default=20000, description="Lowest uid (and gid) of the per-account system users.")
+    system_uid_max: int = Field(default=29999, description="Highest uid (and gid) of the per-account system users.")
+    allow_shared_single_user: bool = Field(
+        default=False,
+        description="In single-user mode (not root), allow more than one non-admin account although their "
+        "code all runs as the same system user and can read each other's files.",
     )
     catalog_sources: list[SourceConfig] = Field(
         default_factory=_default_sources,
@@ -203,6 +236,20 @@ class Settings(BaseSettings):
     oscar_ssl_verify: bool = Field(default=True, description="Verify the OSCAR cluster's TLS certificate.")
     oscar_vo: str | None = Field(default=None, description="VO the OSCAR services are created in (OIDC clusters).")
     oscar_timeout: float = Field(default=300, description="Seconds to wait for one synchronous OSCAR invocation.")
+
+    @model_validator(mode="after")
+    def _fill_runtime_paths(self) -> "Settings":
+        """Defaults that live below ``runtime_dir`` (one setting moves them all)."""
+        if self.envs_dir is None:
+            self.envs_dir = Path(os.environ["AI4LAB_ENVS_DIR"]) if os.environ.get("AI4LAB_ENVS_DIR") \
+                else self.runtime_dir / "envs"
+        if self.tools_dir is None:
+            self.tools_dir = self.runtime_dir / "tools"
+        if self.user_python is None:
+            self.user_python = default_user_python()
+        if self.session_env is None:
+            self.session_env = self.runtime_dir / "session" if self.isolating else Path(sys.prefix)
+        return self
 
     @field_validator("quotas", mode="before")
     @classmethod
@@ -233,6 +280,11 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, yaml_source)
 
     # -- derived paths -----------------------------------------------------
+    @property
+    def isolating(self) -> bool:
+        """Per-user system accounts are on: the platform runs as root and isolation is not off."""
+        return self.isolation != "off" and os.geteuid() == 0
+
     @property
     def state(self) -> Path:
         return self.state_dir.expanduser().resolve()
@@ -265,6 +317,11 @@ class Settings(BaseSettings):
     @property
     def catalog_cache(self) -> Path:
         return self.state / "catalog-cache"
+
+    @property
+    def published_root(self) -> Path:
+        """Copies of published packages (the platform's; each owned by its publisher)."""
+        return self.state / "published"
 
     @property
     def deployments_root(self) -> Path:

@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 WITH_TEST=${1:-}
 VENV=${AI4LAB_VENV:-$ROOT/.venv}
-TOOLS=${AI4LAB_TOOLS_DIR:-$HOME/.cache/ai4lab/tools}
+# What user accounts execute lives under the runtime prefix: as root, /opt/ai4lab (root's own
+# home and pyenv's Python are private); the same rule as ai4lab.runtime.default_runtime_dir.
+if [ "$(id -u)" = 0 ]; then RUNTIME=${AI4LAB_RUNTIME_DIR:-/opt/ai4lab}; else RUNTIME=${AI4LAB_RUNTIME_DIR:-$HOME/.cache/ai4lab}; fi
+TOOLS=${AI4LAB_TOOLS_DIR:-$RUNTIME/tools}
 PY=${PYTHON:-python3}
 CODE_SERVER_VERSION=4.100.3
 RIPGREP_CACHE=vscode-ripgrep-cache-1.15.11
@@ -49,7 +52,7 @@ fi
 
 # --- Node.js + configurable-http-proxy ---------------------------------------
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
-mkdir -p "$TOOLS/bin"
+mkdir -p "$RUNTIME" "$TOOLS/bin" && chmod 755 "$RUNTIME" "$TOOLS" "$TOOLS/bin"
 if [ ! -x "$TOOLS/chp/node_modules/.bin/configurable-http-proxy" ]; then
     log "npm install configurable-http-proxy"
     if npm install --silent --no-audit --no-fund --prefix "$TOOLS/chp" configurable-http-proxy@5 >/dev/null 2>&1; then :
@@ -65,16 +68,50 @@ ln -sfn "$TOOLS/chp/node_modules/.bin/configurable-http-proxy" "$TOOLS/bin/confi
 # hatch-jupyter-builder runs `npm install` + the TypeScript/labextension build during pip install;
 # rebuilt only when the extension's sources change (its node_modules also serve its unit tests).
 EXT=extensions/jupyterlab-ai4lab
+WHEELS="$VENV/.ai4lab-wheels"
 ext_stamp="$VENV/.ai4lab-labext-stamp"
 ext_want=$(cd "$EXT" && find pyproject.toml package.json package-lock.json tsconfig.json install.json src style \
     jupyterlab_ai4lab jupyter-config -type f ! -path '*/labextension/*' ! -name '*.pyc' | sort | xargs sha256sum | sha256sum | cut -c1-16)
 if [ "$(cat "$ext_stamp" 2>/dev/null)" != "$ext_want" ] || [ ! -d "$EXT/node_modules" ] \
+        || ! ls "$WHEELS"/jupyterlab_ai4lab-*.whl >/dev/null 2>&1 \
         || ! "$VENV/bin/python" -c 'import jupyterlab_ai4lab' 2>/dev/null; then
     log "building the JupyterLab extension (npm, TypeScript, labextension)"
     "$VENV/bin/pip" install -q "hatchling>=1.21" "hatch-jupyter-builder>=0.9"
-    PATH="$VENV/bin:$PATH" "$VENV/bin/pip" install -q --no-build-isolation "./$EXT" \
+    rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+    # one build, as a wheel: the platform's venv and the session environment install the same file
+    PATH="$VENV/bin:$PATH" "$VENV/bin/pip" wheel -q --no-deps --no-build-isolation -w "$WHEELS" "./$EXT" \
         || die "the JupyterLab extension did not build (see above)"
+    "$VENV/bin/pip" install -q --force-reinstall --no-deps "$WHEELS"/jupyterlab_ai4lab-*.whl
     echo "$ext_want" > "$ext_stamp"
+fi
+EXT_WHEEL=$(ls "$WHEELS"/jupyterlab_ai4lab-*.whl)
+
+# --- the session environment: what user accounts run (root only) -------------
+# Sessions run as each user's own system account, which cannot execute anything below /root
+# (pyenv's Python, this venv when the checkout is there). So sessions get their own environment
+# under the runtime prefix, built from a Python every account can run, with a copy (not an
+# editable link) of ai4lab and the Lab extension.
+if [ "$(id -u)" = 0 ] && [ "${AI4LAB_ISOLATION:-auto}" != off ]; then
+    USER_PY=${AI4LAB_USER_PYTHON:-/usr/bin/python3}
+    [ -x "$USER_PY" ] || apt_install python3
+    "$USER_PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "$USER_PY is older than 3.11: set AI4LAB_USER_PYTHON to a Python 3.11+ that every account can run"
+    setpriv --reuid=nobody --regid=nogroup --clear-groups "$USER_PY" -c '' 2>/dev/null \
+        || die "user accounts cannot run $USER_PY: set AI4LAB_USER_PYTHON to a Python outside /root"
+    SESSION="$RUNTIME/session"
+    sess_want=$( { sha256sum pyproject.toml "$EXT_WHEEL"; "$USER_PY" --version;
+                   find hub spawners -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | sort | xargs sha256sum; } \
+                 | sha256sum | cut -c1-16)
+    if [ "$(cat "$SESSION/.ai4lab-stamp" 2>/dev/null)" != "$sess_want" ]; then
+        log "building the session environment $SESSION (from $USER_PY)"
+        rm -rf "$SESSION"
+        "$VENV/bin/uv" venv -q --python "$USER_PY" "$SESSION"
+        "$VENV/bin/uv" pip install -q --python "$SESSION/bin/python" ".[widgets,s3]" "$EXT_WHEEL" \
+            || die "the session environment did not build (see above)"
+        rm -rf build
+        chmod -R u+rwX,go+rX,go-w "$SESSION"
+        echo "$sess_want" > "$SESSION/.ai4lab-stamp"
+    fi
 fi
 
 # --- code-server (VS Code in the browser), recipe from ENVIRONMENT-NOTES ------

@@ -23,6 +23,7 @@ from traitlets import Dict, Float, List, Unicode, default
 
 from ai4lab import deployments as deps
 from ai4lab.backends.local import LocalBackend
+from ai4lab.isolation import give, private_dir
 from ai4lab.settings import get_settings
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
@@ -88,7 +89,13 @@ class LocalSessionSpawner(ProfileFormSpawner):
 
     @default("cmd")
     def _default_cmd(self) -> list[str]:
-        return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+        return [str(self.session_bin / "jupyterhub-singleuser")]
+
+    @property
+    def session_bin(self) -> Path:
+        """bin/ of the environment sessions run from: the runtime's session env when isolating."""
+        env = get_settings().session_env
+        return Path(env) / "bin" if env else Path(sys.executable).parent
 
     # -- who is asking -------------------------------------------------------
     @property
@@ -129,28 +136,33 @@ class LocalSessionSpawner(ProfileFormSpawner):
 
     # -- lifecycle ---------------------------------------------------------------
     def _prepare_workspace(self, options: SessionOptions) -> None:
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self.storage.mkdir(parents=True, exist_ok=True)
+        """Workspace and storage private to the user's system account (mode 0700, owned by it)."""
+        ident = self.backend.identity(self.user.name)
+        private_dir(self.workspace, ident, Path(self.workspace_root))
+        private_dir(self.storage, ident, Path(self.storage_root))
         link = self.workspace / "storage"
         if link.is_symlink() and link.resolve() != self.storage.resolve():
             link.unlink()
         if not link.exists():
             link.symlink_to(self.storage, target_is_directory=True)
+            give(link, ident)
         news = self.workspace / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
         if not news.exists():
             # the platform may be offline: do not ask every user about fetching Jupyter news
-            news.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(news.parent, ident, self.workspace)
             news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
+            give(news, ident, 0o600)
         if options.ide == "vscode":
             conf = self.workspace / ".config" / "code-server" / "config.yaml"
-            conf.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(conf.parent, ident, self.workspace)
             conf.write_text(CODE_SERVER_CONFIG)
+            give(conf, ident, 0o600)
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         options = SessionOptions(**self.user_options) if self.user_options else None
         ws = str(self.workspace)
-        path = [self.tools_bin, str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        path = [self.tools_bin, str(self.session_bin), "/usr/local/bin", "/usr/bin", "/bin"]
         env.update(
             {
                 "HOME": ws,
@@ -182,15 +194,15 @@ class LocalSessionSpawner(ProfileFormSpawner):
 
     def get_args(self) -> list[str]:
         args = super().get_args()
-        if os.getuid() == 0:
-            args.append("--allow-root")
+        if os.getuid() == 0 and not self.backend.accounts.enabled:
+            args.append("--allow-root")  # single-user mode run by root: the session is root's
         return args
 
     async def start(self) -> tuple[str, int]:
         self._reset_events()
         options = SessionOptions(**self.user_options) if self.user_options else self.check_options({})
         self.user_options = options.dump()
-        self._prepare_workspace(options)
+        await asyncio.to_thread(self._prepare_workspace, options)
         self.notebook_dir = str(self.workspace)
         self._event(20, f"Workspace ready with storage/ ({options.ide}, {options.cpu:g} CPU, "
                         f"{options.ram_gb:g} GB, {options.gpu} GPU)")
@@ -219,6 +231,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
             cpu=options.cpu,
             ram_gb=options.ram_gb,
             gpu_ids=gpu_ids,
+            owner=self.user.name,
         )
         self.job_state = await self.backend.submit(job)
         self.job_state["gpu_ids"] = gpu_ids

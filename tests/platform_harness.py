@@ -26,6 +26,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_traversable(state: Path) -> None:
+    """Let user accounts traverse (not list) the test folders above a platform's state folder.
+
+    pytest makes its temporary folders 0700; a real platform's state folder
+    lies where every account can reach its own storage and workspace.
+    """
+    if os.geteuid() != 0:
+        return
+    state.mkdir(parents=True, exist_ok=True)
+    for folder in [state, *state.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(folder, mode | 0o011)
+
+
 @dataclass
 class Platform:
     state: Path
@@ -36,6 +51,7 @@ class Platform:
 
     @classmethod
     def create(cls, state: Path, **settings: str) -> "Platform":
+        make_traversable(state)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AI4LAB_", "JUPYTERHUB_"))}
         env.update(
             {

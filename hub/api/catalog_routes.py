@@ -17,6 +17,7 @@ from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.catalog.model import KINDS, CatalogItem
 from ai4lab.catalog.registry import ANONYMOUS, Viewer
 from ai4lab.catalog.render import description_html
+from ai4lab.isolation import Accounts
 from ai4lab.settings import Settings
 from ai4lab.storage import StoragePathError, clean_relpath
 
@@ -123,8 +124,10 @@ def build_router(
         catalog.ensure_loaded()
         taken = {i for (k, i), item in catalog._items.items() if item.source != "published"}
         try:
+            publisher = Accounts.from_settings(settings).ensure(user.name)
             row = pub.publish(settings.db_url, body, kind=KINDS[kind], owner=user.name, role=role, vo=vo,
-                              resolve_package=resolve, existing_ids=taken)
+                              resolve_package=resolve, existing_ids=taken, packages_root=settings.published_root,
+                              owner_ids=(publisher.uid, publisher.gid) if settings.isolating else None)
         except pub.PublishError as e:
             raise HTTPException(e.status, str(e)) from None
         except ValueError as e:  # metadata text that does not parse

@@ -4,7 +4,6 @@ server (API, Swagger UI), predictions, and one-shot tries of a catalog module.""
 import asyncio
 import json
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from ai4lab import accounts
+from ai4lab import accounts, isolation
 from ai4lab import deployments as deps
 from ai4lab.api.auth import HubUser
 from ai4lab.api.mlflow_gateway import HOP_HEADERS
@@ -25,11 +24,12 @@ from ai4lab.catalog.deploy_config import check_choice, deploy_config
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
-from ai4lab.deploy import ONESHOT
+from ai4lab.deploy import module_env, runner
 from ai4lab.deploy.cluster import ClusterDeployments, ClusterError
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.trainings import TrainingError, Trainings
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.isolation import give_tree
 from ai4lab.settings import Settings
 from ai4lab.storage import StoragePathError, clean_relpath
 
@@ -169,7 +169,7 @@ class ModuleRoutes:
             if int(request.headers.get("content-length") or 0) > self.max_bytes:
                 raise self.too_large()
             form = await request.form(max_part_size=self.max_bytes)
-            return await self.oneshot(item, form)
+            return await self.oneshot(item, form, user.name)
 
     # -- helpers ----------------------------------------------------------------------
     async def run_of(self, dep: Deployment) -> str | None:
@@ -329,7 +329,8 @@ class ModuleRoutes:
         dep = self.modules.create(user.name, item, hardware, title=body.title, weights=weights, vo=acc.vo)
         return dep.to_dict()
 
-    async def oneshot(self, item: CatalogItem, form: Any) -> JSONResponse:
+    async def oneshot(self, item: CatalogItem, form: Any, owner: str) -> JSONResponse:
+        """One prediction in the module's environment, run as ``owner`` (the module's code sees their inputs only)."""
         work = Path(tempfile.mkdtemp(prefix="ai4lab-try-"))
         try:
             fields: dict[str, str] = {}
@@ -349,11 +350,13 @@ class ModuleRoutes:
             except EnvBuildError as e:
                 raise HTTPException(500, f"the module's environment could not be built: {e}") from None
             request = json.dumps({"model": item.run.entry_point, "fields": fields, "files": files})
+            backend = self.trainings.backend
+            ident = await asyncio.to_thread(backend.identity, owner)
+            job_env = await asyncio.to_thread(module_env, self.settings, backend, owner, env, work)
+            give_tree(work, ident)
             proc = await asyncio.to_thread(
-                subprocess.run, [str(env_bin(env, "python")), str(ONESHOT)], input=request, capture_output=True,
-                text=True, timeout=300, cwd=work,
-                env={"PATH": f"{env}/bin:/usr/bin:/bin", "HOME": str(work),
-                     "AI4LAB_MODEL_DIR": str(Path.home() / ".cache" / "ai4lab" / "models")},
+                isolation.run, ident, [str(env_bin(env, "python")), str(runner(self.settings, "oneshot.py"))],
+                input=request, timeout=300, cwd=work, env=isolation.user_env(ident, work, job_env),
             )
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
             if not lines:

@@ -23,6 +23,10 @@ class JobSpec:
     cpu: float | None = None
     ram_gb: float | None = None
     gpu_ids: list[str] = field(default_factory=list)
+    #: Platform account whose code this is: the local backend runs the job as its system user.
+    owner: str | None = None
+    #: Folders the platform prepared for the job (work folder, outputs): handed to the owner before it starts.
+    owned_paths: list[Path] = field(default_factory=list)
 
 
 @dataclass

@@ -4,6 +4,11 @@ Each job runs in its own session (process group) so that stop reaches every
 child (e.g. code-server under jupyter-server-proxy). A job is identified by pid
 plus its start time, so that a recycled pid is never mistaken for it after a
 platform restart.
+
+``submit`` is the one launcher of user code on this machine: every job runs
+as its owner's system user (see ``ai4lab.isolation``) with a clean
+environment, so no code path can forget to drop privileges. A job without an
+owner is refused while the platform isolates users.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any
 
 import psutil
 
+from ai4lab import isolation
 from ai4lab.backends.base import Backend, JobSpec, JobStatus
+from ai4lab.isolation import Accounts, Identity, IsolationError
 
 
 def _same_process(state: dict[str, Any]) -> psutil.Process | None:
@@ -80,20 +87,45 @@ def _group_members(pgid: int) -> list[psutil.Process]:
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, accounts: Accounts | None = None) -> None:
         # Popen objects of jobs started by this process, kept to reap them and read exit codes.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._accounts = accounts
+
+    @property
+    def accounts(self) -> Accounts:
+        if self._accounts is None:
+            from ai4lab.settings import get_settings
+
+            self._accounts = Accounts.from_settings(get_settings())
+        return self._accounts
+
+    def identity(self, owner: str | None) -> Identity:
+        """The system user a job of ``owner`` runs as (created on first use)."""
+        if owner is None:
+            if self.accounts.enabled:
+                raise IsolationError("a job without an owner would run as the platform: refused")
+            return self.accounts.platform_user()
+        return self.accounts.ensure(owner)
+
+    def user_dir(self, owner: str, path: Path, base: Path) -> Path:
+        """Create ``path`` (and missing folders below ``base``) private to ``owner``, e.g. an output folder."""
+        return isolation.private_dir(path, self.identity(owner), base)
 
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
-        env = dict(spec.env)
+        ident = self.identity(spec.owner)
+        home = spec.env.get("HOME") or str(spec.cwd or ident.home)
+        env = isolation.user_env(ident, home, spec.env)
         if spec.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.gpu_ids)
         else:
             env.setdefault("CUDA_VISIBLE_DEVICES", "")
         log_path = spec.log_path or Path(spec.cwd or ".") / f"{spec.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        if spec.cwd:
-            Path(spec.cwd).mkdir(parents=True, exist_ok=True)
+        if spec.cwd and not Path(spec.cwd).exists():
+            isolation.private_dir(Path(spec.cwd), ident)
+        for path in spec.owned_paths:
+            isolation.give_tree(Path(path), ident)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 spec.command,
@@ -103,12 +135,14 @@ class LocalBackend(Backend):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=isolation.preexec(ident),
             )
         self._children[proc.pid] = proc
         return {
             "pid": proc.pid,
             "create_time": psutil.Process(proc.pid).create_time(),
             "log_path": str(log_path),
+            "uid": ident.uid,
         }
 
     async def status(self, state: dict[str, Any]) -> JobStatus:

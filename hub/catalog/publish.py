@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,42 @@ class PublishRequest(BaseModel):
     )
 
 
+def copy_package(src: Path, packages_root: Path, item_id: str, owner_ids: tuple[int, int] | None) -> Path:
+    """A copy of a published package in the platform's catalog area, owned by its publisher.
+
+    Why a copy: the catalog must not change when the publisher edits (or
+    replaces with a link) the folder in their storage, and the platform must
+    never follow a link out of it. Links are left out of the copy. The copy
+    belongs to the publisher, which is how environment builds know to run the
+    package's build code as them (``ai4lab.envs.builder_of``).
+    """
+    from ai4lab.isolation import chown_tree
+
+    packages_root.mkdir(parents=True, exist_ok=True)
+    os.chmod(packages_root, 0o700)
+    work = Path(tempfile.mkdtemp(prefix=f".{item_id}-", dir=packages_root))
+    try:
+        copy = work / "package"
+        shutil.copytree(src, copy, ignore=_links_and_by_products)
+        digest = hashlib.sha256()
+        for f in sorted(p for p in copy.rglob("*") if p.is_file()):
+            digest.update(f.relative_to(copy).as_posix().encode() + b"\0" + f.read_bytes())
+        target = packages_root / f"{item_id}-{digest.hexdigest()[:16]}"
+        if owner_ids is not None:
+            chown_tree(copy, *owner_ids)
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(copy, target)
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _links_and_by_products(folder: str, names: list[str]) -> set[str]:
+    skip = {"__pycache__", ".git", ".venv", "node_modules", "build", "dist"}
+    return {n for n in names if n in skip or n.endswith(".egg-info") or os.path.islink(os.path.join(folder, n))}
+
+
 def publish(
     db_url: str,
     req: PublishRequest,
@@ -48,8 +88,13 @@ def publish(
     vo: str | None,
     resolve_package: Any,
     existing_ids: set[str],
+    packages_root: Path | None = None,
+    owner_ids: tuple[int, int] | None = None,
 ) -> PublishedItem:
-    """Validate and store; ``resolve_package(path) -> Path`` maps a storage path to a local folder."""
+    """Validate and store; ``resolve_package(path) -> Path`` maps a storage path to a local folder.
+
+    With ``packages_root``, the package is copied there (see :func:`copy_package`) after its checks.
+    """
     if role not in PUBLISH_ROLES:
         raise PublishError(f"publishing needs role intermediate or advanced; yours is {role}", 403)
     if not ID_RE.match(req.id):
@@ -90,6 +135,8 @@ def publish(
         row.vo = vo
         row.visibility = req.visibility
         row.item_metadata = data
+        if package is not None and packages_root is not None:  # after the checks: a refusal copies nothing
+            package = copy_package(package, packages_root, req.id, owner_ids)
         row.package_path = str(package) if package else None
         row.docker_image = req.docker_image
         row.lineage = req.lineage

@@ -1,6 +1,37 @@
 """Running catalog items: inference deployments of modules (DEEPaaS servers) and one-shot tries."""
 
-from pathlib import Path
+from __future__ import annotations
 
-#: The script that runs one prediction, or describes the predict arguments, inside a module's environment.
-ONESHOT = Path(__file__).resolve().parent / "oneshot.py"
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ai4lab.runtime import runner_scripts
+
+if TYPE_CHECKING:
+    from ai4lab.backends.local import LocalBackend
+    from ai4lab.settings import Settings
+
+
+def runner(settings: Settings, name: str) -> Path:
+    """A runner script (``oneshot.py``, ``train_runner.py``, ``batch_runner.py``) where user accounts can read it."""
+    return runner_scripts(settings.runtime_dir) / name
+
+
+def module_env(settings: Settings, backend: LocalBackend, owner: str, env_dir: Path, home: Path,
+               **extra: str) -> dict[str, str]:
+    """Environment of a process running a module's code for ``owner``.
+
+    The module's model cache (``AI4LAB_MODEL_DIR``, where bundled modules keep
+    their pretrained model) is in the owner's home: a cache shared between
+    users would let one user's code plant a model another user loads.
+    """
+    models = backend.user_dir(owner, settings.user_workspace(owner) / ".cache" / "ai4lab" / "models",
+                              settings.workspaces_root)
+    return {
+        "PATH": os.pathsep.join([str(env_dir / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+        "AI4LAB_MODEL_DIR": str(models),
+        **extra,
+    }

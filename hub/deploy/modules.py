@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from ai4lab import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
+from ai4lab.deploy import module_env
 from ai4lab.db import Deployment
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.settings import Settings
@@ -89,8 +89,8 @@ class ModuleDeployments:
                 ensure_env, Path(spec["package_path"]), self.settings.envs_dir
             )
             port = random_port()
-            workdir = self.settings.deployments_root / dep_id
-            workdir.mkdir(parents=True, exist_ok=True)
+            workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
+                                            self.settings.deployments_root)
             job = JobSpec(
                 name=f"module-{dep_id}",
                 command=[
@@ -98,8 +98,9 @@ class ModuleDeployments:
                     "--model-name", spec["entry_point"], "--base-path", api_prefix(dep_id),
                     "--client-max-size", str(int(self.settings.max_upload_mb * 2**20)),
                 ],
-                env=self._env(env, workdir),
+                env=module_env(self.settings, self.backend, dep.owner, env, workdir),
                 cwd=workdir,
+                owner=dep.owner,
                 log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
                 cpu=spec.get("cpu"),
                 ram_gb=(spec.get("ram_mb") or 0) / 1000,
@@ -117,16 +118,6 @@ class ModuleDeployments:
             current = deps.get(self.settings.db_url, dep_id)
             if current is not None and current.status in ("queued", "starting"):
                 self._set_status(dep_id, "failed", str(e))
-
-    def _env(self, env: Path, workdir: Path) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "TZ")}
-        return {
-            **keep,
-            "PATH": os.pathsep.join([str(env / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
-            "HOME": str(workdir),
-            "AI4LAB_MODEL_DIR": str(Path.home() / ".cache" / "ai4lab" / "models"),
-            "PYTHONUNBUFFERED": "1",
-        }
 
     async def _wait_ready(self, dep_id: str, state: dict[str, Any], port: int, model: str) -> None:
         url = f"http://127.0.0.1:{port}{api_prefix(dep_id)}/v2/models/"

@@ -9,14 +9,15 @@ immutable, so its arguments never change.
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ai4lab import isolation
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.deploy import ONESHOT
+from ai4lab.deploy import runner
 from ai4lab.envs import ensure_env, env_bin
+from ai4lab.isolation import Accounts
+from ai4lab.settings import get_settings
 
 _cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
@@ -29,9 +30,12 @@ def describe_predict(item: CatalogItem, envs_dir: Path | None = None) -> list[di
     env = ensure_env(Path(item.run.package_path or ""), envs_dir)
     key = (str(env), item.run.entry_point or "")
     if key not in _cache:
-        proc = subprocess.run([str(env_bin(env, "python")), str(ONESHOT), "--describe", key[1]],
-                              capture_output=True, text=True, timeout=120,
-                              env={"PATH": f"{env}/bin:/usr/bin:/bin", "HOME": tempfile.gettempdir()})
+        # the module's code belongs to whoever published it: it runs as nobody, not as the platform
+        settings = get_settings()
+        ident = Accounts.from_settings(settings).nobody()
+        proc = isolation.run(ident, [str(env_bin(env, "python")), str(runner(settings, "oneshot.py")), "--describe",
+                                     key[1]], env=isolation.user_env(ident, "/", {"PATH": f"{env}/bin:/usr/bin:/bin"}),
+                             cwd=Path("/"))
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
         if not lines:
             raise RuntimeError("the module's predict arguments could not be read")

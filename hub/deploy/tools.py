@@ -34,6 +34,7 @@ from jupyterhub.utils import random_port
 from ai4lab import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
+from ai4lab.runtime import readable_copy
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
@@ -64,8 +65,9 @@ class FlowerTool:
 
     item_id = "ai4lab-flower"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, backend: LocalBackend | None = None) -> None:
         self.settings = settings
+        self.backend = backend or LocalBackend()
 
     @property
     def folder(self) -> Path:
@@ -86,8 +88,8 @@ class FlowerTool:
         config["tags"] = {"ai4lab.deployment": dep.id, "ai4lab.owner": dep.owner, "ai4lab.tool": self.item_id}
         (workdir / "config.json").write_text(json.dumps(config))
         self.write_tokens(workdir, [token])
-        output = self.settings.user_storage(dep.owner) / "models" / self.item_id / dep.id
-        output.mkdir(parents=True, exist_ok=True)
+        output = self.backend.user_dir(dep.owner, self.settings.user_storage(dep.owner) / "models" / self.item_id
+                                       / dep.id, self.settings.storage_root)
         mlflow_token = await HubClient().new_token(dep.owner, f"flower {dep.id}", expires_in=7 * 86400,
                                                    scopes=["access:services!service=mlflow"])
         return JobSpec(
@@ -95,7 +97,8 @@ class FlowerTool:
             command=[str(env_bin(env, "python")), "-m", "ai4lab_flower.server", "--config", str(workdir / "config.json"),
                      "--host", self.settings.flower_bind_host, "--port", str(port),
                      "--tokens", str(workdir / "tokens.json"), "--status", str(workdir / "status.json"),
-                     "--output", str(output), "--app-dir", str(self.folder),
+                     "--output", str(output),
+                     "--app-dir", str(readable_copy(self.folder, "items", self.settings.runtime_dir)),
                      *(["--tls-dir", str(workdir / "tls"), "--tls-host", self.advertised_host()]
                        if self.settings.flower_tls else [])],
             env={"PATH": os.pathsep.join([str(env / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
@@ -105,15 +108,21 @@ class FlowerTool:
                  "MLFLOW_RUN_NAME": dep.spec.get("title") or f"flower {dep.id}"},
             cwd=workdir, log_path=self.settings.logs_dir / "deployments" / f"{dep.id}.log",
             cpu=dep.spec.get("cpu"), ram_gb=(dep.spec.get("ram_mb") or 0) / 1000,
+            owner=dep.owner, owned_paths=[workdir],
         )
 
     @staticmethod
     def write_tokens(workdir: Path, tokens: list[str]) -> None:
-        """Hashes of the valid tokens, replaced atomically (the server re-reads the file when it changes)."""
+        """Hashes of the valid tokens, replaced atomically (the server re-reads the file when it changes).
+
+        The file takes the work folder's owner: the server runs as the deployment's owner.
+        """
         tmp = workdir / ".tokens.json.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump([_hash(t) for t in tokens], f)
+        owner = workdir.stat()
+        os.chown(tmp, owner.st_uid, owner.st_gid)
         os.replace(tmp, workdir / "tokens.json")
 
     @staticmethod
@@ -182,7 +191,7 @@ class ToolDeployments:
     def __init__(self, settings: Settings, backend: LocalBackend) -> None:
         self.settings = settings
         self.backend = backend
-        self.drivers: dict[str, FlowerTool] = {FlowerTool.item_id: FlowerTool(settings)}
+        self.drivers: dict[str, FlowerTool] = {FlowerTool.item_id: FlowerTool(settings, backend)}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def driver(self, item_id: str) -> FlowerTool:
@@ -213,8 +222,8 @@ class ToolDeployments:
         driver = self.driver(dep.spec["item"])
         token = dep.backend_state["token"]
         try:
-            workdir = self.settings.deployments_root / dep_id
-            workdir.mkdir(parents=True, exist_ok=True)
+            workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
+                                            self.settings.deployments_root)
             port = random_port()
             deps.set_status(self.settings.db_url, dep_id, "starting", "building the tool's environment")
             job = await driver.job(dep, workdir, port, token)

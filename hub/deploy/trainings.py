@@ -13,26 +13,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import subprocess
-import sys
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ai4lab import accounts
+from ai4lab import accounts, isolation
 from ai4lab import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
+from ai4lab.deploy import module_env, runner
 from ai4lab.envs import ensure_env, env_bin
 from ai4lab.hubclient import HubClient
+from ai4lab.isolation import give_tree
 from ai4lab.settings import Settings
 
 log = logging.getLogger("ai4lab.trainings")
-RUNNER = Path(__file__).resolve().parent / "train_runner.py"
-BATCH_RUNNER = Path(__file__).resolve().parent / "batch_runner.py"
 JOB_KINDS = ("training", "batch")
 
 
@@ -65,15 +63,18 @@ class Trainings:
         package = Path(item.run.package_path or "")
         return ensure_env(package, self.settings.envs_dir, extras=_extras(package))
 
-    def _runner(self, env: Path, request: dict[str, Any], flag: str) -> Any:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(request, f)
+    def _runner(self, env: Path, request: dict[str, Any], flag: str, owner: str | None = None) -> Any:
+        """Run the train runner once (describe or check the arguments) as ``owner``, or as nobody."""
+        ident = self.backend.identity(owner) if owner else self.backend.accounts.nobody()
+        work = Path(tempfile.mkdtemp(prefix="ai4lab-args-"))
         try:
-            proc = subprocess.run([str(env_bin(env, "python")), str(RUNNER), f.name, flag], capture_output=True,
-                                  text=True, timeout=120, env={"PATH": f"{env}/bin:/usr/bin:/bin",
-                                                               "HOME": tempfile.gettempdir()})
+            (work / "request.json").write_text(json.dumps(request))
+            give_tree(work, ident)
+            proc = isolation.run(ident, [str(env_bin(env, "python")), str(runner(self.settings, "train_runner.py")),
+                                         str(work / "request.json"), flag],
+                                 env=isolation.user_env(ident, work, {"PATH": f"{env}/bin:/usr/bin:/bin"}), cwd=work)
         finally:
-            Path(f.name).unlink(missing_ok=True)
+            shutil.rmtree(work, ignore_errors=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
         if not lines:
             raise TrainingError(f"the module could not be loaded: {proc.stderr.strip()[-500:]}", 500)
@@ -124,7 +125,8 @@ class Trainings:
         if init_weights:
             args["init_weights"] = str(self.model_file(owner, init_weights))
         env = await asyncio.to_thread(self.env_for, item)
-        verdict = await asyncio.to_thread(self._runner, env, {"model": item.run.entry_point, "args": args}, "--check")
+        verdict = await asyncio.to_thread(self._runner, env, {"model": item.run.entry_point, "args": args}, "--check",
+                                          owner)
         if not verdict["ok"]:
             raise TrainingError(verdict["reason"])
         spec = {
@@ -215,8 +217,8 @@ class Trainings:
         try:
             env = await asyncio.to_thread(self.env_for, self._item_stub(spec))
             storage = self.settings.user_storage(dep.owner)
-            workdir = self.settings.deployments_root / dep_id
-            workdir.mkdir(parents=True, exist_ok=True)
+            workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
+                                            self.settings.deployments_root)
             if dep.kind == "batch":
                 request: dict[str, Any] = {
                     "model": spec["entry_point"], "input": spec["input_abs"], "output": spec["output_abs"],
@@ -224,8 +226,8 @@ class Trainings:
                     "result": str(workdir / "result.json"),
                 }
             else:
-                out = storage / "models" / spec["item"] / dep_id
-                out.mkdir(parents=True, exist_ok=True)
+                out = self.backend.user_dir(dep.owner, storage / "models" / spec["item"] / dep_id,
+                                            self.settings.storage_root)
                 args = dict(spec["args"])
                 args.setdefault("output_dir", str(out))
                 request = {
@@ -238,20 +240,19 @@ class Trainings:
             (workdir / "request.json").write_text(json.dumps(request))
             token = await HubClient().new_token(dep.owner, f"training {dep_id}", expires_in=7 * 86400,
                                                 scopes=["access:services!service=mlflow"])
-            env_vars = {
-                "PATH": os.pathsep.join([str(env / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
-                "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
-                "AI4LAB_MODEL_DIR": str(Path.home() / ".cache" / "ai4lab" / "models"),
-                "MLFLOW_TRACKING_URI": self.settings.public_url + "/services/mlflow",
-                "MLFLOW_TRACKING_TOKEN": token,
-                "MLFLOW_EXPERIMENT_NAME": spec["item"],
-                "MLFLOW_RUN_NAME": spec["title"],
-            }
-            runner = BATCH_RUNNER if dep.kind == "batch" else RUNNER
-            job = JobSpec(name=f"{dep.kind}-{dep_id}", command=[str(env_bin(env, "python")), str(runner),
+            env_vars = module_env(
+                self.settings, self.backend, dep.owner, env, workdir,
+                MLFLOW_TRACKING_URI=self.settings.public_url + "/services/mlflow",
+                MLFLOW_TRACKING_TOKEN=token,
+                MLFLOW_EXPERIMENT_NAME=spec["item"],
+                MLFLOW_RUN_NAME=spec["title"],
+            )
+            script = runner(self.settings, "batch_runner.py" if dep.kind == "batch" else "train_runner.py")
+            job = JobSpec(name=f"{dep.kind}-{dep_id}", command=[str(env_bin(env, "python")), str(script),
                                                                str(workdir / "request.json")],
                           env=env_vars, cwd=workdir, log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
-                          cpu=spec.get("cpu"), ram_gb=(spec.get("ram_mb") or 0) / 1000, gpu_ids=spec["gpu_ids"])
+                          cpu=spec.get("cpu"), ram_gb=(spec.get("ram_mb") or 0) / 1000, gpu_ids=spec["gpu_ids"],
+                          owner=dep.owner, owned_paths=[workdir])
             state = await self.backend.submit(job)
             state["result"] = request["result"]
             outputs = spec["output"] if dep.kind == "batch" else f"storage/models/{spec['item']}/{dep_id}"

@@ -15,8 +15,11 @@ import pytest
 
 from ai4lab.backends.base import JobSpec, JobStatus
 from ai4lab.backends.local import LocalBackend, kill_tree
+from ai4lab.isolation import Accounts
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+#: process-tree behaviour is the same in both modes; these tests run jobs as the test's own user
+SHARED = Accounts(enabled=False)
 
 
 def gone(pid: int) -> bool:
@@ -54,7 +57,7 @@ def killpg_quietly(pgid: int) -> None:
 
 
 async def test_stop_kills_whole_tree(tmp_path: Path) -> None:
-    b = LocalBackend()
+    b = LocalBackend(SHARED)
     state = await b.submit(
         JobSpec(
             name="tree",
@@ -90,7 +93,7 @@ async def test_stop_kills_whole_tree(tmp_path: Path) -> None:
 
 
 async def test_status_after_stop_has_exit_code(tmp_path: Path) -> None:
-    b = LocalBackend()
+    b = LocalBackend(SHARED)
     state = await b.submit(JobSpec(name="s", command=["sleep", "300"], env=ENV, cwd=tmp_path))
     try:
         await b.stop(state, timeout=5)
@@ -102,7 +105,7 @@ async def test_status_after_stop_has_exit_code(tmp_path: Path) -> None:
 
 
 async def test_job_exiting_by_itself_reports_exit_code(tmp_path: Path) -> None:
-    b = LocalBackend()
+    b = LocalBackend(SHARED)
     log = tmp_path / "logs" / "deep" / "k.log"
     state = await b.submit(
         JobSpec(name="k", command=["sh", "-c", "echo out; echo err >&2; exit 3"], env=ENV, log_path=log)
@@ -118,14 +121,14 @@ async def test_job_exiting_by_itself_reports_exit_code(tmp_path: Path) -> None:
 
 
 async def test_successful_job_exit_code_zero(tmp_path: Path) -> None:
-    b = LocalBackend()
+    b = LocalBackend(SHARED)
     state = await b.submit(JobSpec(name="ok", command=["true"], env=ENV, cwd=tmp_path))
     st = await wait_exit(b, state)
     assert (st.running, st.exit_code) == (False, 0)
 
 
 async def test_logs_tail_and_append(tmp_path: Path) -> None:
-    b = LocalBackend()
+    b = LocalBackend(SHARED)
     spec = JobSpec(name="t", command=["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done"],
                    env=ENV, cwd=tmp_path)
     state = await b.submit(spec)
@@ -150,7 +153,7 @@ async def test_logs_tail_and_append(tmp_path: Path) -> None:
     ],
 )
 async def test_cuda_visible_devices(tmp_path: Path, gpu_ids: list[str], env: dict[str, str], expected: str) -> None:
-    b = LocalBackend()
+    b = LocalBackend(SHARED)
     state = await b.submit(
         JobSpec(
             name="cuda",
@@ -166,7 +169,7 @@ async def test_cuda_visible_devices(tmp_path: Path, gpu_ids: list[str], env: dic
 
 async def test_job_does_not_inherit_platform_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AI4LAB_SECRET_FOR_TEST", "leak")
-    b = LocalBackend()
+    b = LocalBackend(SHARED)
     state = await b.submit(
         JobSpec(name="env", command=["sh", "-c", 'echo "s=[$AI4LAB_SECRET_FOR_TEST]"'], env=ENV, cwd=tmp_path)
     )
@@ -175,10 +178,10 @@ async def test_job_does_not_inherit_platform_environment(tmp_path: Path, monkeyp
 
 
 async def test_status_from_fresh_backend_after_restart(tmp_path: Path) -> None:
-    b1 = LocalBackend()
+    b1 = LocalBackend(SHARED)
     state = await b1.submit(JobSpec(name="r", command=["sleep", "300"], env=ENV, cwd=tmp_path))
     try:
-        b2 = LocalBackend()  # e.g. the platform restarted: only the stored state is known
+        b2 = LocalBackend(SHARED)  # e.g. the platform restarted: only the stored state is known
         assert (await b2.status(state)).running is True
         # a recycled pid (different start time) is not the job
         other = dict(state, create_time=state["create_time"] - 1000)
@@ -194,7 +197,7 @@ async def test_status_from_fresh_backend_after_restart(tmp_path: Path) -> None:
 
 
 async def test_stop_without_pid_is_noop() -> None:
-    await LocalBackend().stop({})
+    await LocalBackend(SHARED).stop({})
 
 
 def test_kill_tree_on_missing_pid_is_noop() -> None:
@@ -202,7 +205,7 @@ def test_kill_tree_on_missing_pid_is_noop() -> None:
 
 
 async def test_stop_reaches_orphans_of_exited_leader(tmp_path: Path) -> None:
-    b = LocalBackend()
+    b = LocalBackend(SHARED)
     state = await b.submit(
         JobSpec(name="orphan", command=["sh", "-c", "sleep 300 & echo child=$!; exit 0"], env=ENV, cwd=tmp_path)
     )
@@ -221,6 +224,6 @@ async def test_stop_reaches_orphans_of_exited_leader(tmp_path: Path) -> None:
 
 
 def test_capacity() -> None:
-    cap = LocalBackend().capacity()
+    cap = LocalBackend(SHARED).capacity()
     assert cap["cpu"] == os.cpu_count()
     assert cap["ram_gb"] > 0
