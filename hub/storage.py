@@ -6,9 +6,11 @@ and other escapes are refused before any file system call is made.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -129,3 +131,51 @@ class UserStorage:
         if not self.fs.exists(full):
             raise FileNotFoundError(f"no such file or folder in your storage: {rel!r}")
         self.fs.rm(full, recursive=True)
+
+
+class OwnedStorage(UserStorage):
+    """Local storage whose new files and folders belong to the user's system account.
+
+    Why: the platform API runs as root, but a user's storage is theirs: the
+    files it uploads must be readable by that user's sessions and jobs (and
+    by nobody else), so each file and folder it creates is handed over.
+    """
+
+    def __init__(self, root_url: str, options: dict[str, Any], ident: Any) -> None:
+        super().__init__(root_url, options)
+        self.ident = ident
+
+    def _hand_over(self, full: str, created: list[str]) -> None:
+        from ai4lab.isolation import give
+
+        for path in [*created, full]:
+            if os.path.lexists(path):
+                give(Path(path), self.ident)
+
+    def _missing(self, full: str) -> list[str]:
+        """Folders between the root and ``full`` that do not exist yet, outermost first."""
+        missing: list[str] = []
+        p = full
+        while p.startswith(self.root + "/") and not os.path.lexists(p):
+            missing.append(p)
+            p = posixpath.dirname(p)
+        return list(reversed(missing))
+
+    def ensure_root(self) -> None:
+        from ai4lab.isolation import private_dir
+
+        private_dir(Path(self.root), self.ident, Path(self.root).parent)
+
+    def write(self, rel: str, data: bytes) -> dict[str, Any]:
+        full = self._full(rel)
+        created = self._missing(posixpath.dirname(full))
+        info = super().write(rel, data)
+        self._hand_over(full, created)
+        return info
+
+    def mkdir(self, rel: str) -> dict[str, Any]:
+        full = self._full(rel)
+        created = self._missing(full)
+        info = super().mkdir(rel)
+        self._hand_over(full, created)
+        return info

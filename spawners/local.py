@@ -188,12 +188,15 @@ class LocalSessionSpawner(ProfileFormSpawner):
                     "AI4LAB_RAM_GB": f"{options.ram_gb:g}",
                     "AI4LAB_GPU": str(options.gpu),
                     "OMP_NUM_THREADS": str(max(1, int(options.cpu))),
+                    # jupyter-resource-usage shows usage against these in Lab's status bar
+                    "MEM_LIMIT": str(int(options.ram_gb * 2**30)),
+                    "CPU_LIMIT": f"{options.cpu:g}",
                 }
             )
         return env
 
     def get_args(self) -> list[str]:
-        args = super().get_args()
+        args = [*super().get_args(), "--ResourceUseDisplay.track_cpu_percent=True"]
         if os.getuid() == 0 and not self.backend.accounts.enabled:
             args.append("--allow-root")  # single-user mode run by root: the session is root's
         return args

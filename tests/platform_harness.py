@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,19 +29,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_traversable(state: Path) -> None:
-    """Let user accounts traverse (not list) the test folders above a platform's state folder.
+_STATE_DIRS: list[Path] = []
 
-    pytest makes its temporary folders 0700; a real platform's state folder
-    lies where every account can reach its own storage and workspace.
+
+def reachable_state(state: Path) -> Path:
+    """Where a test platform's state really lives when user accounts must reach into it.
+
+    pytest keeps its temporary folders private (0700, and it closes its root
+    again at every session start), but a platform's state folder must lie
+    where each user account can traverse to its own storage and workspace.
+    As root, the state goes to a fresh folder below /tmp, and the path the
+    test asked for becomes a link to it; the folders are removed at exit.
     """
-    if os.geteuid() != 0:
-        return
-    state.mkdir(parents=True, exist_ok=True)
-    for folder in [state, *state.parents]:
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(folder, mode | 0o011)
+    if os.geteuid() != 0 or state.exists():
+        return state.resolve() if state.exists() else state
+    real = Path(tempfile.mkdtemp(prefix="ai4lab-test-state-", dir="/tmp"))
+    os.chmod(real, 0o711)
+    if not _STATE_DIRS:
+        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _STATE_DIRS])
+    _STATE_DIRS.append(real)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.symlink_to(real / "state", target_is_directory=True)
+    (real / "state").mkdir()
+    return real / "state"
 
 
 @dataclass
@@ -51,7 +64,7 @@ class Platform:
 
     @classmethod
     def create(cls, state: Path, **settings: str) -> "Platform":
-        make_traversable(state)
+        state = reachable_state(state)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AI4LAB_", "JUPYTERHUB_"))}
         env.update(
             {

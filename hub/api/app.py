@@ -30,7 +30,7 @@ from ai4lab.deploy.tools import ToolDeployments
 from ai4lab.deploy.trainings import Trainings
 from ai4lab.hubclient import HubClient, HubError
 from ai4lab.settings import Settings, get_settings
-from ai4lab.storage import StoragePathError, UserStorage
+from ai4lab.storage import OwnedStorage, StoragePathError, UserStorage
 
 KINDS = ("ide", "module", "training", "batch", "tool", "serverless", "pipeline")
 
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         return None
 
     def storage_for(user: HubUser) -> UserStorage:
-        store = UserStorage(f"file://{settings.user_storage(user.name)}", {})
+        store = OwnedStorage(f"file://{settings.user_storage(user.name)}", {}, backend.identity(user.name))
         store.ensure_root()
         return store
 

@@ -27,6 +27,7 @@ from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
 from ai4lab.deploy.cluster import CVAT_ITEM, ClusterDeployments, ClusterError
 from ai4lab.deploy.tools import ToolDeployments, ToolError
+from ai4lab.isolation import Accounts, give, give_tree
 from ai4lab.settings import Settings
 
 CVAT_NEEDS_NOMAD = ("ai4lab-cvat runs containers (database, cache, server, UI): it needs the Nomad backend. "
@@ -88,6 +89,10 @@ class ToolRoutes:
                     self.settings.user_storage(dep.owner), format_name=body.format, name=body.name)
             except (StoragePathError, ExportError) as e:
                 raise HTTPException(400, str(e)) from None
+            # the platform wrote it; it is the owner's data
+            owner = Accounts.from_settings(self.settings).ensure(dep.owner)
+            give_tree(folder, owner)
+            give(folder.parent, owner)
             rel = folder.relative_to(self.settings.user_storage(dep.owner)).as_posix()
             return {"dataset": rel, "files": sorted(p.relative_to(folder).as_posix()
                                                     for p in folder.rglob("*") if p.is_file())}
