@@ -86,7 +86,7 @@ def sanitize(name: str) -> str:
     idempotent, so callers may pass either form.
     """
     clean = _SAFE.sub("-", name).strip("-")
-    if clean == name and len(clean) <= _NAME_MAX:
+    if clean and clean == name and len(clean) <= _NAME_MAX:
         return clean
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{clean[:_NAME_MAX - 9]}-{digest}" if clean else digest
@@ -158,7 +158,7 @@ def _read_keyed(path: Path) -> dict[str, int]:
 
 def _write(path: Path, value: str) -> None:
     """Write a cgroup interface file. No O_CREAT: a missing file means a missing controller, an error."""
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     try:
         os.write(fd, value.encode())
     finally:
@@ -222,7 +222,7 @@ class Group:
         ``Popen`` fails and the job does not run unlimited.
         """
         for path in self._procs_paths:
-            fd = os.open(path, os.O_WRONLY)
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
             try:
                 os.write(fd, b"0")
             finally:
@@ -250,7 +250,8 @@ class Group:
                     found.update(int(p) for p in _read(Path(dirpath) / "cgroup.procs").split())
                 except (OSError, ValueError):
                     pass
-        return sorted(found)
+        # the kernel never lists 0 or init here; if a damaged file did, os.kill(0 or -1) would be a disaster
+        return sorted(p for p in found if p > 1)
 
     def oom_kills(self) -> int | None:
         """How many processes the kernel killed in this group for its memory limit; None if it cannot say.
