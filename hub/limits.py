@@ -361,6 +361,8 @@ class Group:
         folders = [d for d in self._folders if d.is_dir()]
         if not folders:
             return
+        if os.getpid() in self.pids():
+            raise LimitsError(f"cgroup {self.name} holds this process itself; move it out before removing the group")
         deadline = time.monotonic() + timeout
         if self.mode == "v2":
             try:
@@ -460,7 +462,10 @@ class CgroupLimits:
                     return "v2", "enforced with cgroup v2 (cpu, memory)"
                 except OSError as e:
                     denied = denied or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
-                    problems.append(f"cgroup v2 at {v2}: {e.strerror}")
+                    hint = ""
+                    if e.errno == errno.EBUSY:  # a non-root group with processes cannot delegate controllers
+                        hint = " (processes live in that group: give the platform a delegated subtree, e.g. systemd Delegate=yes)"
+                    problems.append(f"cgroup v2 at {v2}: {e.strerror}{hint}")
         if "memory" in v1 and "cpu" in v1:
             used = [c for c in _V1_CONTROLLERS if c in v1]
             try:

@@ -195,6 +195,23 @@ def test_no_usable_cgroup_is_said_and_groups_are_no_ops(tmp_path: Path) -> None:
     assert lim.sweep([]) == []
 
 
+def test_a_v2_root_with_processes_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = fake_v2_root(tmp_path)
+    real_write = limits._write
+
+    def busy(path: Path, value: str) -> None:
+        if path.name == "cgroup.subtree_control":
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        real_write(path, value)
+
+    monkeypatch.setattr(limits, "_write", busy)
+    lim = CgroupLimits("ai4lab", v2_root=root, v1_roots={})
+    assert lim.mode == "none"
+    assert lim.description == (
+        f"limits not enforced: no usable cgroup: cgroup v2 at {root}: Device or resource busy (processes live "
+        "in that group: give the platform a delegated subtree, e.g. systemd Delegate=yes)")
+
+
 def test_not_writable_says_not_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def denied(path: os.PathLike[str]) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
@@ -231,6 +248,7 @@ def in_group(pid: int, group: limits.Group) -> bool:
 
 
 def test_memory_over_the_limit_is_killed_with_the_reason(real: CgroupLimits) -> None:
+    assert real.description.startswith("enforced with cgroup v")
     group = real.create("module-oom-test", cpu=None, ram_gb=1)
     # 3 GB filled with data (every page touched); this machine has the memory, the group does not
     code = "b = bytearray(b'x') * (3 * 2**30); print('allocated', len(b))"
@@ -336,5 +354,21 @@ def test_sweep_kills_and_removes_stale_groups(real: CgroupLimits) -> None:
 def test_remove_of_a_group_already_gone_is_fine(real: CgroupLimits) -> None:
     group = real.create("module-twice", cpu=1, ram_gb=1)
     group.remove()
+    with pytest.raises(subprocess.SubprocessError):  # a job whose group is gone does not start unlimited
+        subprocess.run(["true"], preexec_fn=group.join)
     group.remove()
     assert real.group("module-twice").usage().memory_bytes is None
+
+
+def test_add_moves_a_running_process_in(real: CgroupLimits) -> None:
+    """For processes not started through Popen, e.g. the hub itself into a group with a high cpu_weight."""
+    group = real.create("hub", cpu=None, ram_gb=None, cpu_weight=1000)
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        group.add(proc.pid)
+        assert in_group(proc.pid, group)
+        shares = Path(group._dirs["cpu"], "cpu.shares")
+        assert group.mode != "v1" or shares.read_text().strip() == "10240"
+    finally:
+        group.remove()
+    assert proc.wait(timeout=5) == -signal.SIGKILL
