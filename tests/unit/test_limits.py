@@ -269,7 +269,10 @@ BUSY = "import os, time\nos.fork()\nend = time.monotonic() + 60\nwhile time.mono
 
 
 def run_busy(group: limits.Group, seconds: float) -> tuple[float, float, float]:
-    """Two busy processes (one job that forks) in ``group``: cores used by the cgroup's count and by psutil's, throttled s."""
+    """Run two busy processes (one job that forks) in ``group``.
+
+    Returns cores used as the cgroup counts them, as psutil counts them, and seconds throttled.
+    """
     limit = group.cpu_limit()
     proc = subprocess.Popen([sys.executable, "-c", BUSY], preexec_fn=group.join, start_new_session=True)
     try:
