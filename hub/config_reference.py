@@ -8,7 +8,7 @@ from ai4lab.settings import Settings, bundled_catalog_path
 
 
 #: Settings whose default depends on the machine (root or not, where Python lies).
-PER_MACHINE = ("tools_dir", "runtime_dir", "user_python", "session_env", "envs_dir")
+PER_MACHINE = ("tools_dir", "runtime_dir", "user_python", "session_env", "envs_dir", "cgroup_parent")
 
 
 def _settings_rows() -> list[str]:

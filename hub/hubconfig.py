@@ -112,6 +112,7 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     c.Authenticator.admin_users = {u.name for u in accounts.list_users(s.db_url) if u.is_admin}
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     c.Spawner.start_timeout = 180
+    c.Spawner.poll_interval = 10  # a session killed for its memory shows as failed within seconds
     c.Spawner.http_timeout = 120
     c.Spawner.env_keep = ["LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV"]
 

@@ -28,6 +28,7 @@ from ai4lab.backends.local import kill_tree
 from ai4lab.hubclient import HubClient, HubError
 from ai4lab.hubconfig import default_config_file, prepare_state
 from ai4lab.isolation import describe_mode
+from ai4lab.limits import CgroupLimits
 from ai4lab.secrets_store import load_or_create
 from ai4lab.secrets_store import save as save_secrets
 from ai4lab.settings import Settings
@@ -111,6 +112,8 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
     # what the platform creates (databases, logs, secrets) is its own unless it says otherwise
     os.umask(0o077)
     prepare_state(settings)
+    limits = CgroupLimits(settings.cgroup_parent)
+    limits.sweep(keep=())  # groups of a platform that crashed: nothing of this one runs yet
     db.upgrade(settings.db_url)
     admin, password = ensure_admin(settings)
     flag = state / "shutting-down"
@@ -120,7 +123,7 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
         raise FileNotFoundError(f"JupyterHub config not found: {config_file}")
     log_path = settings.logs_dir / "hub.log"
     console.print(f"[bold]ai4lab[/] starting (state: {state}, hub log: {log_path})")
-    console.print(f"  {describe_mode(settings)}")
+    console.print(f"  {describe_mode(settings)}; resource {limits.description}")
     with open(log_path, "ab") as log:
         hub = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(config_file)],
@@ -188,6 +191,7 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
             except psutil.NoSuchProcess:
                 pass
         sweep_local_processes(settings)
+        CgroupLimits(settings.cgroup_parent).teardown()  # whatever a job left in its group
         flag.unlink(missing_ok=True)
     code = hub.returncode or 0
     console.print(f"[bold]ai4lab[/] stopped (hub exit code {code})")

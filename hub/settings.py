@@ -211,6 +211,12 @@ class Settings(BaseSettings):
     )
     system_uid_min: int = Field(default=20000, description="Lowest uid (and gid) of the per-account system users.")
     system_uid_max: int = Field(default=29999, description="Highest uid (and gid) of the per-account system users.")
+    cgroup_parent: str = Field(
+        default="",
+        description="cgroup (below the cgroup root) holding one group per local job with its CPU and memory "
+        "limits; default ai4lab-<hash of the state folder>, so that platforms on one machine never touch each "
+        "other's groups.",
+    )
     allow_shared_single_user: bool = Field(
         default=False,
         description="In single-user mode (not root), allow more than one non-admin account although their "
@@ -247,6 +253,10 @@ class Settings(BaseSettings):
             self.tools_dir = self.runtime_dir / "tools"
         if self.user_python is None:
             self.user_python = default_user_python()
+        if not self.cgroup_parent:
+            import hashlib
+
+            self.cgroup_parent = "ai4lab-" + hashlib.sha256(str(self.state).encode()).hexdigest()[:10]
         if self.session_env is None:
             self.session_env = self.runtime_dir / "session" if self.isolating else Path(sys.prefix)
         return self

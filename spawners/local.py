@@ -126,6 +126,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
             gpus=self._gpu_models(),
             free_gpus=len(self._free_gpus()),
             ides=self.ides,
+            limits_note="" if self.backend.limits.enforced else self.backend.limits.description,
         )
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
@@ -289,5 +290,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
         if self.deployment_id:
             shutting_down = (get_settings().state / "shutting-down").exists()
             reason = deps.SHUTDOWN_REASON if shutting_down else "stopped"
-            deps.set_status(self.db_url, self.deployment_id, "stopped", reason)
+            dep = deps.get(self.db_url, self.deployment_id)
+            if dep is None or dep.status != "failed":  # a failure (out of memory) keeps its reason
+                deps.set_status(self.db_url, self.deployment_id, "stopped", reason)
         self.job_state = {}

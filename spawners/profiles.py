@@ -151,8 +151,13 @@ def render_form(
     free_gpus: int,
     ides: dict[str, dict[str, str]] = IDES,
     gpu_models: dict[str, dict[str, int]] | None = None,
+    limits_note: str = "",
 ) -> str:
-    """The form; ``gpu_models`` (cluster spawners): {model: {free, total}} offered as a choice."""
+    """The form; ``gpu_models`` (cluster spawners): {model: {free, total}} offered as a choice.
+
+    ``limits_note``: shown when the machine cannot enforce the CPU and RAM chosen ("limits not enforced: ...").
+    """
     return _env.get_template("spawn_form.html").render(
-        quota=quota, role=role, profiles=profiles, gpus=gpus, free_gpus=free_gpus, ides=ides, gpu_models=gpu_models
+        quota=quota, role=role, profiles=profiles, gpus=gpus, free_gpus=free_gpus, ides=ides, gpu_models=gpu_models,
+        limits_note=limits_note,
     )

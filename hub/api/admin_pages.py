@@ -20,6 +20,7 @@ from ai4lab.api.auth import HubUser
 from ai4lab.api.marketplace_pages import _env
 from ai4lab.catalog import Catalog
 from ai4lab.isolation import describe_mode
+from ai4lab.limits import CgroupLimits
 from ai4lab.settings import Settings
 
 
@@ -45,6 +46,7 @@ def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
         "per_user": dict(per_user),
         "per_vo": dict(per_vo),
         "isolation": describe_mode(settings),
+        "limits": CgroupLimits(settings.cgroup_parent).description,
         "quotas": {role: q.model_dump() for role, q in settings.quotas.items()},
         "gpus": [g.model_dump() for g in settings.gpus],
         "users": [{"name": u.name, "role": u.role, "admin": u.is_admin, "vo": u.vo} for u in users.values()],

@@ -8,7 +8,9 @@ platform restart.
 ``submit`` is the one launcher of user code on this machine: every job runs
 as its owner's system user (see ``ai4lab.isolation``) with a clean
 environment, so no code path can forget to drop privileges. A job without an
-owner is refused while the platform isolates users.
+owner is refused while the platform isolates users. Each job also gets its own
+cgroup (``ai4lab.limits``) with the CPU and memory it asked for; a job whose
+group saw an out-of-memory kill is ended whole and reported with the reason.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import psutil
 from ai4lab import isolation
 from ai4lab.backends.base import Backend, JobSpec, JobStatus
 from ai4lab.isolation import Accounts, Identity, IsolationError
+from ai4lab.limits import CgroupLimits, Group
 
 
 def _same_process(state: dict[str, Any]) -> psutil.Process | None:
@@ -87,10 +90,11 @@ def _group_members(pgid: int) -> list[psutil.Process]:
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, accounts: Accounts | None = None) -> None:
+    def __init__(self, accounts: Accounts | None = None, limits: CgroupLimits | None = None) -> None:
         # Popen objects of jobs started by this process, kept to reap them and read exit codes.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._accounts = accounts
+        self._limits = limits
 
     @property
     def accounts(self) -> Accounts:
@@ -99,6 +103,18 @@ class LocalBackend(Backend):
 
             self._accounts = Accounts.from_settings(get_settings())
         return self._accounts
+
+    @property
+    def limits(self) -> CgroupLimits:
+        if self._limits is None:
+            from ai4lab.settings import get_settings
+
+            self._limits = CgroupLimits(get_settings().cgroup_parent)
+        return self._limits
+
+    def _group(self, state: dict[str, Any]) -> Group | None:
+        name = state.get("cgroup")
+        return self.limits.group(name) if name and self.limits.enforced else None
 
     def identity(self, owner: str | None) -> Identity:
         """The system user a job of ``owner`` runs as (created on first use)."""
@@ -126,6 +142,8 @@ class LocalBackend(Backend):
             isolation.private_dir(Path(spec.cwd), ident)
         for path in spec.owned_paths:
             isolation.give_tree(Path(path), ident)
+        group = self.limits.create(spec.name, cpu=spec.cpu, ram_gb=spec.ram_gb or None) \
+            if self.limits.enforced and (spec.cpu or spec.ram_gb) else None
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 spec.command,
@@ -135,7 +153,7 @@ class LocalBackend(Backend):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=isolation.preexec(ident),
+                preexec_fn=isolation.preexec(ident, before=group.join if group else None),
             )
         self._children[proc.pid] = proc
         return {
@@ -143,19 +161,36 @@ class LocalBackend(Backend):
             "create_time": psutil.Process(proc.pid).create_time(),
             "log_path": str(log_path),
             "uid": ident.uid,
+            **({"cgroup": group.name} if group else {}),
         }
 
     async def status(self, state: dict[str, Any]) -> JobStatus:
         pid = int(state.get("pid", 0))
         child = self._children.get(pid)
+        group = self._group(state)
         if child is not None:
             code = child.poll()
-            if code is None:
-                return JobStatus(running=True)
-            return JobStatus(running=False, exit_code=code, reason=f"exited with code {code}")
-        if _same_process(state) is not None:
+        elif _same_process(state) is not None:
+            code = None
+        else:
+            return self._ended(group, None, "process is gone")
+        if code is None:
+            if group is not None and group.oom_kills():
+                # a process of the job went over its memory: the job ends whole, as a pod would
+                await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, 2)
+                if child is not None:
+                    await asyncio.to_thread(child.wait)
+                return self._ended(group, -signal.SIGKILL, "out of memory")
             return JobStatus(running=True)
-        return JobStatus(running=False, reason="process is gone")
+        return self._ended(group, code, f"exited with code {code}")
+
+    @staticmethod
+    def _ended(group: Group | None, code: int | None, reason: str) -> JobStatus:
+        """The status of a job that ended; its cgroup's counters say whether memory killed it."""
+        if group is not None and group.exists():
+            reason = group.reason(code) or reason
+            group.remove()
+        return JobStatus(running=False, exit_code=code, reason=reason)
 
     async def logs(self, state: dict[str, Any], tail: int | None = None) -> str:
         path = Path(state.get("log_path", ""))
@@ -174,9 +209,13 @@ class LocalBackend(Backend):
         await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, timeout)
         if child is not None:
             await asyncio.to_thread(child.wait)
+        group = self._group(state)
+        if group is not None and group.exists():
+            await asyncio.to_thread(group.remove)
 
     def capacity(self) -> dict[str, Any]:
         return {
             "cpu": os.cpu_count(),
             "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "limits": self.limits.description,
         }

@@ -278,10 +278,10 @@ class Trainings:
             status = await self.backend.status(dep.backend_state)
             if status.running:
                 continue
-            await self._finish(dep, status.exit_code)
+            await self._finish(dep, status.exit_code, status.reason)
         await self.schedule()
 
-    async def _finish(self, dep: Deployment, exit_code: int | None) -> None:
+    async def _finish(self, dep: Deployment, exit_code: int | None, ended: str = "") -> None:
         result_path = Path(dep.backend_state.get("result", ""))
         try:
             result = json.loads(result_path.read_text())
@@ -309,7 +309,8 @@ class Trainings:
                             "their reasons are in the output folder", endpoints=endpoints)
             return
         tail = await self.backend.logs(dep.backend_state, tail=15)
-        reason = result.get("error") or "the training process died"
+        # the backend's reason first when the kernel ended it ("out of memory: limit 2 GB")
+        reason = ended if ended.startswith("out of memory") else result.get("error") or "the training process died"
         deps.set_status(self.settings.db_url, dep.id, "failed",
                         f"{reason} (exit code {exit_code}); last log lines:\n{tail}", endpoints=endpoints)
 

@@ -7,6 +7,7 @@ of reach; B's token cannot do what B may not; B's processes run as B.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -19,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from ai4lab.limits import CgroupLimits
 from tests.integration.test_trainings import upload_digit_dataset, wait_status
 from tests.kernel_client import execute_in_session, run_in_terminal
 from tests.platform_harness import Platform
@@ -195,3 +197,23 @@ def test_sessions_stop_cleanly(platform: Platform, users: dict[str, dict[str, An
             return
         time.sleep(0.5)
     raise AssertionError(f"processes of the users are still running: {[p.cmdline() for p in left]}")
+
+
+@pytest.mark.skipif(not CgroupLimits().enforced, reason="no writable cgroup")
+def test_a_session_over_its_memory_is_killed_and_says_why(platform: Platform) -> None:
+    platform.add_user("iso-c", "iso-c-password", role="basic")
+    token = platform.token("iso-c")
+    api = platform.api(token)
+    assert api.post("/hub/api/users/iso-c/server", json={**OPTIONS, "ram_gb": 1}).status_code in (201, 202)
+    platform.wait_server(token, "iso-c")
+    with contextlib.suppress(Exception):  # the kernel dies mid-cell
+        execute_in_session(platform.url, "iso-c", token, "b = bytearray(3 * 2**30)", timeout=60)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        sessions = api.get(f"{API}/deployments", params={"kind": "ide"}).json()
+        if sessions and sessions[0]["status"] == "failed":
+            break
+        time.sleep(1)
+    assert sessions[0]["status"] == "failed", sessions
+    assert "out of memory: limit 1 GB" in sessions[0]["status_reason"], sessions
+    assert not api.get("/hub/api/users/iso-c").json()["servers"], "the hub still lists the killed session"

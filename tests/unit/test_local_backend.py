@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from ai4lab.backends.base import JobSpec, JobStatus
 from ai4lab.backends.local import LocalBackend, kill_tree
 from ai4lab.isolation import Accounts
+from ai4lab.limits import CgroupLimits
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 #: process-tree behaviour is the same in both modes; these tests run jobs as the test's own user
@@ -227,3 +229,45 @@ def test_capacity() -> None:
     cap = LocalBackend(SHARED).capacity()
     assert cap["cpu"] == os.cpu_count()
     assert cap["ram_gb"] > 0
+
+
+limits_here = pytest.mark.skipif(not CgroupLimits().enforced, reason="no writable cgroup (not root?)")
+
+
+@pytest.fixture
+def limited(request: pytest.FixtureRequest) -> LocalBackend:
+    limits = CgroupLimits(f"ai4lab-test-backend-{os.getpid()}")
+    request.addfinalizer(limits.teardown)
+    return LocalBackend(SHARED, limits)
+
+
+@limits_here
+async def test_a_job_over_its_memory_is_killed_with_the_reason(tmp_path: Path, limited: LocalBackend) -> None:
+    hog = "b = bytearray(3 * 2**30); import time; time.sleep(30)"  # 3 GB, pages touched by the zero fill
+    state = await limited.submit(JobSpec(name="hog", command=[sys.executable, "-c", hog], env=ENV, cwd=tmp_path,
+                                         cpu=1, ram_gb=1))
+    assert state["cgroup"]
+    st = await wait_exit(limited, state, timeout=60)
+    assert st.reason == "out of memory: limit 1 GB" and st.exit_code == -signal.SIGKILL
+    assert not limited.limits.group(state["cgroup"]).exists(), "the job's cgroup is removed when it ends"
+
+
+@limits_here
+async def test_a_cpu_bound_job_limited_to_one_core_does_not_get_two(tmp_path: Path, limited: LocalBackend) -> None:
+    burn = "import multiprocessing as m, time\n" \
+           "def spin():\n    while True: pass\n" \
+           "if __name__ == '__main__':\n    [m.Process(target=spin).start() for _ in range(2)]\n    time.sleep(60)\n"
+    script = tmp_path / "burn.py"
+    script.write_text(burn)
+    state = await limited.submit(JobSpec(name="burn", command=[sys.executable, str(script)], env=ENV, cwd=tmp_path,
+                                         cpu=1, ram_gb=1))
+    try:
+        group = limited.limits.group(state["cgroup"])
+        await asyncio.sleep(1)
+        before, t0 = group.usage().cpu_seconds, time.monotonic()
+        await asyncio.sleep(3)
+        cores = (group.usage().cpu_seconds - before) / (time.monotonic() - t0)
+        assert cores < 1.3, f"{cores:.2f} cores used under a 1-core limit"
+    finally:
+        await limited.stop(state, timeout=2)
+    assert not limited.limits.group(state["cgroup"]).exists()
