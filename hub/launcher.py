@@ -112,6 +112,10 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
     # what the platform creates (databases, logs, secrets) is its own unless it says otherwise
     os.umask(0o077)
     prepare_state(settings)
+    session = Path(settings.session_env or sys.prefix) / "bin" / "jupyterhub-singleuser"
+    if settings.spawner == "ai4lab-local" and not session.exists():
+        raise FileNotFoundError(f"the session environment is missing ({session}): run scripts/install.sh, "
+                                "which builds it, or set session_env")
     limits = CgroupLimits(settings.cgroup_parent)
     limits.sweep(keep=())  # groups of a platform that crashed: nothing of this one runs yet
     db.upgrade(settings.db_url)

@@ -25,11 +25,15 @@ from ai4lab.api.auth import HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
+from ai4lab.api.deployment_routes import ModuleRoutes
+from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.deploy.cluster import CVAT_ITEM, ClusterDeployments, ClusterError
 from ai4lab.deploy.tools import ToolDeployments, ToolError
 from ai4lab.isolation import Accounts, give, give_tree
 from ai4lab.settings import Settings
 
+#: Roles that may start tools (Flower servers, CVAT): the overview's intermediate and advanced users.
+TOOL_ROLES = ("intermediate", "advanced")
 CVAT_NEEDS_NOMAD = ("ai4lab-cvat runs containers (database, cache, server, UI): it needs the Nomad backend. "
                     "Set backend: nomad and nomad.address (AI4LAB_BACKEND=nomad, AI4LAB_NOMAD__ADDRESS=http://...:4646; "
                     "see 'Running on a Nomad cluster' in the README)")
@@ -117,17 +121,29 @@ class ToolRoutes:
         item = self.catalog.get("tool", body.item, Viewer(name=user.name, vo=acc.vo, admin=user.admin))
         if item is None:
             raise HTTPException(404, f"no tool {body.item!r} in the catalog")
+        if acc.role not in TOOL_ROLES:
+            raise HTTPException(403, f"starting tools needs role {' or '.join(TOOL_ROLES)}; yours is {acc.role}")
+        quota = self.settings.quotas[acc.role]
         if item.id == CVAT_ITEM:
             if self.cluster is None:
                 raise HTTPException(400, CVAT_NEEDS_NOMAD)
+            offer = await self.cluster.offer(acc.vo)
+            form = deploy_config(item, quota=quota, role=acc.role, gpus=offer["gpus"], backends=["nomad"],
+                                 datacenters=offer["datacenters"])
             try:
-                dep = await self.cluster.create_tool(user.name, item, body.config, body.hardware,
+                dep = await self.cluster.create_tool(user.name, item, body.config,
+                                                     ModuleRoutes.chosen_hardware(form, body.hardware),
                                                      title=body.title, vo=acc.vo)
             except ClusterError as e:
                 raise HTTPException(e.status, str(e)) from None
             return dep.to_dict()
+        # the same checks as a module's: the role's quota and the tool's own minimum resources
+        form = deploy_config(item, quota=quota, role=acc.role, gpus=self.settings.gpus)
+        hardware = ModuleRoutes.chosen_hardware(form, body.hardware)
+        if hardware.get("gpu_num"):
+            raise HTTPException(400, "GPUs for tools on the local backend are not offered")
         try:
-            dep = self.tools.create(user.name, item, body.config, body.hardware, title=body.title, vo=acc.vo)
+            dep = self.tools.create(user.name, item, body.config, hardware, title=body.title, vo=acc.vo)
         except ToolError as e:
             raise HTTPException(e.status, str(e)) from None
         return dep.to_dict()

@@ -60,6 +60,18 @@ def test_bad_config_is_400_and_starts_nothing(fiona: httpx.Client) -> None:
     assert len(fiona.get(f"{API}/deployments", params={"kind": "tool"}).json()) == before
 
 
+def test_tools_are_checked_against_role_and_quota(platform: Platform, fiona: httpx.Client) -> None:
+    """Starting a tool takes the same role and quota checks as any deployment."""
+    basic = platform.new_user_api("flower-basic", role="basic")
+    r = basic.post(f"{API}/deployments", json={"kind": "tool", "item": "ai4lab-flower"})
+    assert r.status_code == 403 and "needs role intermediate or advanced" in r.json()["detail"]
+    before = len(fiona.get(f"{API}/deployments", params={"kind": "tool"}).json())
+    for hardware, reason in (({"cpu_num": 64}, "cpu_num"), ({"ram": 10**7}, "ram"), ({"gpu_num": 1}, "GPU")):
+        r = fiona.post(f"{API}/deployments", json={"kind": "tool", "item": "ai4lab-flower", "hardware": hardware})
+        assert r.status_code == 400 and reason in r.json()["detail"], (hardware, r.text)
+    assert len(fiona.get(f"{API}/deployments", params={"kind": "tool"}).json()) == before
+
+
 def test_federated_run_with_token_auth(platform: Platform, fiona: httpx.Client, splits: list[Path],
                                        tmp_path: Path) -> None:
     r = fiona.post(f"{API}/deployments", json={

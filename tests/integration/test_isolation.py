@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from ai4lab.limits import CgroupLimits
+from ai4lab.settings import Settings
 from tests.integration.test_trainings import upload_digit_dataset, wait_status
 from tests.kernel_client import execute_in_session, run_in_terminal
 from tests.platform_harness import Platform
@@ -153,8 +154,13 @@ def test_processes_and_outputs_belong_to_their_owner(platform: Platform, users: 
                 if any("jupyterhub-singleuser" in c for c in (p.info["cmdline"] or []))]
     mine = [p for p in sessions if _env_of(p).get("JUPYTERHUB_USER") == "iso-b"]
     assert mine, "B's session process not found"
+    runtime = Settings().runtime_dir.resolve()
+    checkout = Path(__file__).resolve().parents[2]
     for p in mine:
         assert p.uids().real == b.pw_uid and p.uids().effective == b.pw_uid
+        # what users execute lives under the runtime prefix, wherever the repository was cloned
+        program = Path(p.cmdline()[1] if Path(p.cmdline()[0]).name.startswith("python") else p.cmdline()[0])
+        assert program.resolve().is_relative_to(runtime) and not program.resolve().is_relative_to(checkout)
         for child in p.children(recursive=True):  # kernels, terminals
             assert child.uids().effective == b.pw_uid
     # a module deployment of B runs as B
@@ -165,6 +171,8 @@ def test_processes_and_outputs_belong_to_their_owner(platform: Platform, users: 
         procs = [p for p in psutil.process_iter(["cmdline"]) if any(f"deployments/{dep['id']}/api" in c
                                                                     for c in (p.info["cmdline"] or []))]
         assert procs and all(p.uids().effective == b.pw_uid for p in procs)
+        assert all(Path(p.cmdline()[0]).is_relative_to(runtime) or Path(p.cmdline()[1]).is_relative_to(runtime)
+                   for p in procs), [p.cmdline()[:2] for p in procs]
     finally:
         api.delete(f"{API}/deployments/{dep['id']}")
     # the training wrote its outputs as B, private to B

@@ -214,3 +214,17 @@ def test_invalid_yaml_setting_is_one_line(bad_port: Cli) -> None:
     r = bad_port("config", "show")
     assert_error(r, "invalid setting port")
     assert_one_line(r)
+
+
+def test_single_user_mode_refuses_a_second_user_unless_acknowledged(tmp_path: Path) -> None:
+    env = {**make_env(tmp_path), "AI4LAB_ISOLATION": "off"}
+    assert run(env, "users", "add", "first", "--password", "a long password").returncode == 0
+    r = run(env, "users", "add", "second", "--password", "a long password")
+    assert_error(r, "single-user mode", "could read their files", "allow_shared_single_user")
+    assert_one_line(r)
+    assert [u[0] for u in db_users(env)] == ["first"], "a refused account must not be stored"
+    assert run(env, "users", "add", "ops", "--password", "a long password", "--admin").returncode == 0
+    ack = {**env, "AI4LAB_ALLOW_SHARED_SINGLE_USER": "1"}
+    assert run(ack, "users", "add", "second", "--password", "a long password").returncode == 0
+    status = run(env, "status", "--json")
+    assert "single-user mode: sessions run as" in status.stdout
