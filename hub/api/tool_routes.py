@@ -11,6 +11,7 @@ per-deployment admin account, ``POST /deployments/{id}/cvat/export`` writes a
 task's annotations into ``datasets/<name>/`` of the owner's storage.
 """
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -88,7 +89,7 @@ class ToolRoutes:
                     self.settings.user_storage(dep.owner), format_name=body.format, name=body.name)
             except (StoragePathError, ExportError) as e:
                 raise HTTPException(400, str(e)) from None
-            rel = folder.relative_to(self.settings.user_storage(dep.owner)).as_posix()
+            rel = folder.relative_to(os.path.realpath(self.settings.user_storage(dep.owner))).as_posix()
             return {"dataset": rel, "files": sorted(p.relative_to(folder).as_posix()
                                                     for p in folder.rglob("*") if p.is_file())}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,16 @@ class PublishRequest(BaseModel):
     lineage: dict[str, Any] = Field(
         default_factory=dict, description="where it comes from: parent module, dataset, MLflow run ..."
     )
+
+
+def symlinks_in(folder: Path) -> list[Path]:
+    """Every symlink inside ``folder`` (not followed), for the caller to check where each leads."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                found.append(Path(dirpath, name))
+    return found
 
 
 def publish(
