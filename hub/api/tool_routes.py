@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import asyncio
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab import accounts
 from ai4lab import deployments as deps
@@ -36,6 +36,8 @@ CVAT_NEEDS_NOMAD = ("ai4lab-cvat runs containers (database, cache, server, UI): 
 
 
 class CvatExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     task_id: int = Field(gt=0, description="the CVAT task whose annotations to export")
     name: str | None = Field(default=None, description="folder under datasets/ (default: cvat-<task name>-<id>)")
     format: str = Field(default="COCO 1.0", description="a CVAT export format")

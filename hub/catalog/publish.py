@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab.catalog import metadata as md
 from ai4lab.db import PublishedItem, session_scope
@@ -26,6 +26,8 @@ class PublishError(ValueError):
 
 
 class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     id: str = Field(description="item id: lower-case letters, digits, '.', '_', '-'")
     metadata: dict[str, Any] | None = Field(default=None, description="AI4OS metadata (v2) as JSON")
     metadata_yaml: str | None = Field(default=None, description="or the ai4-metadata.yml text")
