@@ -123,7 +123,7 @@ def _unknown(loc: tuple[Any, ...], value: Any, allowed: tuple[str, ...], where: 
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
     settings = settings or get_settings()
-    auth = authenticator or HubAuthenticator()
+    auth = authenticator or HubAuthenticator(allow_token_in_url=settings.allow_token_in_url)
     prefix = auth.prefix
     catalog = Catalog(settings.catalog_sources, settings.catalog_cache, settings.db_url)
 
