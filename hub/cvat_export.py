@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ai4lab.nomad.jobs import dns_label
+from ai4lab.storage import resolve_in_storage
 
 MANIFEST = "ai4lab-dataset.json"
 
@@ -51,7 +52,9 @@ def export_task_annotations(
 ) -> Path:
     """Export CVAT task ``task_id`` into ``<storage_root>/datasets/<name>``; returns that folder.
 
-    An existing dataset folder of the same name is not overwritten (ExportError).
+    An existing dataset folder of the same name is not overwritten (ExportError);
+    a target that a symlink would take out of the storage is refused
+    (StoragePathError), before the export is made and again before it is written.
     """
     from cvat_sdk import make_client
     from cvat_sdk.api_client.exceptions import ApiException
@@ -60,8 +63,9 @@ def export_task_annotations(
         with make_client(host, credentials=credentials) as client:
             task = client.tasks.retrieve(task_id)
             folder = name or f"cvat-{dns_label(task.name)}-{task_id}"
-            target = storage_root / "datasets" / folder
-            if target.exists():
+            # raises StoragePathError when datasets/ (or the folder) is a symlink leading out of the storage
+            target = resolve_in_storage(storage_root, f"datasets/{folder}")
+            if target.exists() or target.is_symlink():
                 raise ExportError(f"datasets/{folder} already exists in the storage: choose another name")
             with tempfile.TemporaryDirectory() as tmp:
                 archive = Path(tmp) / "export.zip"
@@ -73,6 +77,7 @@ def export_task_annotations(
                                             "task_name": task.name, "format": format_name,
                                             "include_images": include_images, "files": sorted(files)}
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+                target = resolve_in_storage(storage_root, f"datasets/{folder}")  # links may change meanwhile
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copytree(staging, target)
     except ApiException as e:

@@ -164,6 +164,12 @@ class Settings(BaseSettings):
         description="Seconds without a request after which a module deployment is stopped (0: never).",
     )
     max_upload_mb: float = Field(default=20, description="Largest upload accepted by predictions (MB).")
+    allow_token_in_url: bool = Field(
+        default=False,
+        description="Accept a hub token as ?token= in URLs of the platform API and the MLflow gateway. "
+        "Off (as in JupyterHub services): a token in a URL ends up in logs, browser history and "
+        "Referer headers; send 'Authorization: token <token>' instead.",
+    )
     flower_bind_host: str = Field(
         default="127.0.0.1",
         description="Interface Flower servers listen on (0.0.0.0 to accept clients from other machines).",

@@ -1,7 +1,11 @@
 """Per-user storage addressed through fsspec: a local folder by default, S3 or WebDAV when configured.
 
 Every path a user gives is relative to their own root; ``..``, absolute paths
-and other escapes are refused before any file system call is made.
+and other escapes are refused before any file system call is made. On a local
+folder the user can also place symlinks (from a session, a terminal, a
+training), so a clean name is not enough there: :func:`resolve_in_storage`
+resolves the real location and refuses one outside the real root. Every code
+path that opens a user's storage by file path goes through that one function.
 """
 
 from __future__ import annotations
@@ -32,6 +36,37 @@ def clean_relpath(path: str) -> str:
     return "/".join(parts)
 
 
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def resolve_in_storage(root: str | os.PathLike[str], path: str) -> Path:
+    """The real location of ``path`` (relative to the local folder ``root``), or StoragePathError.
+
+    Why: the platform process reads and writes users' storage with more rights
+    than the users have (the state folder, other users' storage, secrets.json),
+    so a symlink in a user's storage pointing elsewhere must not be followed.
+    The path is refused when its real location is outside the real root. A
+    path that does not exist yet (a file about to be written, a folder about to
+    be made) keeps its missing tail as given, so what is compared is the real
+    location of the folder it would be created in. Callers use the returned
+    path, not the name they were given, so that what was checked is what is
+    opened. A symlink that cannot be resolved (a loop) is refused as well.
+    """
+    rel = clean_relpath(path)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(root, rel)) if rel else real_root
+    if not _inside(real, real_root):
+        raise StoragePathError(f"{rel!r} leaves your storage through a symlink")
+    # realpath leaves a symlink loop unresolved: the name then still is a link
+    probe = real
+    while _inside(probe, real_root) and probe != real_root:
+        if os.path.islink(probe):
+            raise StoragePathError(f"{rel!r} goes through a symlink that cannot be resolved")
+        probe = os.path.dirname(probe)
+    return Path(real)
+
+
 @dataclass
 class UserStorage:
     """One user's storage: ``root_url`` is e.g. ``file:///srv/state/storage/alice`` or ``s3://bucket/alice``."""
@@ -41,14 +76,19 @@ class UserStorage:
 
     def __post_init__(self) -> None:
         self.fs, self.root = fsspec.core.url_to_fs(self.root_url, **self.options)
-        self.root = self.root.rstrip("/")
+        protocol = self.fs.protocol
+        self.local = "file" in ((protocol,) if isinstance(protocol, str) else protocol)
+        # local: the real root, so that resolved paths and the root compare as strings
+        self.root = os.path.realpath(self.root) if self.local else self.root.rstrip("/")
 
     def _full(self, rel: str) -> str:
+        if self.local:
+            return str(resolve_in_storage(self.root, rel))
         rel = clean_relpath(rel)
         return f"{self.root}/{rel}" if rel else self.root
 
     def ensure_root(self) -> None:
-        if self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol:
+        if self.local:
             self.fs.makedirs(self.root, exist_ok=True)
 
     def info(self, rel: str) -> dict[str, Any]:
@@ -57,34 +97,45 @@ class UserStorage:
             info = self.fs.info(full)
         except FileNotFoundError:
             raise FileNotFoundError(f"no such file or folder in your storage: {clean_relpath(rel)!r}") from None
-        return self._entry(info)
+        return self._entry(info, clean_relpath(rel))
 
-    def _entry(self, info: dict[str, Any]) -> dict[str, Any]:
-        name = info["name"].rstrip("/")
-        rel = name[len(self.root) :].lstrip("/") if name.startswith(self.root) else posixpath.basename(name)
+    def _entry(self, info: dict[str, Any], rel: str) -> dict[str, Any]:
+        """What a listing shows of one entry; ``rel`` is the path the user knows it by."""
         mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
         if isinstance(mtime, (int, float)):
             mtime = datetime.fromtimestamp(mtime).isoformat()
         elif isinstance(mtime, datetime):
             mtime = mtime.isoformat()
+        kind = "directory" if info.get("type") == "directory" else "file"
+        size = info.get("size") or 0
+        if self.local and info.get("islink"):
+            # a link is shown as what it points to only when that is inside the storage:
+            # the size or type of a file elsewhere is not the user's to know
+            try:
+                kind = "directory" if resolve_in_storage(self.root, rel).is_dir() else "file"
+            except StoragePathError:
+                kind, size = "symlink", 0
         return {
             "path": rel,
             "name": posixpath.basename(rel) if rel else "",
-            "type": "directory" if info.get("type") == "directory" else "file",
-            "size": info.get("size") or 0,
+            "type": kind,
+            "size": size,
             "modified": mtime,
         }
 
     def listdir(self, rel: str = "") -> list[dict[str, Any]]:
         full = self._full(rel)
+        rel = clean_relpath(rel)
         if not self.fs.exists(full):
-            if not clean_relpath(rel):
+            if not rel:
                 return []
-            raise FileNotFoundError(f"no such folder in your storage: {clean_relpath(rel)!r}")
-        return sorted(
-            (self._entry(i) for i in self.fs.ls(full, detail=True) if i["name"].rstrip("/") != full),
-            key=lambda e: (e["type"] != "directory", e["name"]),
-        )
+            raise FileNotFoundError(f"no such folder in your storage: {rel!r}")
+        entries = []
+        for info in self.fs.ls(full, detail=True):
+            name = posixpath.basename(info["name"].rstrip("/"))
+            if info["name"].rstrip("/") != full.rstrip("/"):
+                entries.append(self._entry(info, f"{rel}/{name}" if rel else name))
+        return sorted(entries, key=lambda e: (e["type"] != "directory", e["name"]))
 
     def is_dir(self, rel: str) -> bool:
         return self.fs.isdir(self._full(rel))
@@ -124,9 +175,20 @@ class UserStorage:
         return self.info(rel)
 
     def delete(self, rel: str) -> None:
+        """Delete a file or a folder with everything in it.
+
+        A symlink (also one pointing outside) is removed itself, never what it
+        points to: only the folder it sits in has to be inside the storage.
+        """
         rel = clean_relpath(rel)
         if not rel:
             raise StoragePathError("refusing to delete the storage root")
+        if self.local:
+            parent = resolve_in_storage(self.root, posixpath.dirname(rel))
+            link = parent / posixpath.basename(rel)
+            if link.is_symlink():
+                link.unlink()
+                return
         full = self._full(rel)
         if not self.fs.exists(full):
             raise FileNotFoundError(f"no such file or folder in your storage: {rel!r}")

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab import __version__, accounts
 from ai4lab import deployments as deps
@@ -23,7 +25,10 @@ from ai4lab.api.auth import HubAuthenticator, HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.backends.local import LocalBackend
 from ai4lab.backends.nomad import NomadBackend
-from ai4lab.deploy.cluster import ClusterDeployments
+from ai4lab.deploy.cluster import CVAT_ITEM, ClusterDeployments
+from ai4lab.deploy.pipelines import Step
+from ai4lab.flower.config import FlowerConfig
+from ai4lab.spawners.profiles import SessionOptions
 from ai4lab.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.tools import ToolDeployments
@@ -35,7 +40,29 @@ from ai4lab.storage import OwnedStorage, StoragePathError, UserStorage
 KINDS = ("ide", "module", "training", "batch", "tool", "serverless", "pipeline")
 
 
+#: The fields each kind of deployment reads; ``kind`` itself aside. A field of another kind is
+#: refused (422) rather than ignored, so that a typo or a misplaced setting is not silently lost.
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "ide": ("name", "options"),
+    "module": ("item", "hardware", "title", "weights"),
+    "training": ("item", "hardware", "title", "dataset", "args", "init_weights"),
+    "batch": ("item", "hardware", "title", "input", "output", "fields", "file_field", "weights"),
+    "serverless": ("item", "title"),
+    "pipeline": ("title", "steps"),
+    "tool": ("item", "hardware", "title", "config"),
+}
+#: Keys of the deploy form's hardware section (``GET /catalog/{kind}/{id}/config``).
+HARDWARE_FIELDS = ("cpu_num", "gpu_num", "gpu_type", "ram", "disk", "datacenter")
+#: Keys of each catalog tool's ``config``.
+TOOL_CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
+    "ai4lab-flower": tuple(FlowerConfig.model_fields),
+    CVAT_ITEM: ("storage",),
+}
+
+
 class DeploymentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     kind: str = Field(description="'ide' (an IDE session through the hub), 'module' (a DEEPaaS inference server), "
                       "'training', 'batch' or 'tool' (a catalog tool such as ai4lab-flower)")
     name: str = Field(default="", description="ide: server name ('' is the default server)")
@@ -61,10 +88,42 @@ class DeploymentRequest(BaseModel):
     config: dict[str, Any] | None = Field(
         default=None, description="tool: the tool's settings, e.g. ai4lab-flower: {rounds, strategy, ...}")
 
+    def unknown_fields(self) -> list[dict[str, Any]]:
+        """Validation errors (FastAPI's shape) for the fields this kind does not read, top-level and nested.
+
+        Why: the model holds the fields of every kind, and ``options``, ``hardware``,
+        ``steps`` and ``config`` are free-form dicts; without this a field meant for
+        another kind, or a misspelt key, would be dropped without a word.
+        """
+        allowed = KIND_FIELDS.get(self.kind)
+        if allowed is None:
+            return []
+        errors = [_unknown(("body", name), getattr(self, name), allowed, f"kind {self.kind!r}")
+                  for name in sorted(self.model_fields_set - {"kind", *allowed})]
+        nested: list[tuple[str, dict[str, Any] | None, tuple[str, ...]]] = [
+            ("options", self.options, tuple(SessionOptions.model_fields)),
+            ("hardware", self.hardware, HARDWARE_FIELDS),
+        ]
+        if self.kind == "tool" and self.item in TOOL_CONFIG_FIELDS:
+            nested.append(("config", self.config, TOOL_CONFIG_FIELDS[self.item]))
+        for name, value, keys in nested:
+            if name in allowed and name in self.model_fields_set and isinstance(value, dict):
+                errors += [_unknown(("body", name, key), value[key], keys, name) for key in sorted(set(value) - set(keys))]
+        if self.kind == "pipeline":
+            for n, step in enumerate(self.steps):
+                errors += [_unknown(("body", "steps", n, key), step[key], tuple(Step.model_fields), "a pipeline step")
+                           for key in sorted(set(step) - set(Step.model_fields))]
+        return errors
+
+
+def _unknown(loc: tuple[Any, ...], value: Any, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
+    return {"type": "extra_forbidden", "loc": loc, "input": value,
+            "msg": f"unknown field {loc[-1]!r} for {where}: use {', '.join(allowed)}"}
+
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
     settings = settings or get_settings()
-    auth = authenticator or HubAuthenticator()
+    auth = authenticator or HubAuthenticator(allow_token_in_url=settings.allow_token_in_url)
     prefix = auth.prefix
     catalog = Catalog(settings.catalog_sources, settings.catalog_cache, settings.db_url)
 
@@ -183,6 +242,8 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
             raise HTTPException(
                 400, f"unknown deployment kind {body.kind!r}: this platform runs {', '.join(KINDS)}"
             )
+        if unknown := body.unknown_fields():
+            raise RequestValidationError(unknown)
         if cluster is not None and body.kind in ("module", "training", "batch"):
             return await module_routes.create_on_cluster(body, user)
         if body.kind == "module":
@@ -316,6 +377,18 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422 shape (a list, as the OpenAPI schema says), with pydantic's
+        "Extra inputs are not permitted" turned into a sentence naming the field."""
+        errors = []
+        for err in exc.errors():
+            err = {k: v for k, v in err.items() if k != "ctx"}
+            if err.get("type") == "extra_forbidden" and err.get("msg") == "Extra inputs are not permitted":
+                err["msg"] = f"unknown field {err['loc'][-1]!r}: this request does not take it"
+            errors.append(err)
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     return app
 

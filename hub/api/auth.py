@@ -4,23 +4,47 @@ API clients send the hub token (``Authorization: token|Bearer ...``, as MLflow
 and JupyterHub clients do); browsers go through the hub's OAuth flow once and
 then carry an HTTP-only cookie. Every request is checked against the hub, and
 the token must carry ``access:services!service=<this service>``.
+
+Two rules taken from JupyterHub's own services (``jupyterhub/services/auth.py``):
+
+- A write (POST, PUT, PATCH, DELETE) authenticated by the cookie must carry the
+  session's XSRF token (``X-XSRFToken`` header, or ``_xsrf`` as a query or
+  urlencoded form field). The browser sends the cookie with any request to the
+  service, also one that another page (another user's notebook server on the
+  same host) makes it send; only the service's own pages know the token. The
+  service sets it in the ``_xsrf`` cookie (readable by its pages' scripts) and
+  pages also get it as ``HubUser.xsrf``. Token-authenticated requests are exempt:
+  a page cannot make the browser add an ``Authorization`` header.
+- ``?token=`` in URLs is ignored unless the ``allow_token_in_url`` setting is on:
+  URLs end up in logs, browser history and Referer headers.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from jupyterhub.services.auth import HubOAuth
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 STATE_COOKIE = "ai4lab-oauth-state"
+XSRF_COOKIE = "_xsrf"
+XSRF_HEADERS = ("x-xsrftoken", "x-csrftoken")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Where the XSRF token of a cookie-authenticated request is kept for the response's Set-Cookie.
+XSRF_STATE = "ai4lab_xsrf"
 
 
 @dataclass
@@ -29,6 +53,8 @@ class HubUser:
     admin: bool
     token: str
     model: dict[str, Any]
+    #: the XSRF token cookie-authenticated writes of this browser session must carry ('' : token auth)
+    xsrf: str = ""
 
 
 class NeedsLogin(Exception):
@@ -41,8 +67,18 @@ class NeedsLogin(Exception):
 class HubAuthenticator:
     """Validates hub tokens for one service (one per process, caches answers briefly)."""
 
-    def __init__(self, prefix: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None, *, allow_token_in_url: bool = False,
+                 xsrf_cookies: tuple[str, ...] = (XSRF_COOKIE,)) -> None:
+        """``xsrf_cookies``: the cookies the XSRF token is set in, for the service's pages to read
+        (the MLflow gateway adds ``mlflow-request-header-X-XSRFToken``, which MLflow's UI turns
+        into a header of its every request)."""
         self.prefix = (prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")).rstrip("/")
+        self.allow_token_in_url = allow_token_in_url
+        self.xsrf_cookies = xsrf_cookies
+        # derived from the service's own secret: stable across restarts, so open pages keep working
+        service_secret = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self._xsrf_key = (hashlib.sha256(b"ai4lab-xsrf\0" + service_secret.encode()).digest()
+                          if service_secret else secrets.token_bytes(32))
         self.hub_auth = HubOAuth(
             api_token=os.environ.get("JUPYTERHUB_API_TOKEN", "unset"),
             cache_max_age=30,
@@ -58,26 +94,56 @@ class HubAuthenticator:
     def cookie_name(self) -> str:
         return self.hub_auth.oauth_client_id.replace("__Host-", "")
 
-    @staticmethod
-    def _header_token(request: Request) -> str | None:
+    def _header_token(self, request: Request) -> str | None:
+        """The token of the Authorization header, or of ``?token=`` when the setting allows it."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() in ("token", "bearer") and value.strip():
             return value.strip()
-        return request.query_params.get("token")
+        if self.allow_token_in_url:
+            return request.query_params.get("token") or None
+        return None
 
     def has_credentials(self, request: Request) -> bool:
         return bool(self._header_token(request) or request.cookies.get(self.cookie_name))
 
+    def xsrf_token(self, cookie_token: str) -> str:
+        """The XSRF token of a browser session: bound to its OAuth token, which only the hub and
+        this service know (the cookie is HTTP-only), so no other page can compute it."""
+        digest = hmac.new(self._xsrf_key, cookie_token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    async def _check_xsrf(self, request: Request, cookie_token: str) -> None:
+        """403 unless a cookie-authenticated write carries this session's XSRF token."""
+        given = next((request.headers[h] for h in XSRF_HEADERS if request.headers.get(h)), None)
+        given = given or request.query_params.get("_xsrf")
+        if not given and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            # body() is cached on the request: the route can still read the form
+            given = (parse_qs((await request.body()).decode("utf-8", "replace")).get("_xsrf") or [None])[0]
+        if not given:
+            raise HTTPException(403, f"{request.method} with the login cookie needs the page's XSRF token: "
+                                     "send it as the X-XSRFToken header (the _xsrf cookie holds it), "
+                                     "or use 'Authorization: token <token>'")
+        if not hmac.compare_digest(given.encode(), self.xsrf_token(cookie_token).encode()):
+            raise HTTPException(403, "the XSRF token does not match this login session: reload the page")
+
     async def user_for(self, request: Request) -> HubUser:
-        token = self._header_token(request) or request.cookies.get(self.cookie_name)
+        header_token = self._header_token(request)
+        cookie_token = None if header_token else request.cookies.get(self.cookie_name)
+        if cookie_token and request.method.upper() not in SAFE_METHODS:
+            await self._check_xsrf(request, cookie_token)
+        token = header_token or cookie_token
         hit = self._checked.get(token) if token else None
         if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
-            return hit[1]
-        user = await self._check(request)
-        if len(self._checked) > 10_000:
-            self._checked.clear()
-        self._checked[user.token] = (time.monotonic(), user)
+            user = hit[1]
+        else:
+            user = await self._check(request)
+            if len(self._checked) > 10_000:
+                self._checked.clear()
+            self._checked[user.token] = (time.monotonic(), user)
+        if cookie_token:
+            user = dataclasses.replace(user, xsrf=self.xsrf_token(cookie_token))
+            setattr(request.state, XSRF_STATE, user.xsrf)
         return user
 
     async def _check(self, request: Request) -> HubUser:
@@ -87,6 +153,9 @@ class HubAuthenticator:
             token = request.cookies.get(self.cookie_name)
             from_cookie = bool(token)
         if not token:
+            if request.query_params.get("token"):
+                self._refuse(request, "a token in the URL (?token=) is not accepted on this platform "
+                                      "(setting allow_token_in_url): send 'Authorization: token <token>'")
             self._refuse(request, "no token: send 'Authorization: token <hub API token>'")
         model = await self.hub_auth.user_for_token(token, sync=False)
         if not model:
@@ -136,15 +205,58 @@ class HubAuthenticator:
             response.set_cookie(
                 self.cookie_name, token, httponly=True, path=self.prefix + "/", samesite="lax"
             )
+            for name, value in self.xsrf_set_cookies(self.xsrf_token(token), {}):
+                response.raw_headers.append((b"set-cookie", value.encode("latin-1")))
             response.delete_cookie(STATE_COOKIE, path=self.prefix + "/")
             return response
 
         return router
 
+    def xsrf_set_cookies(self, token: str, cookies: dict[str, str]) -> list[tuple[str, str]]:
+        """``Set-Cookie`` values for the XSRF cookies that ``cookies`` (the request's) lack or hold stale.
+
+        Not HTTP-only: the service's page scripts read them. Scoped to the service's prefix.
+        """
+        out = []
+        for name in self.xsrf_cookies:
+            if cookies.get(name) != token:
+                r = Response()
+                r.set_cookie(name, token, path=self.prefix + "/", samesite="lax", httponly=False)
+                out.append((name, r.headers["set-cookie"]))
+        return out
+
     def install(self, app: Any) -> None:
-        """Add the callback route and the login redirect handler to a FastAPI app."""
+        """Add the callback route, the XSRF cookie and the login redirect handler to a FastAPI app."""
         app.include_router(self.router())
+        app.add_middleware(XsrfCookieMiddleware, auth=self)
 
         @app.exception_handler(NeedsLogin)
         async def _needs_login(request: Request, exc: NeedsLogin) -> RedirectResponse:
             return self.login_redirect(exc.next_url)
+
+
+class XsrfCookieMiddleware:
+    """Sets the XSRF cookies on responses to cookie-authenticated requests that lack them.
+
+    Pure ASGI (not ``BaseHTTPMiddleware``) so that streamed responses (logs,
+    the MLflow UI) pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, auth: HubAuthenticator) -> None:
+        self.app, self.auth = app, auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                token = scope.get("state", {}).get(XSRF_STATE)
+                if token:
+                    headers = MutableHeaders(scope=message)
+                    for _, value in self.auth.xsrf_set_cookies(token, Request(scope).cookies):
+                        headers.append("set-cookie", value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)

@@ -1,6 +1,7 @@
 """Catalog routes of the platform API: browse and search (anyone), deploy forms, publish, admin."""
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from ai4lab.catalog.registry import ANONYMOUS, Viewer
 from ai4lab.catalog.render import description_html
 from ai4lab.isolation import Accounts
 from ai4lab.settings import Settings
-from ai4lab.storage import StoragePathError, clean_relpath
+from ai4lab.storage import StoragePathError, resolve_in_storage
 
 KindPath = Literal["modules", "tools"]
 
@@ -112,13 +113,16 @@ def build_router(
         role, vo = account(user)
 
         def resolve(path: str) -> Path:
+            root = settings.user_storage(user.name)
             try:
-                rel = clean_relpath(path.removeprefix("storage/"))
+                folder = resolve_in_storage(root, path.removeprefix("storage/"))
+                if not folder.is_dir():
+                    raise pub.PublishError(f"no folder {path!r} in your storage")
+                # the package is read again later (builds, downloads): no link in it may lead out
+                for inner in pub.symlinks_in(folder):
+                    resolve_in_storage(root, inner.relative_to(os.path.realpath(root)).as_posix())
             except StoragePathError as e:
-                raise pub.PublishError(str(e)) from None
-            folder = settings.user_storage(user.name) / rel
-            if not folder.is_dir():
-                raise pub.PublishError(f"no folder {path!r} in your storage")
+                raise pub.PublishError(f"package_path: {e}") from None
             return folder
 
         catalog.ensure_loaded()

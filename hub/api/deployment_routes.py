@@ -3,6 +3,7 @@ server (API, Swagger UI), predictions, and one-shot tries of a catalog module.""
 
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -31,12 +32,28 @@ from ai4lab.deploy.trainings import TrainingError, Trainings
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.isolation import give_tree
 from ai4lab.settings import Settings
-from ai4lab.storage import StoragePathError, clean_relpath
+from ai4lab.storage import StoragePathError, resolve_in_storage
 
 HOP = HOP_HEADERS | {"content-encoding"}
 
 
 PACKAGE_SKIP = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache", ".mypy_cache"}
+
+
+def package_folder(settings: Settings, path: Path) -> Path:
+    """The real folder of a module's package; StoragePathError when a published one left its owner's storage.
+
+    Why: a published package stays in its owner's storage (``storage/<owner>/...``),
+    where the owner can later replace the folder, or a part of it, by a symlink to
+    files of the platform. Packages elsewhere (bundled, from catalog sources) are
+    the operator's and are used as they are.
+    """
+    where = Path(os.path.abspath(path))
+    for storage in (Path(os.path.abspath(settings.storage_root)), Path(os.path.realpath(settings.storage_root))):
+        if storage in where.parents:  # the storage folder may itself be reached through a link
+            owner, *rest = where.relative_to(storage).parts
+            return resolve_in_storage(storage / owner, "/".join(rest))
+    return path
 
 
 def package_tarball(folder: Path) -> bytes:
@@ -155,7 +172,11 @@ class ModuleRoutes:
                 code = item.links.get("source_code")
                 where = f": clone its code from {code}" if code else ""
                 raise HTTPException(400, f"{item_id} has no package on this platform{where}")
-            data = await asyncio.to_thread(package_tarball, Path(item.run.package_path))
+            try:
+                folder = package_folder(self.settings, Path(item.run.package_path))
+            except StoragePathError as e:
+                raise HTTPException(400, f"{item_id}: {e}") from None
+            data = await asyncio.to_thread(package_tarball, folder)
             return Response(data, media_type="application/gzip",
                             headers={"Content-Disposition": f'attachment; filename="{item_id}.tar.gz"'})
 
@@ -319,10 +340,9 @@ class ModuleRoutes:
                 raise HTTPException(e.status, str(e)) from None
         elif body.weights:
             try:
-                rel = clean_relpath(body.weights.removeprefix("storage/"))
+                path = resolve_in_storage(self.settings.user_storage(user.name), body.weights.removeprefix("storage/"))
             except StoragePathError as e:
-                raise HTTPException(400, str(e)) from None
-            path = self.settings.user_storage(user.name) / rel
+                raise HTTPException(400, f"weights: {e}") from None
             if not path.is_file():
                 raise HTTPException(400, f"no weights file {body.weights!r} in your storage")
             weights = str(path)

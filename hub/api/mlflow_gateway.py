@@ -20,9 +20,12 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ai4lab.api.auth import HubAuthenticator
+from ai4lab.api.auth import XSRF_COOKIE, HubAuthenticator
 from ai4lab.backends.local import kill_tree
 from ai4lab.settings import Settings, get_settings
+
+#: MLflow's UI adds a header of each cookie with this prefix to its requests (``getDefaultHeaders``).
+MLFLOW_XSRF_COOKIE = "mlflow-request-header-X-XSRFToken"
 
 HOP_HEADERS = {
     "host", "connection", "keep-alive", "proxy-authorization", "te", "trailers",
@@ -48,7 +51,10 @@ def mlflow_command(settings: Settings, prefix: str) -> list[str]:
 
 def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None) -> FastAPI:
     settings = settings or get_settings()
-    auth = authenticator or HubAuthenticator()
+    # MLflow's UI sends every cookie named mlflow-request-header-<Name> as the header <Name>: its
+    # writes (runs/search is a POST) then carry the XSRF token that cookie-authenticated writes need
+    auth = authenticator or HubAuthenticator(allow_token_in_url=settings.allow_token_in_url,
+                                             xsrf_cookies=(XSRF_COOKIE, MLFLOW_XSRF_COOKIE))
     prefix = auth.prefix
     upstream = f"http://127.0.0.1:{settings.mlflow_backend_port}"
     state: dict[str, object] = {}

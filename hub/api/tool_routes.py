@@ -11,13 +11,14 @@ per-deployment admin account, ``POST /deployments/{id}/cvat/export`` writes a
 task's annotations into ``datasets/<name>/`` of the owner's storage.
 """
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import asyncio
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab import accounts
 from ai4lab import deployments as deps
@@ -40,6 +41,8 @@ CVAT_NEEDS_NOMAD = ("ai4lab-cvat runs containers (database, cache, server, UI): 
 
 
 class CvatExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     task_id: int = Field(gt=0, description="the CVAT task whose annotations to export")
     name: str | None = Field(default=None, description="folder under datasets/ (default: cvat-<task name>-<id>)")
     format: str = Field(default="COCO 1.0", description="a CVAT export format")
@@ -97,7 +100,7 @@ class ToolRoutes:
             owner = Accounts.from_settings(self.settings).ensure(dep.owner)
             give_tree(folder, owner)
             give(folder.parent, owner)
-            rel = folder.relative_to(self.settings.user_storage(dep.owner)).as_posix()
+            rel = folder.relative_to(os.path.realpath(self.settings.user_storage(dep.owner))).as_posix()
             return {"dataset": rel, "files": sorted(p.relative_to(folder).as_posix()
                                                     for p in folder.rglob("*") if p.is_file())}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab.catalog import metadata as md
 from ai4lab.db import PublishedItem, session_scope
@@ -29,6 +29,8 @@ class PublishError(ValueError):
 
 
 class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     id: str = Field(description="item id: lower-case letters, digits, '.', '_', '-'")
     metadata: dict[str, Any] | None = Field(default=None, description="AI4OS metadata (v2) as JSON")
     metadata_yaml: str | None = Field(default=None, description="or the ai4-metadata.yml text")
@@ -76,6 +78,16 @@ def copy_package(src: Path, packages_root: Path, item_id: str, owner_ids: tuple[
 def _links_and_by_products(folder: str, names: list[str]) -> set[str]:
     skip = {"__pycache__", ".git", ".venv", "node_modules", "build", "dist"}
     return {n for n in names if n in skip or n.endswith(".egg-info") or os.path.islink(os.path.join(folder, n))}
+
+
+def symlinks_in(folder: Path) -> list[Path]:
+    """Every symlink inside ``folder`` (not followed), for the caller to check where each leads."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                found.append(Path(dirpath, name))
+    return found
 
 
 def publish(

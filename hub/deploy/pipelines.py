@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ai4lab import deployments as deps
 from ai4lab.catalog.model import CatalogItem
@@ -36,6 +36,8 @@ ECHO_BYTES = 64 * 1024
 
 
 class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     deployment: str = Field(description="id of a running module or serverless deployment of yours")
     input_field: str | None = Field(
         default=None, description="predict argument that receives the previous output (or your upload for "

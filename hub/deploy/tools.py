@@ -41,6 +41,7 @@ from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.flower.config import FlowerConfigError, validate_config
 from ai4lab.hubclient import HubClient
 from ai4lab.settings import Settings, bundled_catalog_path
+from ai4lab.storage import resolve_in_storage
 
 log = logging.getLogger("ai4lab.tools")
 READY_TIMEOUT = 120.0
@@ -88,8 +89,10 @@ class FlowerTool:
         config["tags"] = {"ai4lab.deployment": dep.id, "ai4lab.owner": dep.owner, "ai4lab.tool": self.item_id}
         (workdir / "config.json").write_text(json.dumps(config))
         self.write_tokens(workdir, [token])
-        output = self.backend.user_dir(dep.owner, self.settings.user_storage(dep.owner) / "models" / self.item_id
-                                       / dep.id, self.settings.storage_root)
+        # the server writes the final model there: no symlink may lead it out of the owner's storage
+        output = self.backend.user_dir(dep.owner, resolve_in_storage(self.settings.user_storage(dep.owner),
+                                                                     f"models/{self.item_id}/{dep.id}"),
+                                       self.settings.storage_root)
         mlflow_token = await HubClient().new_token(dep.owner, f"flower {dep.id}", expires_in=7 * 86400,
                                                    scopes=["access:services!service=mlflow"])
         return JobSpec(

@@ -29,6 +29,7 @@ from ai4lab.envs import ensure_env, env_bin
 from ai4lab.hubclient import HubClient
 from ai4lab.isolation import give_tree
 from ai4lab.settings import Settings
+from ai4lab.storage import StoragePathError, resolve_in_storage
 
 log = logging.getLogger("ai4lab.trainings")
 JOB_KINDS = ("training", "batch")
@@ -91,9 +92,18 @@ class Trainings:
         if dep.status != "succeeded":
             raise TrainingError(f"training {training_id} is {dep.status}, not succeeded", 409)
         path = dep.endpoints.get("model_path")
-        if not path or not Path(path).is_file():
+        if not path:
             raise TrainingError(f"training {training_id} left no model file")
-        return Path(path)
+        # the path comes from the training's own code: only a file in the owner's storage is used
+        root = Path(os.path.realpath(self.settings.user_storage(owner)))
+        try:
+            rel = Path(os.path.realpath(path)).relative_to(root)
+        except ValueError:
+            raise TrainingError(f"training {training_id} names a model file outside your storage") from None
+        model = self.in_storage(owner, rel.as_posix(), "model")
+        if not model.is_file():
+            raise TrainingError(f"training {training_id} left no model file")
+        return model
 
     # -- create ---------------------------------------------------------------------------
     async def create(
@@ -110,18 +120,12 @@ class Trainings:
         if gpu > min(quota.gpu, len(self.settings.gpus)):
             raise TrainingError(f"{gpu} GPU(s) asked: the {acc.role} quota allows {quota.gpu}, "
                                 f"this platform has {len(self.settings.gpus)}")
-        storage = self.settings.user_storage(owner)
         args = dict(args)
         if dataset is not None:
-            from ai4lab.storage import StoragePathError, clean_relpath
-
-            try:
-                rel = clean_relpath(dataset.removeprefix("storage/"))
-            except StoragePathError as e:
-                raise TrainingError(f"dataset: {e}") from None
-            if not (storage / rel).exists():
+            found = self.in_storage(owner, dataset, "dataset")
+            if not found.exists():
                 raise TrainingError(f"dataset: no {dataset!r} in your storage")
-            args["dataset"] = str(storage / rel)
+            args["dataset"] = str(found)
         if init_weights:
             args["init_weights"] = str(self.model_file(owner, init_weights))
         env = await asyncio.to_thread(self.env_for, item)
@@ -144,33 +148,41 @@ class Trainings:
         file_field: str | None = None, weights: str | None = None, title: str = "",
     ) -> Deployment:
         """Predict over a folder of the user's storage, results to another folder, as a queued job."""
-        from ai4lab.storage import StoragePathError, clean_relpath
-
         acc = accounts.get_user(self.settings.db_url, owner) or accounts.ensure_user(self.settings.db_url, owner)
         if self.settings.quotas[acc.role].trainings < 1:
             raise TrainingError(f"batch jobs need role intermediate or advanced; yours is {acc.role}", 403)
         if not item.run.package_path or not item.run.entry_point:
             raise TrainingError(f"{item.id} has no local package")
-        storage = self.settings.user_storage(owner)
-        try:
-            src, dst = clean_relpath(input_path.removeprefix("storage/")), clean_relpath(output_path.removeprefix("storage/"))
-        except StoragePathError as e:
-            raise TrainingError(str(e)) from None
-        if not src or not (storage / src).is_dir():
+        root = self.in_storage(owner, "", "input")
+        src, dst = self.in_storage(owner, input_path, "input"), self.in_storage(owner, output_path, "output")
+        if src == root or not src.is_dir():
             raise TrainingError(f"input: no folder {input_path!r} in your storage")
-        if not dst or dst == src or dst.startswith(src + "/"):
+        if dst == root or dst == src or src in dst.parents:
             raise TrainingError("output: give a folder outside the input folder")
         fields = dict(fields)
         if weights:
             fields["weights"] = str(self.model_file(owner, weights))
         spec = {"item": item.id, "entry_point": item.run.entry_point, "package_path": item.run.package_path,
                 "title": title or f"batch {item.id}", "input": input_path, "output": output_path,
-                "input_abs": str(storage / src), "output_abs": str(storage / dst), "fields": fields,
+                "input_abs": str(src), "output_abs": str(dst), "fields": fields,
                 "file_field": file_field, "gpu": 0, "gpu_ids": []}
         dep = deps.create(self.settings.db_url, owner=owner, kind="batch", name=item.id, spec=spec, status="queued",
                           vo=acc.vo)
         await self.schedule()
         return deps.get(self.settings.db_url, dep.id) or dep
+
+    def in_storage(self, owner: str, path: str, what: str) -> Path:
+        """The real location of ``path`` (``storage/`` prefix optional) in ``owner``'s storage.
+
+        Why: jobs read and write these folders with the platform's rights, so a
+        symlink the user placed must not lead them elsewhere (TrainingError 400).
+        Checked when the job is created and again when it starts: links can
+        change while it waits in the queue.
+        """
+        try:
+            return resolve_in_storage(self.settings.user_storage(owner), path.removeprefix("storage/"))
+        except StoragePathError as e:
+            raise TrainingError(f"{what}: {e}") from None
 
     def progress(self, dep: Deployment, log_text: str) -> dict[str, int] | None:
         for line in reversed(log_text.splitlines()):
@@ -216,19 +228,21 @@ class Trainings:
         spec = dict(dep.spec)
         try:
             env = await asyncio.to_thread(self.env_for, self._item_stub(spec))
-            storage = self.settings.user_storage(dep.owner)
             workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
                                             self.settings.deployments_root)
             if dep.kind == "batch":
                 request: dict[str, Any] = {
-                    "model": spec["entry_point"], "input": spec["input_abs"], "output": spec["output_abs"],
+                    "model": spec["entry_point"], "input": str(self.in_storage(dep.owner, spec["input"], "input")),
+                    "output": str(self.in_storage(dep.owner, spec["output"], "output")),
                     "fields": spec["fields"], "file_field": spec.get("file_field"),
                     "result": str(workdir / "result.json"),
                 }
             else:
-                out = self.backend.user_dir(dep.owner, storage / "models" / spec["item"] / dep_id,
-                                            self.settings.storage_root)
+                out = self.backend.user_dir(dep.owner, self.in_storage(dep.owner, f"models/{spec['item']}/{dep_id}",
+                                                                       "outputs"), self.settings.storage_root)
                 args = dict(spec["args"])
+                if spec.get("dataset") is not None:
+                    args["dataset"] = str(self.in_storage(dep.owner, spec["dataset"], "dataset"))
                 args.setdefault("output_dir", str(out))
                 request = {
                     "model": spec["entry_point"], "args": args, "result": str(workdir / "result.json"),

@@ -71,9 +71,16 @@ def test_user_gets_jupyterlab_with_storage(browser: object, platform: Platform) 
     shot(page, "jupyterlab")
     # the MLflow UI and the platform API are reachable in the browser through the hub login
     platform.wait_mlflow(platform.token("frank"))
+    # MLflow's UI writes with the login cookie too (runs/search is a POST): it must carry the XSRF token
+    calls: list[tuple[str, str, int]] = []
+    page.on("response", lambda r: calls.append((r.request.method, r.url, r.status)) if "/ajax-api/" in r.url else None)
     page.goto(f"{platform.url}/services/mlflow/")
     page.wait_for_selector("text=Experiments", timeout=60_000)
     shot(page, "mlflow")
+    with page.expect_response(lambda r: "/ajax-api/" in r.url and r.request.method == "POST", timeout=60_000):
+        page.goto(f"{platform.url}/services/mlflow/#/experiments/0")
+    assert [c for c in calls if c[0] == "POST" and c[2] != 200] == []
+    assert [c for c in calls if c[2] in (401, 403)] == []
     page.goto(f"{platform.url}/services/ai4lab/me")
     assert '"role":"intermediate"' in page.inner_text("body").replace(" ", "")
     token = platform.token("frank")

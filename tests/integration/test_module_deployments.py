@@ -146,7 +146,8 @@ def test_bad_deployment_requests(owner: httpx.Client) -> None:
     r = post(item="ai4lab-digits", hardware={"cpu_num": 99})
     assert r.status_code == 400 and "cpu_num=99 is outside" in r.json()["detail"]
     r = post(item="ai4lab-digits", hardware={"warp": 9})
-    assert r.status_code == 400 and "unknown hardware field" in r.json()["detail"]
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "hardware", "warp"]
+    assert r.json()["detail"][0]["msg"].startswith("unknown field 'warp' for hardware: use cpu_num,")
     r = post(item="ai4os-demo-app")  # a remote catalog item: image only
     assert r.status_code == 400 and "no local package" in r.json()["detail"]
     r = post(item="ai4lab-digits", weights="../x.joblib")

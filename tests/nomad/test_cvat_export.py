@@ -55,3 +55,23 @@ def test_fake_checks_requests_against_the_spec(cvat: FakeCvatServer) -> None:
     assert r.status_code == 404 and "not a path of the CVAT API spec" in r.text
     r = httpx.post(f"{cvat.address}/api/auth/login", json={"username": "admin"})  # password required
     assert r.status_code == 400 and "'password' is a required property" in r.text
+
+
+def test_export_does_not_follow_a_symlink_out_of_the_storage(cvat: FakeCvatServer, tmp_path) -> None:
+    """datasets/ (or the dataset folder) replaced by a link elsewhere: refused, nothing written there."""
+    from ai4lab.storage import StoragePathError
+
+    storage, elsewhere = tmp_path / "alice", tmp_path / "state"
+    storage.mkdir()
+    elsewhere.mkdir()
+    (storage / "datasets").symlink_to(elsewhere)
+    with pytest.raises(StoragePathError, match="'datasets/cats' leaves your storage through a symlink"):
+        export_task_annotations(cvat.address, ("admin", "per-deployment-secret"), 7, storage, name="cats",
+                                status_check_period=0.05)
+    (storage / "datasets").unlink()
+    (storage / "datasets").mkdir()
+    (storage / "datasets" / "cats").symlink_to(elsewhere / "cats")  # dangling: would be created
+    with pytest.raises(StoragePathError, match="'datasets/cats' leaves your storage through a symlink"):
+        export_task_annotations(cvat.address, ("admin", "per-deployment-secret"), 7, storage, name="cats",
+                                status_check_period=0.05)
+    assert list(elsewhere.iterdir()) == []

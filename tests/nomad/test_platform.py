@@ -228,6 +228,18 @@ def test_cvat_tool_on_nomad(platform: Platform, nomad: FakeNomadServer, tokens: 
             assert r.status_code == 400 and "already exists" in r.json()["detail"]
             r = api.post(f"{API}/deployments/{dep['id']}/cvat/export", json={"task_id": 7, "name": "../x"})
             assert r.status_code == 400
+            # datasets/ replaced by a link out of the storage (as bob's session could): refused, nothing written
+            storage = platform.state / "storage" / "bob"
+            elsewhere = platform.state / "not-bobs"
+            elsewhere.mkdir()
+            (storage / "datasets").rename(storage / "datasets-before")
+            (storage / "datasets").symlink_to(elsewhere)
+            r = api.post(f"{API}/deployments/{dep['id']}/cvat/export", json={"task_id": 7, "name": "planted"})
+            assert r.status_code == 400, r.text
+            assert r.json()["detail"] == "'datasets/planted' leaves your storage through a symlink"
+            assert list(elsewhere.iterdir()) == []
+            (storage / "datasets").unlink()
+            (storage / "datasets-before").rename(storage / "datasets")
         logs = "".join(f.read_text(errors="replace") for f in (platform.state / "logs").rglob("*.log"))
         assert logs  # the hub's and the API's logs, with the requests above
         assert password not in logs and password not in api.get(f"{API}/deployments/{dep['id']}/logs").text

@@ -11,6 +11,7 @@ from ai4lab import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.deploy.modules import ModuleDeployments
+from ai4lab.isolation import Accounts
 from ai4lab.settings import Settings
 
 
@@ -25,7 +26,7 @@ async def start(backend: LocalBackend, settings: Settings, command: list[str]) -
 async def test_idle_deployments_are_stopped_and_dead_ones_failed(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "s", deployment_idle_timeout=60)
     db.upgrade(settings.db_url)
-    backend = LocalBackend()
+    backend = LocalBackend(Accounts(enabled=False))  # the watcher's logic, not who runs the process
     watcher = ModuleDeployments(settings, backend)
     idle = await start(backend, settings, ["sleep", "300"])
     busy = await start(backend, settings, ["sleep", "300"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ai4lab.storage import StoragePathError, UserStorage, clean_relpath
+from ai4lab.storage import StoragePathError, UserStorage, clean_relpath, resolve_in_storage
 
 # -- clean_relpath -------------------------------------------------------------
 
@@ -221,3 +221,89 @@ def test_users_do_not_see_each_other(tmp_path: Path) -> None:
     assert alice.listdir("") == []
     with pytest.raises(FileNotFoundError):
         alice.read("secret.txt")
+
+
+# -- symlinks placed in the storage (from a session, a terminal, a training) -----------
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> Path:
+    """A file outside every user's storage, like the state folder's secrets.json."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "secrets.json").write_text('{"admin_password": "hunter2"}')
+    return state / "secrets.json"
+
+
+def test_resolve_in_storage_refuses_links_that_leave(root: Path, secrets: Path) -> None:
+    root.mkdir(parents=True)
+    (root / "inside").mkdir()
+    (root / "to-secrets").symlink_to(secrets)
+    (root / "to-state").symlink_to(secrets.parent)
+    (root / "to-inside").symlink_to("inside")
+    (root / "dangling-out").symlink_to(secrets.parent / "new.txt")
+    (root / "loop").symlink_to("loop")
+    assert resolve_in_storage(root, "inside/new.txt") == root.resolve() / "inside" / "new.txt"
+    assert resolve_in_storage(root, "to-inside/x") == root.resolve() / "inside" / "x"
+    assert resolve_in_storage(root, "") == root.resolve()
+    for rel in ("to-secrets", "to-state", "to-state/secrets.json", "to-state/new/deeper.txt", "dangling-out"):
+        with pytest.raises(StoragePathError, match=f"^'{rel}' leaves your storage through a symlink$"):
+            resolve_in_storage(root, rel)
+    with pytest.raises(StoragePathError, match="cannot be resolved"):
+        resolve_in_storage(root, "loop/x")
+
+
+def test_a_symlinked_root_is_fine(tmp_path: Path) -> None:
+    """An operator may put a user's storage elsewhere and link it: the real root is the reference."""
+    real = tmp_path / "big-disk" / "alice"
+    (real / "data").mkdir(parents=True)
+    link = tmp_path / "alice"
+    link.symlink_to(real)
+    assert resolve_in_storage(link, "data/x.csv") == real.resolve() / "data" / "x.csv"
+    st = UserStorage(f"file://{link}", {})
+    st.write("data/x.csv", b"1,2")
+    assert [e["path"] for e in st.listdir("data")] == ["data/x.csv"]
+
+
+def test_no_operation_follows_a_link_out(st: UserStorage, root: Path, secrets: Path) -> None:
+    (root / "to-secrets").symlink_to(secrets)
+    (root / "to-state").symlink_to(secrets.parent)
+    before = secrets.read_bytes()
+    for rel in ("to-secrets", "to-state/secrets.json"):
+        for op in (
+            lambda: st.read(rel),
+            lambda: st.info(rel),
+            lambda: st.open(rel),
+            lambda: st.open(rel, "wb"),
+            lambda: st.write(rel, b"overwritten"),
+            lambda: st.is_dir(rel),
+        ):
+            with pytest.raises(StoragePathError, match="leaves your storage through a symlink"):
+                op()
+    for op in (lambda: st.listdir("to-state"), lambda: st.mkdir("to-state/x"),
+               lambda: st.write("to-state/planted.txt", b"x"), lambda: st.delete("to-state/secrets.json")):
+        with pytest.raises(StoragePathError, match="'to-state.*' leaves your storage through a symlink"):
+            op()
+    assert secrets.read_bytes() == before
+    assert sorted(p.name for p in secrets.parent.iterdir()) == ["secrets.json"]
+
+
+def test_listing_does_not_describe_what_a_link_out_points_to(st: UserStorage, root: Path, secrets: Path) -> None:
+    st.write("inside/a.txt", b"abc")
+    (root / "to-secrets").symlink_to(secrets)
+    (root / "to-inside").symlink_to("inside")
+    (root / "to-a").symlink_to("inside/a.txt")
+    entries = {e["name"]: e for e in st.listdir("")}
+    assert entries["to-secrets"]["type"] == "symlink" and entries["to-secrets"]["size"] == 0
+    assert entries["to-inside"]["type"] == "directory"
+    assert entries["to-a"]["type"] == "file" and entries["to-a"]["size"] == 3
+    assert [e["path"] for e in st.listdir("to-inside")] == ["to-inside/a.txt"]
+
+
+def test_delete_removes_the_link_not_its_target(st: UserStorage, root: Path, secrets: Path) -> None:
+    (root / "to-secrets").symlink_to(secrets)
+    (root / "to-state").symlink_to(secrets.parent)
+    st.delete("to-secrets")
+    st.delete("to-state")
+    assert not (root / "to-secrets").is_symlink() and not (root / "to-state").is_symlink()
+    assert secrets.is_file() and sorted(p.name for p in secrets.parent.iterdir()) == ["secrets.json"]
