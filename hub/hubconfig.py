@@ -49,6 +49,7 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     for folder in (state, s.storage_root, s.workspaces_root, s.logs_dir):
         folder.mkdir(parents=True, exist_ok=True)
     db.upgrade(s.db_url)
+    db.private_sqlite_file(s.hub_db_url)
     secrets, _ = load_or_create(state)
 
     c.JupyterHub.bind_url = f"http://{s.ip}:{s.port}"
