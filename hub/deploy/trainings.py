@@ -27,7 +27,7 @@ from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
 from ai4lab.envs import ensure_env, env_bin
-from ai4lab.hubclient import HubClient
+from ai4lab.process_tokens import issue_process_token
 from ai4lab.settings import Settings
 
 log = logging.getLogger("ai4lab.trainings")
@@ -236,8 +236,7 @@ class Trainings:
                              "ai4lab.parent_run": spec.get("init_weights") or ""},
                 }
             (workdir / "request.json").write_text(json.dumps(request))
-            token = await HubClient().new_token(dep.owner, f"training {dep_id}", expires_in=7 * 86400,
-                                                scopes=["access:services!service=mlflow"])
+            token = await issue_process_token(self.settings.db_url, dep, dep.kind)
             env_vars = {
                 "PATH": os.pathsep.join([str(env / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
                 "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
