@@ -169,6 +169,23 @@ def test_files_holding_secrets_are_private(platform: Platform) -> None:
     assert {name: m for name, m in modes.items() if int(m, 8) & 0o077} == {}
 
 
+def test_every_state_file_holding_a_secret_is_private(platform: Platform, run: Run) -> None:
+    """Wherever a secret value is written in the state folder, only the platform's account may read it.
+
+    ``up.out`` is the harness's copy of the operator's terminal (where the admin password is
+    shown once); users' storage and workspaces are theirs.
+    """
+    skip = {platform.state / "up.out", platform.state / "storage", platform.state / "workspaces"}
+    holding = {}
+    for path in platform.state.rglob("*"):
+        if any(path == s or s in path.parents for s in skip) or not path.is_file() or path.stat().st_size > 50e6:
+            continue
+        if found := run.found_in(path.read_bytes()):
+            holding[path.relative_to(platform.state).as_posix()] = (oct(stat.S_IMODE(path.stat().st_mode)), found)
+    assert "secrets.json" in holding and "secret-box.key" in holding
+    assert {name: m for name, m in holding.items() if int(m[0], 8) & 0o077} == {}
+
+
 def test_no_platform_secret_reaches_a_deployment_process(run: Run) -> None:
     platform_only = {k: v for k, v in run.secrets.items()
                      if k.startswith("secrets.json") or k in ("admin password", "the secret-box key",
