@@ -213,8 +213,8 @@ class ToolDeployments:
         if dep is None:
             return
         driver = self.driver(dep.spec["item"])
-        token = self.box.open(dep.backend_state["token"]) or ""
         try:
+            token = self.box.open(dep.backend_state["token"]) or ""
             workdir = self.settings.deployments_root / dep_id
             workdir.mkdir(parents=True, exist_ok=True)
             port = random_port()
@@ -223,7 +223,8 @@ class ToolDeployments:
             if (cur := deps.get(self.settings.db_url, dep_id)) is None or cur.status != "starting":
                 return  # stopped while its environment was being built
             state = await self.backend.submit(job)
-            state.update(port=port, token=self.box.seal(token), status_file=str(workdir / "status.json"), workdir=str(workdir))
+            state.update(port=port, token=self.box.seal(token), status_file=str(workdir / "status.json"),
+                         workdir=str(workdir))
             deps.set_status(self.settings.db_url, dep_id, "starting", "starting the server", backend_state=state)
             deadline = time.monotonic() + READY_TIMEOUT
             while time.monotonic() < deadline:

@@ -84,5 +84,6 @@ def test_clear_secrets_of_older_rows_are_sealed(tmp_path: Path) -> None:
     assert "flower-token-in-clear" not in rows and "already-sealed" not in rows
     state = deps.get(url, flower.id).backend_state  # type: ignore[union-attr]
     assert state["pid"] == 1 and box.open(state["token"]) == "flower-token-in-clear"
-    assert box.open(deps.get(url, cvat.id).backend_state["cvat_password"]) == "already-sealed"  # type: ignore[union-attr]
+    cvat_state = deps.get(url, cvat.id).backend_state  # type: ignore[union-attr]
+    assert box.open(cvat_state["cvat_password"]) == "already-sealed"
     assert deps.seal_secrets(url, box.seal, box.is_sealed) == 0
