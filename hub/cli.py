@@ -159,6 +159,38 @@ def users_set(
     out.print(f"updated {name}")
 
 
+@users_app.command("password")
+def users_password(
+    name: str = typer.Argument(..., help="The account whose password to set."),
+    password: Optional[str] = typer.Option(
+        None, "--password", help="The new password (at least 8 characters); asked for on a terminal, "
+        "generated and printed once otherwise."),
+    generate: bool = typer.Option(False, "--generate", help="Generate the password and print it once."),
+) -> None:
+    """Set a new password, e.g. for the admin whose generated password was shown only on first start."""
+    import secrets
+
+    settings = load_settings()
+    db_url = ready_db(settings)
+    if accounts.get_user(db_url, name) is None:
+        fail(f"no user {name!r}: check 'ai4lab users list', or add it with 'ai4lab users add'")
+    if password is not None and generate:
+        fail("give --password or --generate, not both")
+    generated = password is None and (generate or not sys.stdin.isatty())
+    if generated:
+        password = secrets.token_urlsafe(12)
+    elif password is None:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        accounts.update_user(db_url, name, password=password)
+    except accounts.AccountError as e:
+        fail(str(e))
+    if generated:
+        sys.stdout.write(f"new password of {name}: {password}\n")
+    else:
+        out.print(f"password of {name} changed")
+
+
 @users_app.command("list")
 def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List accounts and roles."""

@@ -109,10 +109,30 @@ ACTIVE_STATUSES = ("queued", "starting", "running")
 FINAL_STATUSES = ("succeeded", "failed", "stopped", "cancelled")
 
 
+def private_sqlite_file(url: str) -> None:
+    """Create the SQLite file of ``url`` readable by this account only (0600), or tighten it.
+
+    Why: the platform database holds password hashes and sealed tool secrets, the hub's
+    holds token hashes and OAuth state; SQLite would create them with the umask (0644)
+    and gives its ``-wal``/``-shm`` files the mode of the database file.
+    """
+    from ai4lab.secrets_store import make_private
+
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private(path)
+    for extra in ("-wal", "-shm"):
+        side = path.with_name(path.name + extra)
+        if side.exists():
+            make_private(side)
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

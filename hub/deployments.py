@@ -6,13 +6,18 @@ so that status transitions and timestamps are written the same way everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 
 from ai4lab.db import ACTIVE_STATUSES, FINAL_STATUSES, Deployment, session_scope, utcnow
 
 SHUTDOWN_REASON = "platform shutdown"
+# backend_state keys whose values are secrets: kept sealed (ai4lab.secret_box), never in to_dict()
+SECRET_STATE_KEYS = ("token", "cvat_password")
+# the id (not the value) of the hub token given to the deployment's process: revoked when it ends
+HUB_TOKEN_KEY = "hub_token_id"
 
 
 def create(
@@ -60,8 +65,52 @@ def set_status(
         if status in FINAL_STATUSES:
             dep.finished_at = utcnow()
         for key, value in fields.items():
+            if key == "backend_state" and HUB_TOKEN_KEY in (dep.backend_state or {}):
+                # a backend's new state replaces the old one, but the token id must outlive it:
+                # it is what revokes the token once the deployment ends
+                value = {HUB_TOKEN_KEY: dep.backend_state[HUB_TOKEN_KEY], **value}
             setattr(dep, key, value)
         return dep
+
+
+def remember_hub_token(db_url: str, dep_id: str, token_id: str) -> None:
+    """Keep the id of the hub token given to the deployment's process, to revoke it when it ends."""
+    with session_scope(db_url) as db:
+        dep = db.get(Deployment, dep_id)
+        if dep is not None:
+            dep.backend_state = {**(dep.backend_state or {}), HUB_TOKEN_KEY: token_id}
+
+
+def forget_hub_token(db_url: str, dep_id: str) -> None:
+    """The token is revoked: nothing is left to do for it."""
+    with session_scope(db_url) as db:
+        dep = db.get(Deployment, dep_id)
+        if dep is not None and HUB_TOKEN_KEY in (dep.backend_state or {}):
+            dep.backend_state = {k: v for k, v in dep.backend_state.items() if k != HUB_TOKEN_KEY}
+
+
+def ended_with_hub_token(db_url: str) -> list[Deployment]:
+    """Deployments that ended (succeeded, failed, stopped, cancelled) whose hub token is not revoked yet."""
+    with session_scope(db_url) as db:
+        q = select(Deployment).where(
+            Deployment.status.in_(FINAL_STATUSES),
+            cast(Deployment.backend_state, Text).contains(f'"{HUB_TOKEN_KEY}"'),
+        )
+        return [d for d in db.scalars(q) if HUB_TOKEN_KEY in (d.backend_state or {})]
+
+
+def seal_secrets(db_url: str, seal: Callable[[str], str], is_sealed: Callable[[object], bool]) -> int:
+    """Seal secret values that rows written by older versions keep in clear text; returns how many rows changed."""
+    changed = 0
+    with session_scope(db_url) as db:
+        q = select(Deployment)
+        for dep in db.scalars(q):
+            state = dep.backend_state or {}
+            clear = {k: v for k in SECRET_STATE_KEYS if isinstance(v := state.get(k), str) and v and not is_sealed(v)}
+            if clear:
+                dep.backend_state = {**state, **{k: seal(v) for k, v in clear.items()}}
+                changed += 1
+    return changed
 
 
 def list_deployments(

@@ -60,10 +60,25 @@ class HubClient:
     async def new_token(
         self, user: str, note: str, expires_in: int | None = None, scopes: list[str] | None = None
     ) -> str:
+        return (await self.new_token_model(user, note, expires_in, scopes))["token"]
+
+    async def new_token_model(
+        self, user: str, note: str, expires_in: int | None = None, scopes: list[str] | None = None
+    ) -> dict[str, Any]:
+        """The hub's token model: ``token`` (shown only now) and ``id`` (what revokes it later)."""
         body: dict[str, Any] = {"note": note}
         if scopes:
             body["scopes"] = scopes
         if expires_in:
             body["expires_in"] = expires_in
-        model = await self.request("POST", f"/users/{quote(user, safe='')}/tokens", json=body)
-        return model["token"]
+        return await self.request("POST", f"/users/{quote(user, safe='')}/tokens", json=body)
+
+    async def revoke_token(self, user: str, token_id: str) -> bool:
+        """Delete ``user``'s token ``token_id``; False when the hub no longer has it (expired, deleted)."""
+        try:
+            await self.request("DELETE", f"/users/{quote(user, safe='')}/tokens/{quote(token_id, safe='')}")
+        except HubError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True

@@ -88,6 +88,7 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     state = s.state
     prepare_state(s)
     db.upgrade(s.db_url)
+    db.private_sqlite_file(s.hub_db_url)
     secrets, _ = load_or_create(state)
 
     c.JupyterHub.bind_url = f"http://{s.ip}:{s.port}"

@@ -30,7 +30,6 @@ from ai4lab.hubconfig import default_config_file, prepare_state
 from ai4lab.isolation import describe_mode
 from ai4lab.limits import CgroupLimits
 from ai4lab.secrets_store import load_or_create
-from ai4lab.secrets_store import save as save_secrets
 from ai4lab.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -38,14 +37,16 @@ ADMIN_NAME = "admin"
 
 
 def ensure_admin(settings: Settings) -> tuple[str, str | None]:
-    """Create the first admin on first start; its generated password is kept in the secrets file."""
-    data, _ = load_or_create(settings.state)
+    """Create the first admin on first start; its generated password is returned then, and never again.
+
+    Why not kept: a password kept in a file is one more place to steal it from, and a
+    password printed on every start ends up in every captured terminal log. Who lost it
+    sets a new one with ``ai4lab users password admin``.
+    """
     if any(u.is_admin for u in accounts.list_users(settings.db_url)):
-        return ADMIN_NAME, data.get("admin_password")
+        return ADMIN_NAME, None
     password = secrets.token_urlsafe(12)
     accounts.add_user(settings.db_url, ADMIN_NAME, password, role="advanced", admin=True)
-    data["admin_password"] = password
-    save_secrets(settings.state, data)
     return ADMIN_NAME, password
 
 
@@ -161,7 +162,10 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
         resumed = asyncio.run(resume_sessions(settings))
         console.print(f"[bold green]ai4lab is running at {settings.public_url}[/]")
         if password:
-            console.print(f"  admin login: [bold]{admin}[/] / [bold]{password}[/]")
+            console.print(f"  admin login: [bold]{admin}[/] / [bold]{password}[/] (shown this once: note it)")
+        else:
+            console.print(f"  admin login: [bold]{admin}[/] (password shown on first start; "
+                          f"'ai4lab users password {admin}' sets a new one)")
         console.print(f"  platform API: {settings.public_url}/services/ai4lab/docs")
         console.print(f"  MLflow: {settings.public_url}/services/mlflow/")
         if resumed:

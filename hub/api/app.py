@@ -34,6 +34,8 @@ from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.tools import ToolDeployments
 from ai4lab.deploy.trainings import Trainings
 from ai4lab.hubclient import HubClient, HubError
+from ai4lab.process_tokens import revoke_ended_tokens
+from ai4lab.secret_box import box_for
 from ai4lab.settings import Settings, get_settings
 from ai4lab.storage import OwnedStorage, StoragePathError, UserStorage
 
@@ -129,13 +131,17 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        box = box_for(settings.state)
+        deps.seal_secrets(settings.db_url, box.seal, box.is_sealed)  # rows of older versions
         await app.state.modules.recover()
         await app.state.trainings.recover()
         await app.state.tools.recover()
         tasks = [asyncio.create_task(_refresh_catalog_forever(catalog)),
                  asyncio.create_task(app.state.modules.watch_forever()),
                  asyncio.create_task(_watch_forever(app.state.trainings.watch_once, every=1.0)),
-                 asyncio.create_task(_watch_forever(app.state.tools.watch_once, every=1.0))]
+                 asyncio.create_task(_watch_forever(app.state.tools.watch_once, every=1.0)),
+                 # after the recoveries above: deployments found finished lose their token too
+                 asyncio.create_task(_watch_forever(lambda: revoke_ended_tokens(settings.db_url), every=1.0))]
         if cluster is not None:
             tasks.append(asyncio.create_task(_watch_forever(cluster.watch_once, every=1.0)))
         try:

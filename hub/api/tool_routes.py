@@ -31,6 +31,7 @@ from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.deploy.cluster import CVAT_ITEM, ClusterDeployments, ClusterError
 from ai4lab.deploy.tools import ToolDeployments, ToolError
 from ai4lab.isolation import Accounts, give, give_tree
+from ai4lab.secret_box import box_for
 from ai4lab.settings import Settings
 
 #: Roles that may start tools (Flower servers, CVAT): the overview's intermediate and advanced users.
@@ -55,6 +56,7 @@ class ToolRoutes:
                  cluster: ClusterDeployments | None = None) -> None:
         self.settings, self.catalog, self.tools, self.visible = settings, catalog, tools, visible
         self.cluster = cluster
+        self.box = box_for(settings.state)  # opens the sealed CVAT password for its owner
         self.router = APIRouter(prefix=prefix, tags=["tools"])
         User = Annotated[HubUser, Depends(current_user)]
         r = self.router
@@ -76,7 +78,7 @@ class ToolRoutes:
 
         @r.get("/deployments/{dep_id}/cvat", summary="CVAT's address and admin account (owner/admin)")
         async def cvat_access(dep_id: str, user: User) -> dict[str, Any]:
-            return ClusterDeployments.cvat_access(self.cvat(dep_id, user))
+            return ClusterDeployments.cvat_access(self.cvat(dep_id, user), self.box)
 
         @r.post("/deployments/{dep_id}/cvat/export", status_code=201,
                 summary="Export a CVAT task's annotations into datasets/<name>/ of the owner's storage")
@@ -85,7 +87,7 @@ class ToolRoutes:
             from ai4lab.storage import StoragePathError, clean_relpath
 
             dep = self.cvat(dep_id, user)
-            access = ClusterDeployments.cvat_access(dep)
+            access = ClusterDeployments.cvat_access(dep, self.box)
             if dep.status != "running" or not access["url"]:
                 raise HTTPException(409, f"deployment {dep_id} is {dep.status}: CVAT must be running to export")
             try:

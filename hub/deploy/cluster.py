@@ -10,9 +10,10 @@ or a failed task is ``failed`` with the reason, a training that exits 0 has
 
 The CVAT tool (catalog item ``ai4lab-cvat``) is one job rendered by
 ``ai4lab.nomad.cvat.render_cvat_job`` with an admin password generated per
-deployment; the password and the storage credentials are kept only in
-``backend_state`` (never in the deployment dict, never logged) and shown to the
-owner by ``cvat_access``.
+deployment; the password is kept only in ``backend_state``, sealed with the
+state folder's key (``ai4lab.secret_box``; never in the deployment dict, never
+logged), and opened for the owner by ``cvat_access``. The storage credentials
+go to Nomad in the job and are not kept by the platform.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ai4lab.db import Deployment
 from ai4lab.nomad import NomadJobSpec
 from ai4lab.nomad.cvat import render_cvat_job
 from ai4lab.nomad.jobs import StorageSpec
+from ai4lab.secret_box import SecretBox, box_for
 from ai4lab.settings import GpuDevice, Settings
 
 log = logging.getLogger("ai4lab.deploy.cluster")
@@ -148,14 +150,15 @@ class ClusterDeployments:
         except NomadError as e:
             deps.set_status(db, dep.id, "failed", str(e).replace(password, "***"))
             raise ClusterError(f"Nomad refused the job: {str(e).replace(password, '***')}", status=502) from None
-        state |= {"cvat_user": job["Meta"]["cvat_admin_user"], "cvat_password": password}
+        sealed = box_for(self.settings.state).seal(password)
+        state |= {"cvat_user": job["Meta"]["cvat_admin_user"], "cvat_password": sealed}
         return deps.set_status(db, dep.id, "queued", "submitted to Nomad", backend_state=state)  # type: ignore[return-value]
 
     @staticmethod
-    def cvat_access(dep: Deployment) -> dict[str, Any]:
+    def cvat_access(dep: Deployment, box: SecretBox) -> dict[str, Any]:
         """CVAT's address and admin account (the caller checked that ``dep`` is the asker's or they are admin)."""
         return {"url": dep.endpoints.get("ui"), "username": dep.backend_state.get("cvat_user"),
-                "password": dep.backend_state.get("cvat_password"), "status": dep.status}
+                "password": box.open(dep.backend_state.get("cvat_password")), "status": dep.status}
 
     # -- follow ---------------------------------------------------------------------------
     async def refresh(self, dep: Deployment) -> None:

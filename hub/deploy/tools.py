@@ -13,8 +13,9 @@ the validated config, a file of SHA-256 hashes of the deployment's tokens
 (rewritten on rotation; the server re-reads it), a status file it keeps up to
 date (rounds, clients), MLflow credentials of the owner, and the owner's
 storage folder ``models/ai4lab-flower/<id>/`` for the final global model. The
-token itself lives only in the deployment's ``backend_state`` (never returned
-by the deployment dict, never logged) and is shown to the owner on request.
+token itself lives only in the deployment's ``backend_state``, sealed with the
+state folder's key (``ai4lab.secret_box``; never returned by the deployment
+dict, never logged), and is shown to the owner on request.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.flower.config import FlowerConfigError, validate_config
-from ai4lab.hubclient import HubClient
+from ai4lab.process_tokens import issue_process_token
+from ai4lab.secret_box import box_for
 from ai4lab.settings import Settings, bundled_catalog_path
 from ai4lab.storage import resolve_in_storage
 
@@ -93,8 +95,7 @@ class FlowerTool:
         output = self.backend.user_dir(dep.owner, resolve_in_storage(self.settings.user_storage(dep.owner),
                                                                      f"models/{self.item_id}/{dep.id}"),
                                        self.settings.storage_root)
-        mlflow_token = await HubClient().new_token(dep.owner, f"flower {dep.id}", expires_in=7 * 86400,
-                                                   scopes=["access:services!service=mlflow"])
+        mlflow_token = await issue_process_token(self.settings.db_url, dep, "flower")
         return JobSpec(
             name=f"tool-{dep.id}",
             command=[str(env_bin(env, "python")), "-m", "ai4lab_flower.server", "--config", str(workdir / "config.json"),
@@ -195,6 +196,7 @@ class ToolDeployments:
         self.settings = settings
         self.backend = backend
         self.drivers: dict[str, FlowerTool] = {FlowerTool.item_id: FlowerTool(settings, backend)}
+        self.box = box_for(settings.state)  # the Flower token is sealed in the database
         self._tasks: set[asyncio.Task[None]] = set()
 
     def driver(self, item_id: str) -> FlowerTool:
@@ -212,7 +214,7 @@ class ToolDeployments:
         dep = deps.create(self.settings.db_url, owner=owner, kind="tool", name=item.id, spec=spec,
                           status="starting", vo=vo)
         deps.set_status(self.settings.db_url, dep.id, "starting", "starting the server",
-                        backend_state={"token": secrets.token_urlsafe(32)})
+                        backend_state={"token": self.box.seal(secrets.token_urlsafe(32))})
         task = asyncio.get_running_loop().create_task(self._start(dep.id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -223,8 +225,8 @@ class ToolDeployments:
         if dep is None:
             return
         driver = self.driver(dep.spec["item"])
-        token = dep.backend_state["token"]
         try:
+            token = self.box.open(dep.backend_state["token"]) or ""
             workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
                                             self.settings.deployments_root)
             port = random_port()
@@ -233,7 +235,8 @@ class ToolDeployments:
             if (cur := deps.get(self.settings.db_url, dep_id)) is None or cur.status != "starting":
                 return  # stopped while its environment was being built
             state = await self.backend.submit(job)
-            state.update(port=port, token=token, status_file=str(workdir / "status.json"), workdir=str(workdir))
+            state.update(port=port, token=self.box.seal(token), status_file=str(workdir / "status.json"),
+                         workdir=str(workdir))
             deps.set_status(self.settings.db_url, dep_id, "starting", "starting the server", backend_state=state)
             deadline = time.monotonic() + READY_TIMEOUT
             while time.monotonic() < deadline:
@@ -265,7 +268,7 @@ class ToolDeployments:
 
     def token(self, dep: Deployment) -> dict[str, Any]:
         driver = self.driver(dep.spec["item"])
-        token = dep.backend_state.get("token", "")
+        token = self.box.open(dep.backend_state.get("token")) or ""
         address = driver.info(dep)["address"] or "<address once running>"
         certificate = driver.certificate(dep)
         return {"token": token, "address": address, "certificate": certificate,
@@ -276,7 +279,7 @@ class ToolDeployments:
         if dep.status != "running":
             raise ToolError(f"deployment {dep.id} is {dep.status}: a token can be rotated while it runs", 409)
         token = secrets.token_urlsafe(32)
-        state = {**dep.backend_state, "token": token}
+        state = {**dep.backend_state, "token": self.box.seal(token)}
         self.driver(dep.spec["item"]).write_tokens(Path(state["workdir"]), [token])
         deps.set_status(self.settings.db_url, dep.id, dep.status, dep.status_reason, backend_state=state)
         return self.token(deps.get(self.settings.db_url, dep.id) or dep)

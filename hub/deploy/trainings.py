@@ -26,8 +26,8 @@ from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
 from ai4lab.deploy import module_env, runner
 from ai4lab.envs import ensure_env, env_bin
-from ai4lab.hubclient import HubClient
 from ai4lab.isolation import give_tree
+from ai4lab.process_tokens import issue_process_token
 from ai4lab.settings import Settings
 from ai4lab.storage import StoragePathError, resolve_in_storage
 
@@ -252,8 +252,7 @@ class Trainings:
                              "ai4lab.parent_run": spec.get("init_weights") or ""},
                 }
             (workdir / "request.json").write_text(json.dumps(request))
-            token = await HubClient().new_token(dep.owner, f"training {dep_id}", expires_in=7 * 86400,
-                                                scopes=["access:services!service=mlflow"])
+            token = await issue_process_token(self.settings.db_url, dep, dep.kind)
             env_vars = module_env(
                 self.settings, self.backend, dep.owner, env, workdir,
                 MLFLOW_TRACKING_URI=self.settings.public_url + "/services/mlflow",

@@ -9,6 +9,7 @@ those jobs are simulated (running, then ended by the test).
 from __future__ import annotations
 
 import json
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 import sys
@@ -214,6 +215,14 @@ def test_cvat_tool_on_nomad(platform: Platform, nomad: FakeNomadServer, tokens: 
             assert other.post(f"{API}/deployments/{dep['id']}/cvat/export", json={"task_id": 7}).status_code == 404
         with platform.api(tokens["admin"]) as admin:
             assert admin.get(f"{API}/deployments/{dep['id']}/cvat").json()["password"] == password
+            usage = admin.get(f"{API}/admin/usage").text
+            assert dep["id"] in usage and password not in usage and "webdav-app-password" not in usage
+        # sealed in the database: neither the row nor the raw files hold the password or the storage's
+        raw = b"".join(p.read_bytes() for p in platform.state.glob("ai4lab.sqlite*"))
+        assert password.encode() not in raw and b"webdav-app-password" not in raw
+        with sqlite3.connect(platform.state / "ai4lab.sqlite") as conn:
+            (state,) = conn.execute("SELECT backend_state FROM deployments WHERE id = ?", (dep["id"],)).fetchone()
+        assert json.loads(state)["cvat_password"].startswith("fernet:")
 
         # CVAT answering at the address Nomad allocated (the fake CVAT, with this deployment's admin password)
         cvat = FakeCvat("admin", password)

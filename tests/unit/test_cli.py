@@ -228,3 +228,103 @@ def test_single_user_mode_refuses_a_second_user_unless_acknowledged(tmp_path: Pa
     assert run(ack, "users", "add", "second", "--password", "a long password").returncode == 0
     status = run(env, "status", "--json")
     assert "single-user mode: sessions run as" in status.stdout
+
+
+# -- users password ------------------------------------------------------------------------
+
+
+def url_of(env: dict[str, str]) -> str:
+    return f"sqlite:///{Path(env['AI4LAB_STATE_DIR']).resolve() / 'ai4lab.sqlite'}"
+
+
+@pytest.fixture
+def carol(tmp_path: Path) -> dict[str, str]:
+    env = make_env(tmp_path)
+    r = run(env, "users", "add", "carol", "--password", "old-password")
+    assert r.returncode == 0, r.stderr
+    return env
+
+
+def test_users_password_given(carol: dict[str, str]) -> None:
+    r = run(carol, "users", "password", "carol", "--password", "new-password")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "password of carol changed"
+    assert "new-password" not in r.stdout + r.stderr
+    assert accounts.authenticate(url_of(carol), "carol", "new-password") is not None
+    assert accounts.authenticate(url_of(carol), "carol", "old-password") is None
+
+
+def test_users_password_generated_when_not_interactive(carol: dict[str, str]) -> None:
+    r = run(carol, "users", "password", "carol")  # stdin is /dev/null: nobody to ask
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("new password of carol: ") and r.stdout.count("\n") == 1
+    password = r.stdout.split(": ", 1)[1].strip()
+    assert len(password) >= 12
+    assert accounts.authenticate(url_of(carol), "carol", password) is not None
+    assert accounts.authenticate(url_of(carol), "carol", "old-password") is None
+    # generated anew each time, and never written into the state folder
+    again = run(carol, "users", "password", "carol", "--generate").stdout.split(": ", 1)[1].strip()
+    assert again != password
+    state = Path(carol["AI4LAB_STATE_DIR"])
+    for f in state.rglob("*"):
+        if f.is_file():
+            assert again.encode() not in f.read_bytes(), f
+
+
+def test_users_password_asks_on_a_terminal(carol: dict[str, str]) -> None:
+    """On a terminal the password is typed twice (hidden), as for ``users add``; nothing is printed back."""
+    import fcntl
+    import pty
+    import select
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:  # getpass reads /dev/tty: make the pty this process's terminal
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([str(AI4LAB), "users", "password", "carol"], env=carol, stdin=slave, stdout=slave,
+                            stderr=slave, preexec_fn=controlling_tty, cwd=Path(carol["AI4LAB_STATE_DIR"]).parent)
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while marker not in seen:
+            assert time.monotonic() < deadline, seen
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 1024)
+                except OSError:  # the other side closed
+                    return
+
+    try:
+        read_until(b"New password:")
+        os.write(master, b"typed-password\n")
+        read_until(b"confirmation:")
+        os.write(master, b"typed-password\n")
+        read_until(b"changed")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        os.close(master)
+    assert b"password of carol changed" in seen
+    assert b"typed-password" not in seen  # hidden input
+    assert accounts.authenticate(url_of(carol), "carol", "typed-password") is not None
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["users", "password", "nobody"], ["no user 'nobody'", "ai4lab users add"]),
+    (["users", "password", "nobody", "--password", "long-enough"], ["no user 'nobody'"]),
+    (["users", "password", "alice", "--password", "short"], ["password too short"]),
+    (["users", "password", "alice", "--password", "long-enough", "--generate"], ["not both"]),
+], ids=["unknown", "unknown-with-password", "short", "both"])
+def test_users_password_errors_are_one_line(cli: Cli, args: list[str], needles: list[str]) -> None:
+    r = cli(*args)
+    assert_error(r, *needles)
+    assert_one_line(r)
+    assert r.stdout == ""
+    assert accounts.authenticate(url_of(cli.env), "alice", "password1") is not None  # unchanged
