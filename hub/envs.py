@@ -49,7 +49,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ai4lab.isolation import NOBODY, Identity, chown_tree, give_tree, preexec, private_dir, user_env
+from ai4lab.isolation import (NOBODY, Identity, chown_tree, give_tree, preexec, private_dir, reachable_by_others,
+                              user_env)
 from ai4lab.runtime import (default_runtime_dir, default_user_python, make_readable, public_dir, python_version,
                             readable_copy)
 
@@ -135,7 +136,7 @@ def source_hash(item_dir: Path, extras: Sequence[str] = (), python: str | None =
     """
     item_dir = Path(item_dir)
     h = hashlib.sha256()
-    version = python_version(python) if python else sys.version
+    version = python_version(str(python or default_user_python()))
     h.update(f"ai4lab-env/{LAYOUT_VERSION}\0{sys.implementation.cache_tag}\0{version}\0".encode())
     h.update(("extras:" + ",".join(sorted(set(extras))) + "\0").encode())
     for path in _source_files(item_dir):
@@ -195,7 +196,7 @@ def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float
     if builder is None:
         env = {**os.environ, "NO_COLOR": "1"}
     else:  # nothing of the platform's environment (tokens, settings) reaches the package's build code
-        caches = public_dir(Path(cwd).parent / ".uv-cache", 0o711)
+        caches = public_dir(default_runtime_dir() / "build-cache", 0o711)
         cache = private_dir(caches / str(builder.uid), builder, caches)
         env = user_env(builder, cwd, {"NO_COLOR": "1", "UV_CACHE_DIR": str(cache), "TMPDIR": str(cwd)})
         env.update({k: v for k, v in os.environ.items() if k.startswith(("UV_INDEX", "PIP_INDEX", "SSL_CERT"))
@@ -220,8 +221,11 @@ def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], time
     then belongs to the platform (users may run it, not change it).
     """
     builder = builder_of(item_dir)
-    uv = str(find_uv() if builder is None else readable_copy(find_uv().parent, "bin", final.parent.parent,
-                                                               ("uv",)) / "uv")
+    if builder is not None and (blocked := reachable_by_others(final.parent)) is not None:
+        raise EnvBuildError(item_dir, "check the cache", 1, f"the environment cache {final.parent} is not reachable "
+                            f"by user accounts ({blocked} is private): builds run as {builder.name}, and users "
+                            "run the environments; put envs_dir below runtime_dir")
+    uv = str(find_uv() if builder is None else readable_copy(find_uv().parent, "bin", None, ("uv",)) / "uv")
     deadline = time.monotonic() + timeout
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
     try:

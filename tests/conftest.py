@@ -18,6 +18,25 @@ from tests import ai4os_data
 from tests.platform_harness import Platform
 
 
+@pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A temporary folder that user accounts can traverse (pytest's own are private to root).
+
+    For what the platform's user accounts must reach: environment caches,
+    runtime prefixes, state folders.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="ai4lab-test-"))
+    os.chmod(path, 0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def remote_catalogs(tmp_path_factory: pytest.TempPathFactory) -> ai4os_data.RemoteCatalogs:
     """AI4OS-layout catalogs (local git repos) built from the real metadata in ../shared/data."""

@@ -1,6 +1,6 @@
 """Fixtures for the bundled AI modules: cached per-module environments and real DEEPaaS servers.
 
-The environments are cached under ``~/.cache/ai4lab/test-envs`` (not a temp
+The environments are cached under ``<runtime dir>/test-envs`` (not a temp
 dir) so that a second test run reuses them; a module's environment is rebuilt
 only when its sources change (see ``ai4lab.envs``).
 """

@@ -13,13 +13,14 @@ from typing import Any
 import httpx
 
 from ai4lab.envs import env_bin
+from ai4lab.runtime import default_runtime_dir
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES_DIR = REPO / "config" / "catalog" / "modules"
 #: The bundled modules, by DEEPaaS model name (= folder name = entry point name).
 MODULES = ("ai4lab-digits", "ai4lab-diabetes", "ai4lab-image-prep")
 #: Not a temp dir: a second test run reuses the environments (rebuilt only when sources change).
-TEST_ENVS_ROOT = Path.home() / ".cache" / "ai4lab" / "test-envs"
+TEST_ENVS_ROOT = default_runtime_dir() / "test-envs"  # where user accounts (the builder) reach
 
 
 def free_port() -> int:

@@ -16,9 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from ai4lab.runtime import default_runtime_dir, default_user_python, python_version
 from ai4lab.envs import MARKER, EnvBuildError, default_cache_root, ensure_env, env_bin, source_hash
 
 pytestmark = pytest.mark.xdist_group("modules")
+
+
+@pytest.fixture
+def tmp_path(reachable_tmp: Path) -> Path:
+    """Environments are built by user accounts (nobody) and run by them: their cache must be reachable."""
+    return reachable_tmp
 
 
 def make_package(root: Path, value: str = "one", extras: dict[str, list[str]] | None = None) -> Path:
@@ -62,7 +69,7 @@ def test_builds_once_then_reuses(tmp_path: Path) -> None:
     assert env.parent == cache and env.name.startswith("tiny-")
     assert run_value(env) == "one"
     marker = json.loads((env / MARKER).read_text())
-    assert marker["hash"] == source_hash(item) and marker["python"] == sys.version.split()[0]
+    assert marker["hash"] == source_hash(item) and marker["python"] == python_version(str(default_user_python())).split()[0]
     assert any(p.startswith("tinymod") for p in marker["packages"])
     # the install is a copy, not an editable link to the sources
     out = subprocess.run(
@@ -154,4 +161,4 @@ def test_bad_items_and_missing_executables(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("AI4LAB_ENVS_DIR", str(tmp_path / "elsewhere"))
     assert default_cache_root() == tmp_path / "elsewhere"
     monkeypatch.delenv("AI4LAB_ENVS_DIR")
-    assert default_cache_root() == Path.home() / ".cache" / "ai4lab" / "envs"
+    assert default_cache_root() == default_runtime_dir() / "envs"

@@ -3,7 +3,7 @@
 A module is generated into a temporary folder with :func:`new_module`; its
 metadata is checked with the real ``ai4-metadata`` validator, its own tests run
 in its own environment (:func:`ai4lab.envs.ensure_env`, cached under
-``~/.cache/ai4lab/test-envs/template``), and it is served by the real
+``<runtime dir>/test-envs/template``), and it is served by the real
 ``deepaas-run`` from that environment, the command both Dockerfiles run.
 """
 
