@@ -98,10 +98,12 @@ if [ "$(id -u)" = 0 ] && [ "${AI4LAB_ISOLATION:-auto}" != off ]; then
         || die "$USER_PY is older than 3.11: set AI4LAB_USER_PYTHON to a Python 3.11+ that every account can run"
     setpriv --reuid=nobody --regid=nogroup --clear-groups "$USER_PY" -c '' 2>/dev/null \
         || die "user accounts cannot run $USER_PY: set AI4LAB_USER_PYTHON to a Python outside /root"
-    SESSION="$RUNTIME/session"
     sess_want=$( { sha256sum pyproject.toml "$EXT_WHEEL"; "$USER_PY" --version;
                    find hub spawners -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | sort | xargs sha256sum; } \
                  | sha256sum | cut -c1-16)
+    # one folder per version, and `session` links to the current one: sessions already running
+    # keep the files they started with while a new version is built beside them
+    SESSION="$RUNTIME/session-$sess_want"
     if [ "$(cat "$SESSION/.ai4lab-stamp" 2>/dev/null)" != "$sess_want" ]; then
         log "building the session environment $SESSION (from $USER_PY)"
         rm -rf "$SESSION"
@@ -111,6 +113,12 @@ if [ "$(id -u)" = 0 ] && [ "${AI4LAB_ISOLATION:-auto}" != off ]; then
         rm -rf build
         chmod -R u+rwX,go+rX,go-w "$SESSION"
         echo "$sess_want" > "$SESSION/.ai4lab-stamp"
+    fi
+    if [ "$(readlink "$RUNTIME/session" 2>/dev/null)" != "session-$sess_want" ]; then
+        [ -L "$RUNTIME/session" ] || rm -rf "$RUNTIME/session"   # a folder from before versions
+        ln -sfn "session-$sess_want" "$RUNTIME/session.new" && mv -T "$RUNTIME/session.new" "$RUNTIME/session"
+        # keep the current and the previous version (sessions may still run from it)
+        ls -dt "$RUNTIME"/session-* | tail -n +3 | xargs -r rm -rf
     fi
 fi
 

@@ -95,7 +95,8 @@ class LocalSessionSpawner(ProfileFormSpawner):
     def session_bin(self) -> Path:
         """bin/ of the environment sessions run from: the runtime's session env when isolating."""
         env = get_settings().session_env
-        return Path(env) / "bin" if env else Path(sys.executable).parent
+        # resolved: a session keeps the version it started with when the installer links a newer one
+        return Path(env).resolve() / "bin" if env else Path(sys.executable).parent
 
     # -- who is asking -------------------------------------------------------
     @property
