@@ -150,6 +150,7 @@ class Resources:
 
     platform: Platform
     clients: dict[Caller, httpx.Client]
+    stem: str = "authz"
     ids: dict[str, str] = field(default_factory=dict)
     counter: Iterator[int] = field(default_factory=itertools.count)
 
@@ -158,7 +159,8 @@ class Resources:
         return self.clients["owner"]
 
     def unique(self, stem: str) -> str:
-        return f"{stem}-{next(self.counter)}"
+        """A name no other resource of this platform has (ids are global, e.g. catalog ids)."""
+        return f"{self.stem}-{stem}-{next(self.counter)}"
 
     def pipeline(self) -> str:
         r = self.owner.post(f"{API}/deployments", **BODIES["pipeline"](self))
@@ -190,7 +192,7 @@ BODIES: dict[str, Callable[[Resources], dict[str, Any]]] = {
     "pipeline": lambda res: {"json": {"kind": "pipeline", "title": "authz", "steps": [
         {"deployment": res.ids["module"], "input_field": "file"},
         {"deployment": res.ids["module"], "input_field": "rows"}]}},
-    "publish": lambda res: {"json": {"id": res.unique("authz-pub"), "metadata": METADATA}},
+    "publish": lambda res: {"json": {"id": res.unique("pub"), "metadata": METADATA}},
     "rows_json": lambda res: {"json": {"rows": ROWS}},
     "rows_form": lambda res: {"files": {"rows": (None, ROWS)}},
     "cvat_export": lambda res: {"json": {"task_id": 1}},
@@ -209,16 +211,16 @@ def diabetes_csv(n: int = 40) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-@pytest.fixture(scope="module")
-def res(platform: Platform) -> Iterator[Resources]:
-    """Three users and the owner's resources, started together and waited for together."""
-    owner = platform.new_user_api("authz-owner", "intermediate")
-    other = platform.new_user_api("authz-other", "intermediate")
-    platform.add_user("authz-admin", "authz-admin-password", role="advanced", admin=True)
-    platform.login("authz-admin", "authz-admin-password").close()  # the hub takes the admin flag at login
-    admin = platform.api(platform.token("authz-admin"))
+def start_resources(platform: Platform, stem: str) -> Resources:
+    """Users ``<stem>-owner``, ``<stem>-other`` (intermediate) and ``<stem>-admin`` (advanced, admin), and
+    the owner's resources, started together and waited for together (also for tests/integration/test_schemathesis.py)."""
+    owner = platform.new_user_api(f"{stem}-owner", "intermediate")
+    other = platform.new_user_api(f"{stem}-other", "intermediate")
+    platform.add_user(f"{stem}-admin", f"{stem}-admin-password", role="advanced", admin=True)
+    platform.login(f"{stem}-admin", f"{stem}-admin-password").close()  # the hub takes the admin flag at login
+    admin = platform.api(platform.token(f"{stem}-admin"))
     anonymous = httpx.Client(base_url=platform.url, timeout=60)
-    res = Resources(platform, {"owner": owner, "other": other, "admin": admin, "anonymous": anonymous})
+    res = Resources(platform, {"owner": owner, "other": other, "admin": admin, "anonymous": anonymous}, stem)
 
     assert owner.put(f"{API}/storage/authz/hello.txt", content=b"the owner's file").status_code == 200
     assert owner.put(f"{API}/storage/datasets/authz.csv", content=diabetes_csv()).status_code == 200
@@ -228,9 +230,9 @@ def res(platform: Platform) -> Iterator[Resources]:
     res.ids["file"] = "authz/hello.txt"
 
     started = {
-        "module": {"kind": "module", "item": "ai4lab-diabetes", "title": "authz", "hardware": {"cpu_num": 1}},
+        "module": {"kind": "module", "item": "ai4lab-diabetes", "title": stem, "hardware": {"cpu_num": 1}},
         "training": {"kind": "training", "item": "ai4lab-diabetes", "dataset": "datasets/authz.csv", "args": {}},
-        "flower": {"kind": "tool", "item": "ai4lab-flower", "title": "authz"},
+        "flower": {"kind": "tool", "item": "ai4lab-flower", "title": stem},
     }
     for name, body in started.items():
         r = owner.post(f"{API}/deployments", json=body)
@@ -243,11 +245,21 @@ def res(platform: Platform) -> Iterator[Resources]:
                "the Flower server did not start")
     res.ids["pipeline"] = res.pipeline()
     res.ids["published"] = res.publication()
-    yield res
+    return res
+
+
+def stop_resources(res: Resources) -> None:
     for dep in ("module", "flower", "pipeline"):
-        owner.delete(f"{API}/deployments/{res.ids[dep]}")
+        res.owner.delete(f"{API}/deployments/{res.ids[dep]}")
     for client in res.clients.values():
         client.close()
+
+
+@pytest.fixture(scope="module")
+def res(platform: Platform) -> Iterator[Resources]:
+    res = start_resources(platform, "authz")
+    yield res
+    stop_resources(res)
 
 
 def test_every_route_has_an_entry_and_every_entry_a_route(platform: Platform) -> None:
