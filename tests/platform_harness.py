@@ -45,7 +45,7 @@ def reachable_state(state: Path) -> Path:
         return state.resolve() if state.exists() else state
     real = Path(tempfile.mkdtemp(prefix="ai4lab-test-state-", dir="/tmp"))
     os.chmod(real, 0o711)
-    if not _STATE_DIRS:
+    if not _STATE_DIRS and not os.environ.get("AI4LAB_KEEP_TEST_STATE"):  # kept for debugging when set
         atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _STATE_DIRS])
     _STATE_DIRS.append(real)
     state.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx

@@ -21,7 +21,6 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.integration.test_process_tokens import process_env, wait_until
