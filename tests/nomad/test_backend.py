@@ -110,13 +110,17 @@ async def test_watch_follows_task_events(fake_nomad, federation) -> None:
     b = backend(fake_nomad, federation)
     state = await b.submit(module_spec())
     seen: list[str] = []
+    answers = 0
     async for alloc in b.watch(state, wait=5):
+        answers += 1
         seen = [e["Type"] for e in alloc["TaskStates"]["main"]["Events"]]
         if alloc["ClientStatus"] == "running":
             break
     assert seen == ["Received", "Task Setup", "Driver", "Started"]
     blocking = [q for m, p, q in fake_nomad.fake.requests if p.startswith("/v1/allocation/") and "index" in q]
-    assert blocking and all(q["wait"] == "5s" for q in blocking)
+    # every answer after the first came from a blocking query (on a busy machine the allocation
+    # may already run when it is first read, and then there is nothing to wait for)
+    assert len(blocking) >= answers - 1 and all(q["wait"] == "5s" for q in blocking)
 
 
 async def test_capacity_per_datacenter(fake_nomad, federation) -> None:
