@@ -208,7 +208,10 @@ class LocalBackend(Backend):
         child = self._children.get(pid)
         await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, timeout)
         if child is not None:
-            await asyncio.to_thread(child.wait)
+            try:  # bounded: a stop must never hang the hub's thread pool
+                await asyncio.to_thread(child.wait, timeout + 10)
+            except subprocess.TimeoutExpired:
+                child.kill()
         group = self._group(state)
         if group is not None and group.exists():
             await asyncio.to_thread(group.remove)

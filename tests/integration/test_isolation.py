@@ -195,16 +195,24 @@ def _env_of(p: psutil.Process) -> dict[str, str]:
 
 
 def test_sessions_stop_cleanly(platform: Platform, users: dict[str, dict[str, Any]]) -> None:
+    uids = (system_user("iso-a").pw_uid, system_user("iso-b").pw_uid)
     for name, u in users.items():
         assert u["api"].delete(f"/hub/api/users/{name}/server").status_code in (202, 204)
-    deadline = time.monotonic() + 60
+    # the hub first: on a busy machine a stop may still be pending when DELETE answers 202
+    deadline = time.monotonic() + 150
+    for name, u in users.items():
+        while u["api"].get(f"/hub/api/users/{name}").json().get("servers") and time.monotonic() < deadline:
+            time.sleep(1)
+    left: list[psutil.Process] = []
     while time.monotonic() < deadline:
-        left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real in
-                (system_user("iso-a").pw_uid, system_user("iso-b").pw_uid)]
+        left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real in uids]
         if not left:
             return
         time.sleep(0.5)
-    raise AssertionError(f"processes of the users are still running: {[p.cmdline() for p in left]}")
+    hub_view = {name: u["api"].get(f"/hub/api/users/{name}").json().get("servers") for name, u in users.items()}
+    sessions = {name: u["api"].get(f"{API}/deployments", params={"kind": "ide"}).json() for name, u in users.items()}
+    raise AssertionError(f"processes of the users are still running: {[p.cmdline() for p in left]}; "
+                         f"hub: {hub_view}; sessions: {sessions}")
 
 
 @pytest.mark.skipif(not CgroupLimits().enforced, reason="no writable cgroup")
