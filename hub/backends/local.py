@@ -31,10 +31,30 @@ from ai4lab.isolation import Accounts, Identity, IsolationError
 from ai4lab.limits import CgroupLimits, Group
 
 
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (field 22 of /proc/<pid>/stat).
+
+    Why not only ``create_time``: that is derived from the wall clock's idea of
+    the boot time, which moves when a virtual machine's clock is stepped, so a
+    job started minutes ago can seem "recycled" and be left running at stop.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_same(proc: psutil.Process, create_time: float | None, ticks: int | None) -> bool:
+    if ticks is not None:
+        return start_ticks(proc.pid) == ticks
+    return create_time is None or abs(proc.create_time() - create_time) <= 1
+
+
 def _same_process(state: dict[str, Any]) -> psutil.Process | None:
     try:
         proc = psutil.Process(int(state["pid"]))
-        if abs(proc.create_time() - float(state["create_time"])) > 1:
+        if not _is_same(proc, float(state["create_time"]), state.get("start_ticks")):
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -43,12 +63,12 @@ def _same_process(state: dict[str, Any]) -> psutil.Process | None:
         return None
 
 
-def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10) -> None:
+def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, ticks: int | None = None) -> None:
     """SIGTERM the process, its group and descendants; SIGKILL what is left after timeout."""
     procs: list[psutil.Process] = []
     try:
         root = psutil.Process(pid)
-        if create_time is not None and abs(root.create_time() - create_time) > 1:
+        if not _is_same(root, create_time, ticks):
             return  # the pid was recycled: so our group is gone too, nothing of ours is left
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
@@ -159,6 +179,7 @@ class LocalBackend(Backend):
         return {
             "pid": proc.pid,
             "create_time": psutil.Process(proc.pid).create_time(),
+            "start_ticks": start_ticks(proc.pid),
             "log_path": str(log_path),
             "uid": ident.uid,
             **({"cgroup": group.name} if group else {}),
@@ -177,7 +198,8 @@ class LocalBackend(Backend):
         if code is None:
             if group is not None and group.oom_kills():
                 # a process of the job went over its memory: the job ends whole, as a pod would
-                await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, 2)
+                await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, 2,
+                                        state.get("start_ticks"))
                 if child is not None:
                     await asyncio.to_thread(child.wait)
                 return self._ended(group, -signal.SIGKILL, "out of memory")
@@ -206,7 +228,8 @@ class LocalBackend(Backend):
         if not pid:
             return
         child = self._children.get(pid)
-        await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, timeout)
+        await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, timeout,
+                                state.get("start_ticks"))
         if child is not None:
             try:  # bounded: a stop must never hang the hub's thread pool
                 await asyncio.to_thread(child.wait, timeout + 10)

@@ -186,7 +186,7 @@ async def test_status_from_fresh_backend_after_restart(tmp_path: Path) -> None:
         b2 = LocalBackend(SHARED)  # e.g. the platform restarted: only the stored state is known
         assert (await b2.status(state)).running is True
         # a recycled pid (different start time) is not the job
-        other = dict(state, create_time=state["create_time"] - 1000)
+        other = dict(state, create_time=state["create_time"] - 1000, start_ticks=state["start_ticks"] - 100_000)
         assert (await b2.status(other)).running is False
         await b2.stop(other, timeout=1)
         assert not gone(state["pid"])  # the wrong-start-time stop left the real job alone
