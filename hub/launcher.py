@@ -99,7 +99,8 @@ def sweep_local_processes(settings: Settings) -> int:
             continue
         pid, ctime = dep.backend_state.get("pid"), dep.backend_state.get("create_time")
         if pid:
-            kill_tree(int(pid), float(ctime) if ctime else None, timeout=5)
+            kill_tree(int(pid), float(ctime) if ctime else None, timeout=5,
+                      ticks=dep.backend_state.get("start_ticks"))
             killed += 1
         if dep.kind == "training":  # a batch job cannot resume where it was
             deps.set_status(settings.db_url, dep.id, "failed", "the platform was stopped during the training")
