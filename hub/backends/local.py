@@ -16,6 +16,7 @@ group saw an out-of-memory kill is ended whole and reported with the reason.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -29,6 +30,8 @@ from ai4lab import isolation
 from ai4lab.backends.base import Backend, JobSpec, JobStatus
 from ai4lab.isolation import Accounts, Identity, IsolationError
 from ai4lab.limits import CgroupLimits, Group
+
+log = logging.getLogger(__name__)
 
 
 def start_ticks(pid: int) -> int | None:
@@ -63,13 +66,17 @@ def _same_process(state: dict[str, Any]) -> psutil.Process | None:
         return None
 
 
-def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, ticks: int | None = None) -> None:
-    """SIGTERM the process, its group and descendants; SIGKILL what is left after timeout."""
+def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10,
+              ticks: int | None = None) -> list[int]:
+    """SIGTERM the process, its group and descendants; SIGKILL what is left after timeout.
+
+    Returns the pids it signalled, for the caller's log.
+    """
     procs: list[psutil.Process] = []
     try:
         root = psutil.Process(pid)
         if not _is_same(root, create_time, ticks):
-            return  # the pid was recycled: so our group is gone too, nothing of ours is left
+            return []  # the pid was recycled: so our group is gone too, nothing of ours is left
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         pass
@@ -77,7 +84,7 @@ def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, t
     # Linux does not reuse a pid while a group of that id exists, so such a group is ours.
     procs += [p for p in _group_members(pid) if p not in procs]
     if not procs:
-        return
+        return []
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
@@ -94,6 +101,7 @@ def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, t
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in procs]
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:
@@ -228,8 +236,12 @@ class LocalBackend(Backend):
         if not pid:
             return
         child = self._children.get(pid)
-        await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, timeout,
-                                state.get("start_ticks"))
+        signalled = await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, timeout,
+                                            state.get("start_ticks"))
+        if not signalled and psutil.pid_exists(pid):
+            # said for the log: a stop that leaves a live process behind must be explainable afterwards
+            log.warning("stop of pid %s signalled nothing: its start is %s ticks, the job's %s (create time %s)",
+                        pid, start_ticks(pid), state.get("start_ticks"), state.get("create_time"))
         if child is not None:
             try:  # bounded: a stop must never hang the hub's thread pool
                 await asyncio.to_thread(child.wait, timeout + 10)

@@ -20,6 +20,8 @@ import httpx
 import psutil
 import pytest
 
+from ai4lab import deployments as deps
+from ai4lab.backends.local import start_ticks
 from ai4lab.limits import CgroupLimits
 from ai4lab.settings import Settings
 from tests.integration.test_trainings import upload_digit_dataset, wait_status
@@ -211,8 +213,14 @@ def test_sessions_stop_cleanly(platform: Platform, users: dict[str, dict[str, An
         time.sleep(0.5)
     hub_view = {name: u["api"].get(f"/hub/api/users/{name}").json().get("servers") for name, u in users.items()}
     sessions = {name: u["api"].get(f"{API}/deployments", params={"kind": "ide"}).json() for name, u in users.items()}
-    raise AssertionError(f"processes of the users are still running: {[p.cmdline() for p in left]}; "
-                         f"hub: {hub_view}; sessions: {sessions}")
+    procs = [{"pid": p.pid, "ppid": p.ppid(), "ticks": start_ticks(p.pid), "cmd": p.cmdline()[1:2],
+              "cgroup": Path(f"/proc/{p.pid}/cgroup").read_text().strip()} for p in left]
+    db_url = f"sqlite:///{platform.state / 'ai4lab.sqlite'}"
+    states = {d.owner: d.backend_state for d in deps.list_deployments(db_url, kind="ide")}
+    stops = [line for line in platform.hub_log().splitlines()
+             if "iso-a" in line or "iso-b" in line or "signalled" in line][-30:]
+    raise AssertionError(f"processes of the users are still running: {procs}; jobs: {states}; "
+                         f"hub: {hub_view}; sessions: {sessions}; hub log: {stops}")
 
 
 @pytest.mark.skipif(not CgroupLimits().enforced, reason="no writable cgroup")
