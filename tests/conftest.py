@@ -18,6 +18,23 @@ from tests import ai4os_data
 from tests.platform_harness import Platform
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run when ``--dist loadgroup`` does not group: tests sharing a platform would start several.
+
+    Why: pytest-xdist marks grouped tests by rewriting their node ids; a pytest
+    release that stores node ids elsewhere makes the groups silently vanish,
+    and then each worker starts its own platform with the same user accounts
+    (tests of one see the other's processes).
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            raise pytest.UsageError(f"--dist loadgroup did not group {item.nodeid}: this pytest and pytest-xdist "
+                                    "do not work together (pin pytest as pyproject.toml does)")
+
+
 @pytest.fixture
 def reachable_tmp() -> Iterator[Path]:
     """A temporary folder that user accounts can traverse (pytest's own are private to root).
