@@ -78,6 +78,8 @@ class Deployment(Base):
             "name": self.name,
             "backend": self.backend,
             "spec": self.spec,
+            # what the deployment runs without: resources its metadata recommends that it did not get
+            "warnings": list((self.spec or {}).get("warnings", [])),
             "status": self.status,
             "status_reason": self.status_reason,
             "endpoints": self.endpoints,

@@ -7,19 +7,28 @@ machine the equivalent is one virtual environment per item, built from the
 item's own ``pyproject.toml`` and kept until its sources change. ``uv`` (a
 dependency of the platform) builds one in seconds from its package cache.
 
+Built the AI4OS way: an AI4OS image clones the module's repository, runs
+``pip install -r requirements.txt`` and then ``pip install -e .`` in it, and
+starts ``deepaas-run`` from there; modules from the official template find
+``ai4-metadata.yml``, ``data/`` and ``models/`` relative to the repository.
+So the environment holds a copy of the repository (``srv/<name>``, like the
+image's ``/srv``), installs its ``requirements.txt`` and then the package,
+editable unless the module's Dockerfile installs it with ``pip install .``.
+Jobs then run in a private working copy of that repository (see
+``ai4lab.deploy.module_code``).
+
 How:
 
 * The environment's name carries a hash of the item's sources (file names and
   contents, not mtimes: a fresh checkout must not rebuild anything), the
   extras and the Python version, so a changed module gets a new environment
   and an unchanged one is reused.
-* It is built in a scratch folder next to the cache and renamed into place
-  only when complete: an environment that exists is a working one.
+* It is built in place, and its marker file (``ai4lab-env.json``) is
+  written last: an environment with a marker is a complete one, and one
+  without is removed and built again. (In place because an editable install
+  records where the repository is.)
 * An ``fcntl`` lock per environment makes a second process wait for the first
   build and then reuse it, instead of building the same thing twice.
-* The environment is made ``--relocatable`` (its console scripts find their
-  interpreter relative to themselves), which is what makes the final rename
-  safe.
 * The sources are copied before installing: setuptools writes ``build/`` and
   ``*.egg-info`` into the tree it builds, and two builds of one tree at once
   would trip over each other.
@@ -44,7 +53,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,14 +62,15 @@ from ai4lab.isolation import (NOBODY, Identity, chown_tree, give_tree, preexec, 
 from ai4lab.runtime import (default_runtime_dir, default_user_python, make_readable, public_dir, python_version,
                             readable_copy)
 
-__all__ = ["EnvBuildError", "default_cache_root", "ensure_env", "env_bin", "find_uv", "source_hash"]
+__all__ = ["EnvBuildError", "default_cache_root", "ensure_env", "env_bin", "env_info", "env_repo", "find_uv",
+           "installs_editable", "source_hash"]
 
 #: Environment variable that moves the cache (e.g. onto a bigger disk).
 ENVS_DIR_VAR = "AI4LAB_ENVS_DIR"
 #: Metadata written into each environment (what it was built from, what it holds).
 MARKER = "ai4lab-env.json"
 #: Bumped when the layout of an environment changes, so old ones are not reused.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"
 
 #: Folders that are by-products of builds or tool caches, not sources.
 _IGNORED_DIRS = frozenset(
@@ -192,13 +201,13 @@ def builder_of(item_dir: Path) -> Identity | None:
 
 
 def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float,
-         builder: Identity | None = None) -> str:
+         builder: Identity | None = None, tmp: Path | None = None) -> str:
     if builder is None:
         env = {**os.environ, "NO_COLOR": "1"}
     else:  # nothing of the platform's environment (tokens, settings) reaches the package's build code
         caches = public_dir(default_runtime_dir() / "build-cache", 0o711)
         cache = private_dir(caches / str(builder.uid), builder, caches)
-        env = user_env(builder, cwd, {"NO_COLOR": "1", "UV_CACHE_DIR": str(cache), "TMPDIR": str(cwd)})
+        env = user_env(builder, tmp or cwd, {"NO_COLOR": "1", "UV_CACHE_DIR": str(cache), "TMPDIR": str(tmp or cwd)})
         env.update({k: v for k, v in os.environ.items() if k.startswith(("UV_INDEX", "PIP_INDEX", "SSL_CERT"))
                     or k.lower() in ("http_proxy", "https_proxy", "no_proxy")})
     try:
@@ -214,8 +223,44 @@ def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float
     return proc.stdout
 
 
+_PIP_INSTALL = re.compile(r"\bpip3?\s+install\b([^;&|]*)")
+
+
+def installs_editable(repo: Path) -> bool:
+    """Whether the module's Dockerfile installs its repository editable (``pip install -e .``), as the template does.
+
+    ``pip install .`` (or ``".[extra]"``) in the Dockerfile means a regular
+    install; no Dockerfile, or no install of ``.`` in it, means the
+    template's way: editable.
+    """
+    dockerfile = Path(repo) / "Dockerfile"
+    try:
+        text = dockerfile.read_text(errors="replace").replace("\\\n", " ")
+    except OSError:
+        return True
+    for match in _PIP_INSTALL.finditer(text):
+        words = [w.strip("'\"") for w in match.group(1).split()]
+        targets = [w for w in words if w == "." or w.startswith(".[") or w == "./"]
+        if not targets:
+            continue
+        i = words.index(targets[0])
+        return i > 0 and words[i - 1] in ("-e", "--editable")
+    return True
+
+
+def _repo_name(item_dir: Path) -> str:
+    """The repository's folder name in the environment: the project's name, as a clone of it would be called."""
+    import tomllib
+
+    try:
+        name = tomllib.loads((item_dir / "pyproject.toml").read_text(errors="replace"))["project"]["name"]
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        name = item_dir.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.") or "module"
+
+
 def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], timeout: float, python: str) -> None:
-    """Build the environment in a scratch folder beside ``final``, then rename it into place.
+    """Build the environment at ``final``, the AI4OS way (see the module docstring); the marker comes last.
 
     The build runs as :func:`builder_of` the item; the finished environment
     then belongs to the platform (users may run it, not change it).
@@ -227,42 +272,64 @@ def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], time
                             "run the environments; put envs_dir below runtime_dir")
     uv = str(find_uv() if builder is None else readable_copy(find_uv().parent, "bin", None, ("uv",)) / "uv")
     deadline = time.monotonic() + timeout
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
+    repo = final / "srv" / _repo_name(item_dir)
+    tmp = final / ".build-tmp"
+    editable = installs_editable(item_dir)
     try:
-        src, env = work / "src", work / "env"
+        final.mkdir()
         # links stay links: the build account must not read, through a copy, what a link points at
-        shutil.copytree(item_dir, src, ignore=_ignore_by_products, symlinks=True)
+        shutil.copytree(item_dir, repo, ignore=_ignore_by_products, symlinks=True)
+        tmp.mkdir()
         if builder is not None:
-            give_tree(work, builder)
-        target = f"{src}[{','.join(extras)}]" if extras else str(src)
+            give_tree(final, builder)
 
         def step(name: str, cmd: list[str]) -> str:
-            return _run(cmd, item_dir=item_dir, step=name, cwd=work, builder=builder,
+            return _run(cmd, item_dir=item_dir, step=name, cwd=repo, builder=builder, tmp=tmp,
                         timeout=max(1.0, deadline - time.monotonic()))
 
-        # cwd=work: uv must not pick up the requires-python / config of whatever project we run in.
-        step("uv venv", [uv, "venv", "--quiet", "--relocatable", "--python", python, str(env)])
-        env_python = env_bin(env, "python")
-        step("uv pip install", [uv, "pip", "install", "--python", str(env_python), target])
-        frozen = step("uv pip freeze", [uv, "pip", "freeze", "--python", str(env_python)])
+        # --no-config: a uv.toml or [tool.uv] in the module must not change how the platform builds
+        step("uv venv", [uv, "venv", "--quiet", "--no-config", "--allow-existing", "--python", python, str(final)])
+        env_python = str(env_bin(final, "python"))
+        if (repo / "requirements.txt").is_file():  # as the Dockerfile does: requirements first, then the package
+            step("pip install -r requirements.txt",
+                 [uv, "pip", "install", "--no-config", "--python", env_python, "-r", "requirements.txt"])
+        target = f".[{','.join(extras)}]" if extras else "."
+        step(f"pip install {'-e ' if editable else ''}{target}",
+             [uv, "pip", "install", "--no-config", "--python", env_python, *(["-e"] if editable else []), target])
+        listed = json.loads(step("uv pip list", [uv, "pip", "list", "--quiet", "--no-config", "--format", "json",
+                                                 "--python", env_python]))
+        shutil.rmtree(tmp)
         if builder is not None:
-            chown_tree(env, os.geteuid(), os.getegid())
+            chown_tree(final, os.geteuid(), os.getegid())
         marker = {
             "item": item_dir.name,
             "source": str(item_dir),
             "hash": digest,
             "extras": list(extras),
+            "repo": repo.relative_to(final).as_posix(),
+            "editable": editable,
             "python": python_version(python).split()[0],
-            "uv": _run([uv, "--version"], item_dir=item_dir, step="uv --version", cwd=work, timeout=30).strip(),
+            "uv": _run([uv, "--version"], item_dir=item_dir, step="uv --version", cwd=final, timeout=30).strip(),
             "built_by": builder.name if builder is not None else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "packages": frozen.split(),
+            "packages": [f"{p['name']}=={p['version']}" for p in listed],
         }
-        (env / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        make_readable(env)  # user accounts run it; only the platform may change it
-        os.rename(env, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        make_readable(final)  # user accounts run it; only the platform may change it
+        (final / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        os.chmod(final / MARKER, 0o644)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+
+
+def env_info(env_dir: Path) -> dict[str, object]:
+    """What an environment was built from (its marker): item, repo, editable, packages ..."""
+    return json.loads((Path(env_dir) / MARKER).read_text())
+
+
+def env_repo(env_dir: Path) -> Path:
+    """The environment's copy of the module's repository (read-only: jobs work in their own copy of it)."""
+    return Path(env_dir) / str(env_info(env_dir)["repo"])
 
 
 def _ignore_by_products(folder: str, names: list[str]) -> set[str]:

@@ -32,6 +32,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -260,6 +261,28 @@ def run(ident: Identity, cmd: list[str], *, env: Mapping[str, str], cwd: Path | 
     """Run a short user-code command as ``ident`` and wait for it (tries, argument descriptions, builds)."""
     return subprocess.run(cmd, env=dict(env), cwd=cwd, input=input, capture_output=True, text=True,
                           timeout=timeout, preexec_fn=preexec(ident), close_fds=True)
+
+
+def read_written_by(path: Path, uid: int, max_bytes: int) -> bytes:
+    """The content of a regular file that user code wrote (a result, an answer), read with the platform's rights.
+
+    Why: the user owns the folder, so ``path`` may have been replaced by a
+    link to a file only the platform can read. The file is opened without
+    following links and must be a regular file of ``uid`` (the job's user;
+    in single-user mode, the platform's); ``OSError`` otherwise, or when it
+    is too large.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+            raise PermissionError(f"{path} is not a file written by uid {uid}")
+        if st.st_size > max_bytes:
+            raise OSError(f"{path} is larger than {max_bytes} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(max_bytes + 1)[:max_bytes]
+    finally:
+        os.close(fd)
 
 
 def reachable_by_others(path: Path) -> Path | None:

@@ -228,6 +228,12 @@ class Settings(BaseSettings):
         description="In single-user mode (not root), allow more than one non-admin account although their "
         "code all runs as the same system user and can read each other's files.",
     )
+    resources_hard: bool = Field(
+        default=False,
+        description="Treat the resources an item's metadata declares as minimums: a deployment this platform "
+        "or the user's quota cannot give them is refused. Off (as in AI4OS): they are defaults, and a GPU "
+        "that cannot be given is a warning, the module runs on CPU.",
+    )
     catalog_sources: list[SourceConfig] = Field(
         default_factory=_default_sources,
         description="Catalog sources in priority order: the bundled catalog, local folders, "

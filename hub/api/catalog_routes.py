@@ -155,8 +155,9 @@ def build_router(
         if cluster is not None:  # a Nomad cluster: its GPUs and the datacenters of the user's project
             offer = await cluster.offer(vo)
             return deploy_config(item, quota=settings.quotas[role], role=role, gpus=offer["gpus"], purpose=purpose,
-                                 backends=["nomad"], datacenters=offer["datacenters"])
-        return deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus, purpose=purpose)
+                                 backends=["nomad"], datacenters=offer["datacenters"], hard=settings.resources_hard)
+        return deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus, purpose=purpose,
+                             hard=settings.resources_hard)
 
     @router.post("/{kind}/{item_id}/promote", summary="Make a published item visible to everyone (admin)")
     async def promote(kind: KindPath, item_id: str, user: User) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from ai4lab.catalog.model import CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
 from ai4lab.deploy import module_env, runner
+from ai4lab.deploy.module_code import working_copy
 from ai4lab.deploy.cluster import ClusterDeployments, ClusterError
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.trainings import TrainingError, Trainings
@@ -70,6 +71,23 @@ def package_tarball(folder: Path) -> bytes:
         for child in sorted(folder.iterdir()):
             tar.add(child, arcname=child.name, filter=keep)
     return buf.getvalue()
+
+
+def cpu_only(form: dict[str, Any], hardware: dict[str, Any], asked: dict[str, Any], what: str) -> list[str]:
+    """The form's warnings for a deployment that runs without GPUs on this backend; 400 if GPUs were asked.
+
+    Why: the form's default GPU count is what the metadata recommends; a
+    deployment kind that cannot have GPUs here still runs, on CPU, and says so.
+    """
+    if asked.get("gpu_num"):
+        raise HTTPException(400, f"GPUs for {what} on the local backend are not offered yet: ask for gpu_num 0")
+    warnings = list(form["warnings"])
+    recommended = hardware.get("gpu_num") or 0
+    hardware["gpu_num"] = 0
+    if recommended and not any("GPU" in w for w in warnings):
+        warnings.append(f"this {form['item']['kind']} recommends {recommended} GPU{'s' if recommended > 1 else ''}; "
+                        f"it will run on CPU and may be slow ({what} get no GPU on this backend yet)")
+    return warnings
 
 
 class ModuleRoutes:
@@ -181,7 +199,7 @@ class ModuleRoutes:
                             headers={"Content-Disposition": f'attachment; filename="{item_id}.tar.gz"'})
 
         @r.post("/catalog/modules/{item_id}/try", summary="One prediction without a deployment (try me)")
-        async def try_module(item_id: str, request: Request, user: User) -> JSONResponse:
+        async def try_module(item_id: str, request: Request, user: User) -> Response:
             item = self.catalog.get("module", item_id, Viewer(name=user.name, admin=user.admin))
             if item is None:
                 raise HTTPException(404, f"no module {item_id!r} in the catalog")
@@ -190,7 +208,7 @@ class ModuleRoutes:
             if int(request.headers.get("content-length") or 0) > self.max_bytes:
                 raise self.too_large()
             form = await request.form(max_part_size=self.max_bytes)
-            return await self.oneshot(item, form, user.name)
+            return await self.oneshot(item, form, user.name, request.headers.get("accept", ""))
 
     # -- helpers ----------------------------------------------------------------------
     async def run_of(self, dep: Deployment) -> str | None:
@@ -235,7 +253,7 @@ class ModuleRoutes:
         offer = await self.cluster.offer(acc.vo)
         form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=offer["gpus"],
                              purpose="training" if body.kind == "training" else "inference", backends=["nomad"],
-                             datacenters=offer["datacenters"])
+                             datacenters=offer["datacenters"], hard=self.settings.resources_hard)
         hardware = self.chosen_hardware(form, body.hardware)
         try:
             dep = await self.cluster.create(user.name, item, body.kind, hardware, title=body.title, vo=acc.vo,
@@ -247,7 +265,7 @@ class ModuleRoutes:
     async def create_training(self, body: Any, user: HubUser) -> dict[str, Any]:
         acc, item = self.account_and_item(body.item, user, "train" if body.kind == "training" else "run")
         form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus,
-                             purpose="training")
+                             purpose="training", hard=self.settings.resources_hard)
         problems = check_choice(form, body.hardware)
         if problems:
             raise HTTPException(400, "hardware: " + "; ".join(problems))
@@ -262,7 +280,7 @@ class ModuleRoutes:
             else:
                 dep = await self.trainings.create(user.name, item, dataset=body.dataset, args=body.args,
                                                   hardware=hardware, init_weights=body.init_weights,
-                                                  title=body.title)
+                                                  title=body.title, warnings=form["warnings"])
         except TrainingError as e:
             raise HTTPException(e.status, str(e)) from None
         return dep.to_dict()
@@ -328,10 +346,10 @@ class ModuleRoutes:
         if not item.run.package_path or not item.run.entry_point:
             raise HTTPException(400, f"{item.id} has no local package with a deepaas.v2.model entry point: "
                                      "it can only run from its image on a cluster backend")
-        form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus)
+        form = deploy_config(item, quota=self.settings.quotas[acc.role], role=acc.role, gpus=self.settings.gpus,
+                             hard=self.settings.resources_hard)
         hardware = self.chosen_hardware(form, body.hardware)
-        if hardware.get("gpu_num"):
-            raise HTTPException(400, "GPUs for module deployments on the local backend are not offered yet")
+        warnings = cpu_only(form, hardware, body.hardware, "module deployments")
         weights = None
         if body.weights and "/" not in body.weights and "." not in body.weights:
             try:
@@ -346,14 +364,15 @@ class ModuleRoutes:
             if not path.is_file():
                 raise HTTPException(400, f"no weights file {body.weights!r} in your storage")
             weights = str(path)
-        dep = self.modules.create(user.name, item, hardware, title=body.title, weights=weights, vo=acc.vo)
+        dep = self.modules.create(user.name, item, hardware, title=body.title, weights=weights, vo=acc.vo,
+                                  warnings=warnings)
         return dep.to_dict()
 
-    async def oneshot(self, item: CatalogItem, form: Any, owner: str) -> JSONResponse:
+    async def oneshot(self, item: CatalogItem, form: Any, owner: str, accept: str = "") -> Response:
         """One prediction in the module's environment, run as ``owner`` (the module's code sees their inputs only)."""
         work = Path(tempfile.mkdtemp(prefix="ai4lab-try-"))
         try:
-            fields: dict[str, str] = {}
+            fields: dict[str, str | list[str]] = {}
             files: dict[str, dict[str, str | None]] = {}
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
@@ -362,21 +381,30 @@ class ModuleRoutes:
                         shutil.copyfileobj(value.file, f)
                     files[name] = {"path": str(target), "filename": value.filename,
                                    "content_type": value.content_type}
+                elif name in fields:  # repeated: a list argument, as DEEPaaS reads it
+                    before = fields[name]
+                    fields[name] = [*before, value] if isinstance(before, list) else [before, value]
                 else:
                     fields[name] = value
+            if accept and accept not in ("application/json", "*/*") and "accept" not in fields:
+                fields["accept"] = accept  # DEEPaaS takes the answer's type from the Accept header
             try:
                 env = await asyncio.to_thread(ensure_env, Path(item.run.package_path or ""),
                                               self.settings.envs_dir)
             except EnvBuildError as e:
                 raise HTTPException(500, f"the module's environment could not be built: {e}") from None
-            request = json.dumps({"model": item.run.entry_point, "fields": fields, "files": files})
+            output = work / "answer"
+            request = json.dumps({"model": item.run.entry_point, "fields": fields, "files": files,
+                                  "output": str(output)})
             backend = self.trainings.backend
             ident = await asyncio.to_thread(backend.identity, owner)
-            job_env = await asyncio.to_thread(module_env, self.settings, backend, owner, env, work)
             give_tree(work, ident)
+            repo = await asyncio.to_thread(working_copy, env, work, ident)
+            job_env = await asyncio.to_thread(module_env, self.settings, backend, owner, env, work, repo=repo,
+                                              app=item.run.entry_point)
             proc = await asyncio.to_thread(
                 isolation.run, ident, [str(env_bin(env, "python")), str(runner(self.settings, "oneshot.py"))],
-                input=request, timeout=300, cwd=work, env=isolation.user_env(ident, work, job_env),
+                input=request, timeout=300, cwd=repo, env=isolation.user_env(ident, work, job_env),
             )
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
             if not lines:
@@ -386,6 +414,12 @@ class ModuleRoutes:
             if result["status"] != "OK":
                 return JSONResponse({"detail": result["reason"], "status": result["code"]},
                                     status_code=result["code"])
+            if "file" in result:  # a non-JSON answer, passed through as DEEPaaS sends it
+                try:
+                    data = await asyncio.to_thread(isolation.read_written_by, output, ident.uid, self.max_bytes * 4)
+                except OSError as e:
+                    raise HTTPException(500, f"the module's answer could not be read: {e}") from None
+                return Response(data, media_type=result["content_type"])
             return JSONResponse({"status": "OK", "predictions": result["predictions"]})
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -106,7 +106,8 @@ def build_router(
         item = catalog.get(KINDS[kind], item_id, viewer) if kind in KINDS else None
         if item is None:
             return render("missing.html", status=404, user=user, kind=kind, item_id=item_id)
-        form = deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus)
+        form = deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus,
+                             hard=settings.resources_hard)
         fields, fields_problem = await predict_fields(item) if item.kind == "module" else ([], None)
         links = [(name, url, _safe_link(url)) for name, url in item.links.items()]
         return render(

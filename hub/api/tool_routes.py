@@ -26,7 +26,7 @@ from ai4lab.api.auth import HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
-from ai4lab.api.deployment_routes import ModuleRoutes
+from ai4lab.api.deployment_routes import ModuleRoutes, cpu_only
 from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.deploy.cluster import CVAT_ITEM, ClusterDeployments, ClusterError
 from ai4lab.deploy.tools import ToolDeployments, ToolError
@@ -134,7 +134,7 @@ class ToolRoutes:
                 raise HTTPException(400, CVAT_NEEDS_NOMAD)
             offer = await self.cluster.offer(acc.vo)
             form = deploy_config(item, quota=quota, role=acc.role, gpus=offer["gpus"], backends=["nomad"],
-                                 datacenters=offer["datacenters"])
+                                 datacenters=offer["datacenters"], hard=self.settings.resources_hard)
             try:
                 dep = await self.cluster.create_tool(user.name, item, body.config,
                                                      ModuleRoutes.chosen_hardware(form, body.hardware),
@@ -143,12 +143,13 @@ class ToolRoutes:
                 raise HTTPException(e.status, str(e)) from None
             return dep.to_dict()
         # the same checks as a module's: the role's quota and the tool's own minimum resources
-        form = deploy_config(item, quota=quota, role=acc.role, gpus=self.settings.gpus)
+        form = deploy_config(item, quota=quota, role=acc.role, gpus=self.settings.gpus,
+                             hard=self.settings.resources_hard)
         hardware = ModuleRoutes.chosen_hardware(form, body.hardware)
-        if hardware.get("gpu_num"):
-            raise HTTPException(400, "GPUs for tools on the local backend are not offered")
+        warnings = cpu_only(form, hardware, body.hardware, "tools")
         try:
-            dep = self.tools.create(user.name, item, body.config, hardware, title=body.title, vo=acc.vo)
+            dep = self.tools.create(user.name, item, body.config, hardware, title=body.title, vo=acc.vo,
+                                    warnings=warnings)
         except ToolError as e:
             raise HTTPException(e.status, str(e)) from None
         return dep.to_dict()

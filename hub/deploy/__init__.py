@@ -19,13 +19,15 @@ def runner(settings: Settings, name: str) -> Path:
 
 
 def module_env(settings: Settings, backend: LocalBackend, owner: str, env_dir: Path, home: Path,
-               **extra: str) -> dict[str, str]:
-    """Environment of a process running a module's code for ``owner``.
+               *, repo: Path | None = None, app: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment of a process running a module's code for ``owner``, from its working copy ``repo``.
 
     The module's model cache (``AI4LAB_MODEL_DIR``, where bundled modules keep
     their pretrained model) is in the owner's home: a cache shared between
     users would let one user's code plant a model another user loads.
     """
+    from ai4lab.deploy.module_code import code_variables
+
     models = backend.user_dir(owner, settings.user_workspace(owner) / ".cache" / "ai4lab" / "models",
                               settings.workspaces_root)
     return {
@@ -33,5 +35,6 @@ def module_env(settings: Settings, backend: LocalBackend, owner: str, env_dir: P
         "HOME": str(home),
         "PYTHONUNBUFFERED": "1",
         "AI4LAB_MODEL_DIR": str(models),
+        **(code_variables(env_dir, repo, app) if repo is not None else {}),
         **extra,
     }

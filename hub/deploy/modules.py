@@ -23,6 +23,7 @@ from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.deploy import module_env
+from ai4lab.deploy.module_code import working_copy
 from ai4lab.db import Deployment
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.settings import Settings
@@ -61,7 +62,7 @@ class ModuleDeployments:
 
     # -- start ----------------------------------------------------------------------------
     def create(self, owner: str, item: CatalogItem, hardware: dict[str, Any], title: str = "",
-               weights: str | None = None, vo: str | None = None) -> Deployment:
+               weights: str | None = None, vo: str | None = None, warnings: list[str] | None = None) -> Deployment:
         spec = {
             "item": item.id,
             "title": title or item.title,
@@ -72,6 +73,7 @@ class ModuleDeployments:
             "gpu": hardware.get("gpu_num", 0),
             "gpu_ids": [],
             "weights": weights,
+            "warnings": warnings or [],
         }
         dep = deps.create(self.settings.db_url, owner=owner, kind="module", name=item.id, spec=spec,
                           status="starting", vo=vo)
@@ -91,6 +93,8 @@ class ModuleDeployments:
             port = random_port()
             workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
                                             self.settings.deployments_root)
+            # deepaas-run starts in the repository, as an AI4OS image's CMD does
+            repo = await asyncio.to_thread(working_copy, env, workdir, self.backend.identity(dep.owner))
             job = JobSpec(
                 name=f"module-{dep_id}",
                 command=[
@@ -98,8 +102,9 @@ class ModuleDeployments:
                     "--model-name", spec["entry_point"], "--base-path", api_prefix(dep_id),
                     "--client-max-size", str(int(self.settings.max_upload_mb * 2**20)),
                 ],
-                env=module_env(self.settings, self.backend, dep.owner, env, workdir),
-                cwd=workdir,
+                env=module_env(self.settings, self.backend, dep.owner, env, workdir, repo=repo,
+                               app=spec["entry_point"]),
+                cwd=repo,
                 owner=dep.owner,
                 log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
                 cpu=spec.get("cpu"),

@@ -7,6 +7,13 @@ checks the fields against the module's ``get_predict_args`` like DEEPaaS does
 (marshmallow deserialisation), calls ``warm`` and ``predict``, and writes one
 JSON line: ``{"status": "OK", "predictions": ...}`` or ``{"status": "error",
 "code": 400|500, "reason": ...}``.
+
+A module whose predict arguments have an ``accept`` field (DEEPaaS v2: the
+content types it can answer in, the first being the default) may answer
+with bytes, a file object or a ``ReturnedFile`` for a type other than JSON,
+as DEEPaaS passes it through: then the answer is written to the request's
+``output`` path and the line says ``{"status": "OK", "file": path,
+"content_type": ...}``.
 """
 
 import json
@@ -49,7 +56,17 @@ def prepare(api, fields, files):
             elif name in fields:
                 if is_file:
                     raise ValidationError("%s must be an uploaded file" % name)
-                kwargs[name] = field.deserialize(fields[name])
+                value = fields[name]
+                if name == "accept" and value == "*/*":  # DEEPaaS adds */* (JSON) to the choices
+                    kwargs[name] = value
+                    continue
+                if _is_list(field):
+                    value = _as_list(value)
+                elif isinstance(value, list):  # a repeated form field: the last one, as webargs takes it
+                    value = value[-1]
+                kwargs[name] = field.deserialize(value)
+            elif name == "accept" and accept_choices(api):
+                kwargs[name] = accept_choices(api)[0]  # as DEEPaaS: the first content type is the default
             elif field.required:
                 raise ValidationError("missing required field %s" % name)
             elif field.load_default is not missing and field.load_default is not None \
@@ -58,6 +75,51 @@ def prepare(api, fields, files):
     except ValidationError as e:
         return None, str(e.messages if hasattr(e, "messages") else e)
     return kwargs, None
+
+
+def _is_list(field):
+    return getattr(field, "inner", None) is not None
+
+
+def _as_list(value):
+    """A list argument from a form: repeated fields, or one field holding a JSON list, or one value."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            parsed = json.loads(value)
+            if isinstance(parsed, list):
+                return parsed
+        except ValueError:
+            pass
+    return [value]
+
+
+def save(result, path):
+    """Write a non-JSON answer (bytes, str, a file object or a DEEPaaS ReturnedFile) to ``path``, as DEEPaaS sends it."""
+    from deepaas.model.v2.wrapper import ReturnedFile
+
+    if isinstance(result, ReturnedFile):
+        result = open(result.filename, "rb")
+    if hasattr(result, "read"):
+        data = result.read()
+        result.close() if hasattr(result, "close") else None
+    else:
+        data = result
+    if isinstance(data, str):
+        data = data.encode()
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError("predict answered %s, not bytes or a file, for a non-JSON content type" % type(data).__name__)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def accept_choices(api):
+    """The content types the module can answer in (its ``accept`` argument), the default first; [] without one."""
+    field = api.get_predict_args().get("accept")
+    choices = getattr(getattr(field, "validate", None), "choices", None) if field is not None else None
+    return list(choices or [])
 
 
 def file_fields(api):
@@ -70,11 +132,37 @@ def describe(api):
     for name, f in api.get_predict_args().items():
         meta = dict(f.metadata or {})
         default = getattr(f, "load_default", None)
-        out.append({"name": name, "file": meta.get("type") == "file", "required": bool(f.required),
-                    "description": str(meta.get("description", "")),
-                    "default": default if isinstance(default, (str, int, float, bool)) else None,
-                    "type": type(f).__name__})
+        entry = {"name": name, "file": meta.get("type") == "file", "required": bool(f.required),
+                 "description": str(meta.get("description", "")),
+                 "default": default if _plain(default) else None,
+                 "type": type(f).__name__}
+        if isinstance(meta.get("enum"), (list, tuple)):  # the AI4OS demo app's way: fields.Str(enum=[...])
+            entry["choices"] = [c for c in meta["enum"] if isinstance(c, (str, int, float, bool))]
+        for v in _validators(f):
+            if hasattr(v, "choices"):
+                entry["choices"] = [c for c in v.choices if isinstance(c, (str, int, float, bool))]
+            if getattr(v, "min", None) is not None or getattr(v, "max", None) is not None:
+                entry["range"] = [getattr(v, "min", None), getattr(v, "max", None)]
+        inner = getattr(f, "inner", None) or getattr(f, "container", None)
+        if inner is not None:  # fields.List(...): several values (files, when the inner field is a file)
+            entry["many"] = True
+            entry["file"] = entry["file"] or (inner.metadata or {}).get("type") == "file"
+            entry["item_type"] = type(inner).__name__
+        out.append(entry)
     return out
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, (str, int, float, bool)) for v in value)
+    return isinstance(value, (str, int, float, bool))
+
+
+def _validators(field):
+    v = getattr(field, "validate", None)
+    if v is None:
+        return list(getattr(field, "validators", []) or [])
+    return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def main():
@@ -95,6 +183,10 @@ def main():
         if hasattr(api, "warm"):
             api.warm()
         result = api.predict(**kwargs)
+        accept = kwargs.get("accept") or "application/json"
+        if accept not in ("application/json", "*/*"):
+            _answer({"status": "OK", "file": save(result, request["output"]), "content_type": accept})
+            return
     except Exception as e:  # noqa: BLE001
         bad = getattr(e, "status_code", None) == 400 or isinstance(e, ValueError)
         _answer({"status": "error", "code": 400 if bad else 500,

@@ -15,7 +15,8 @@ from typing import Any
 from ai4lab import isolation
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.deploy import runner
-from ai4lab.envs import ensure_env, env_bin
+from ai4lab.deploy.module_code import path_variables
+from ai4lab.envs import ensure_env, env_bin, env_repo
 from ai4lab.isolation import Accounts
 from ai4lab.settings import get_settings
 
@@ -33,9 +34,12 @@ def describe_predict(item: CatalogItem, envs_dir: Path | None = None) -> list[di
         # the module's code belongs to whoever published it: it runs as nobody, not as the platform
         settings = get_settings()
         ident = Accounts.from_settings(settings).nobody()
+        repo = env_repo(env)  # modules read their files relative to their repository
         proc = isolation.run(ident, [str(env_bin(env, "python")), str(runner(settings, "oneshot.py")), "--describe",
-                                     key[1]], env=isolation.user_env(ident, "/", {"PATH": f"{env}/bin:/usr/bin:/bin"}),
-                             cwd=Path("/"))
+                                     key[1]],
+                             env=isolation.user_env(ident, "/", {"PATH": f"{env}/bin:/usr/bin:/bin",
+                                                                 **path_variables(key[1], repo)}),
+                             cwd=repo)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
         if not lines:
             raise RuntimeError("the module's predict arguments could not be read")

@@ -39,6 +39,7 @@ from ai4lab.runtime import readable_copy
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.isolation import read_written_by
 from ai4lab.flower.config import FlowerConfigError, validate_config
 from ai4lab.process_tokens import issue_process_token
 from ai4lab.secret_box import box_for
@@ -132,10 +133,11 @@ class FlowerTool:
     @staticmethod
     def status(dep: Deployment) -> dict[str, Any]:
         path = Path(dep.backend_state.get("status_file", ""))
-        try:
-            return json.loads(path.read_text())
+        try:  # written by the server, as the tool's user: never followed out of its folder
+            data = json.loads(read_written_by(path, path.parent.stat().st_uid, 2**22))
         except (OSError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
 
     def info(self, dep: Deployment) -> dict[str, Any]:
         """The Flower panel's view: address, rounds with aggregated metrics, connected clients, outputs."""
@@ -168,10 +170,11 @@ class FlowerTool:
     @staticmethod
     def certificate(dep: Deployment) -> str | None:
         """The server's self-signed certificate (PEM) that clients pin, when it speaks TLS."""
-        path = Path(dep.backend_state.get("workdir", "")) / "tls" / "cert.pem"
-        try:
-            return path.read_text() if dep.backend_state.get("workdir") else None
-        except OSError:
+        workdir = Path(dep.backend_state.get("workdir", ""))
+        try:  # the user owns the folder: the file is read without following links
+            return read_written_by(workdir / "tls" / "cert.pem", workdir.stat().st_uid, 2**16).decode() \
+                if dep.backend_state.get("workdir") else None
+        except (OSError, UnicodeDecodeError):
             return None
 
     def snippet(self, address: str, token: str, certificate: str | None) -> str:
@@ -207,10 +210,11 @@ class ToolDeployments:
                             f"{', '.join(self.drivers)}") from None
 
     def create(self, owner: str, item: CatalogItem, config: dict[str, Any] | None, hardware: dict[str, Any],
-               title: str = "", vo: str | None = None) -> Deployment:
+               title: str = "", vo: str | None = None, warnings: list[str] | None = None) -> Deployment:
         driver = self.driver(item.id)
         spec = {"item": item.id, "title": title or item.title, "config": driver.check(config),
-                "cpu": hardware.get("cpu_num", 1), "ram_mb": hardware.get("ram", 1000), "gpu_ids": []}
+                "cpu": hardware.get("cpu_num", 1), "ram_mb": hardware.get("ram", 1000), "gpu_ids": [],
+                "warnings": warnings or []}
         dep = deps.create(self.settings.db_url, owner=owner, kind="tool", name=item.id, spec=spec,
                           status="starting", vo=vo)
         deps.set_status(self.settings.db_url, dep.id, "starting", "starting the server",

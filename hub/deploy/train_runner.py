@@ -1,8 +1,12 @@
 """Runs a module's ``train`` as a batch job, inside the module's environment.
 
 Executed by the module environment's Python, so it imports nothing from
-ai4lab. ``train_runner.py REQUEST.json`` reads ``{"model", "args", "result",
-"tags", "run_name"}``; ``--check`` only validates the arguments against the
+ai4lab. ``train_runner.py REQUEST.json`` reads ``{"model", "args",
+"platform_args", "result", "tags", "run_name"}``; ``platform_args`` (the
+dataset, the output folder, the weights to start from) are handed only to a
+module whose ``get_train_args`` declares them, and override the user's
+values: a module from the AI4OS template that declares none of them finds the
+dataset in its ``data/`` folder and writes to ``models/`` instead; ``--check`` only validates the arguments against the
 module's ``get_train_args`` (marshmallow, as DEEPaaS does) and prints the
 verdict. The run itself: an MLflow run is created with the platform's tags and
 handed to the module through ``MLFLOW_RUN_ID`` (what ``mlflow.start_run()``
@@ -41,10 +45,12 @@ def describe(args):
     return out
 
 
-def check(api, given):
+def check(api, given, platform_args=None):
     from marshmallow import ValidationError
 
     args = api.get_train_args()
+    given = dict(given)
+    given.update({k: v for k, v in (platform_args or {}).items() if k in args and v is not None})
     unknown = sorted(set(given) - set(args))
     if unknown:
         return None, "unknown argument(s) %s: this module takes %s" % (", ".join(unknown), ", ".join(sorted(args)))
@@ -69,7 +75,7 @@ def main():
     if describe_only:
         print("AI4LAB-RESULT " + json.dumps(describe(api.get_train_args()), default=str))
         return 0
-    kwargs, error = check(api, request.get("args", {}))
+    kwargs, error = check(api, request.get("args", {}), request.get("platform_args"))
     if check_only:
         print("AI4LAB-RESULT " + json.dumps({"ok": error is None, "reason": error}))
         return 0

@@ -26,7 +26,8 @@ from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
 from ai4lab.deploy import module_env, runner
-from ai4lab.envs import ensure_env, env_bin
+from ai4lab.deploy.module_code import link_folder, path_variables, working_copy
+from ai4lab.envs import ensure_env, env_bin, env_repo
 from ai4lab.isolation import give_tree
 from ai4lab.process_tokens import issue_process_token
 from ai4lab.settings import Settings
@@ -72,9 +73,13 @@ class Trainings:
         try:
             (work / "request.json").write_text(json.dumps(request))
             give_tree(work, ident)
+            # in the environment's (read-only) repository: modules read their files relative to it
+            repo = env_repo(env)
             proc = isolation.run(ident, [str(env_bin(env, "python")), str(runner(self.settings, "train_runner.py")),
                                          str(work / "request.json"), flag],
-                                 env=isolation.user_env(ident, work, {"PATH": f"{env}/bin:/usr/bin:/bin"}), cwd=work)
+                                 env=isolation.user_env(ident, work, {"PATH": f"{env}/bin:/usr/bin:/bin",
+                                                                      **path_variables(request["model"], repo)}),
+                                 cwd=repo)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
@@ -109,7 +114,7 @@ class Trainings:
     # -- create ---------------------------------------------------------------------------
     async def create(
         self, owner: str, item: CatalogItem, *, dataset: str | None, args: dict[str, Any],
-        hardware: dict[str, Any], init_weights: str | None = None, title: str = "",
+        hardware: dict[str, Any], init_weights: str | None = None, title: str = "", warnings: list[str] | None = None,
     ) -> Deployment:
         acc = accounts.get_user(self.settings.db_url, owner) or accounts.ensure_user(self.settings.db_url, owner)
         quota = self.settings.quotas[acc.role]
@@ -122,21 +127,23 @@ class Trainings:
             raise TrainingError(f"{gpu} GPU(s) asked: the {acc.role} quota allows {quota.gpu}, "
                                 f"this platform has {len(self.settings.gpus)}")
         args = dict(args)
+        platform_args: dict[str, str] = {}
         if dataset is not None:
             found = self.in_storage(owner, dataset, "dataset")
             if not found.exists():
                 raise TrainingError(f"dataset: no {dataset!r} in your storage")
-            args["dataset"] = str(found)
+            platform_args["dataset"] = str(found)
         if init_weights:
-            args["init_weights"] = str(self.model_file(owner, init_weights))
+            platform_args["init_weights"] = str(self.model_file(owner, init_weights))
         env = await asyncio.to_thread(self.env_for, item)
-        verdict = await asyncio.to_thread(self._runner, env, {"model": item.run.entry_point, "args": args}, "--check",
-                                          owner)
+        verdict = await asyncio.to_thread(self._runner, env, {"model": item.run.entry_point, "args": args,
+                                                              "platform_args": platform_args}, "--check", owner)
         if not verdict["ok"]:
             raise TrainingError(verdict["reason"])
         spec = {
             "item": item.id, "entry_point": item.run.entry_point, "package_path": item.run.package_path,
             "title": title or f"train {item.id}", "dataset": dataset, "args": args, "init_weights": init_weights,
+            "platform_args": platform_args, "warnings": warnings or [],
             "cpu": hardware.get("cpu_num", 1), "ram_mb": hardware.get("ram", 2000), "gpu": gpu, "gpu_ids": [],
         }
         dep = deps.create(self.settings.db_url, owner=owner, kind="training", name=item.id, spec=spec,
@@ -231,6 +238,8 @@ class Trainings:
             env = await asyncio.to_thread(self.env_for, self._item_stub(spec))
             workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
                                             self.settings.deployments_root)
+            ident = self.backend.identity(dep.owner)
+            repo = await asyncio.to_thread(working_copy, env, workdir, ident)
             if dep.kind == "batch":
                 request: dict[str, Any] = {
                     "model": spec["entry_point"], "input": str(self.in_storage(dep.owner, spec["input"], "input")),
@@ -241,12 +250,16 @@ class Trainings:
             else:
                 out = self.backend.user_dir(dep.owner, self.in_storage(dep.owner, f"models/{spec['item']}/{dep_id}",
                                                                        "outputs"), self.settings.storage_root)
-                args = dict(spec["args"])
+                platform_args = {**spec.get("platform_args", {}), "output_dir": str(out)}
+                dataset = None
                 if spec.get("dataset") is not None:
-                    args["dataset"] = str(self.in_storage(dep.owner, spec["dataset"], "dataset"))
-                args.setdefault("output_dir", str(out))
+                    dataset = self.in_storage(dep.owner, spec["dataset"], "dataset")
+                    platform_args["dataset"] = str(dataset)
+                # the repository's models/ is the output folder; its data/ shows the dataset
+                await asyncio.to_thread(self._wire_folders, repo, out, dataset, ident)
                 request = {
-                    "model": spec["entry_point"], "args": args, "result": str(workdir / "result.json"),
+                    "model": spec["entry_point"], "args": spec["args"], "platform_args": platform_args,
+                    "result": str(workdir / "result.json"),
                     "run_name": spec["title"],
                     "tags": {"ai4lab.deployment": dep_id, "ai4lab.owner": dep.owner, "ai4lab.module": spec["item"],
                              "ai4lab.dataset": spec.get("dataset") or "",
@@ -255,7 +268,7 @@ class Trainings:
             (workdir / "request.json").write_text(json.dumps(request))
             token = await issue_process_token(self.settings.db_url, dep, dep.kind)
             env_vars = module_env(
-                self.settings, self.backend, dep.owner, env, workdir,
+                self.settings, self.backend, dep.owner, env, workdir, repo=repo, app=spec["entry_point"],
                 MLFLOW_TRACKING_URI=self.settings.public_url + "/services/mlflow",
                 MLFLOW_TRACKING_TOKEN=token,
                 MLFLOW_EXPERIMENT_NAME=spec["item"],
@@ -264,7 +277,7 @@ class Trainings:
             script = runner(self.settings, "batch_runner.py" if dep.kind == "batch" else "train_runner.py")
             job = JobSpec(name=f"{dep.kind}-{dep_id}", command=[str(env_bin(env, "python")), str(script),
                                                                str(workdir / "request.json")],
-                          env=env_vars, cwd=workdir, log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
+                          env=env_vars, cwd=repo, log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
                           cpu=spec.get("cpu"), ram_gb=(spec.get("ram_mb") or 0) / 1000, gpu_ids=spec["gpu_ids"],
                           owner=dep.owner, owned_paths=[workdir])
             state = await self.backend.submit(job)
@@ -275,6 +288,29 @@ class Trainings:
         except Exception as e:  # noqa: BLE001 - the training's status says what went wrong
             log.exception("training %s failed to start", dep_id)
             deps.set_status(self.settings.db_url, dep_id, "failed", f"could not start: {e}")
+
+    @staticmethod
+    def _wire_folders(repo: Path, out: Path, dataset: Path | None, ident: isolation.Identity) -> None:
+        """``models/`` of the training's working copy leads to its output folder, ``data/`` to the dataset.
+
+        Why: modules from the AI4OS template train on ``data/`` and save to
+        ``models/`` (in AI4OS, synced with the user's storage by hand). Here
+        what they save is in the user's storage when the training ends.
+        """
+        link_folder(repo, "models", out, ident)
+        if dataset is None:
+            return
+        if dataset.is_dir():
+            link_folder(repo, "data", dataset, ident, merge=False)
+            return
+        data = repo / "data"  # a single file: data/ holds it, beside what the repository ships there
+        if data.is_symlink():
+            data.unlink()
+        isolation.private_dir(data, ident, repo)
+        link = data / dataset.name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(dataset)
+            isolation.give(link, ident)
 
     @staticmethod
     def _item_stub(spec: dict[str, Any]) -> CatalogItem:
@@ -297,9 +333,11 @@ class Trainings:
 
     async def _finish(self, dep: Deployment, exit_code: int | None, ended: str = "") -> None:
         result_path = Path(dep.backend_state.get("result", ""))
-        try:
-            result = json.loads(result_path.read_text())
-        except (OSError, ValueError):
+        try:  # written by the job, as its user: never followed out of the job's folder
+            result = json.loads(isolation.read_written_by(result_path, self.backend.identity(dep.owner).uid, 2**22))
+        except (OSError, ValueError, isolation.IsolationError):
+            result = {}
+        if not isinstance(result, dict):
             result = {}
         endpoints = dict(dep.endpoints)
         run_id = result.get("mlflow_run_id")
@@ -344,7 +382,11 @@ class Trainings:
             elif dep.status == "running" and not (await self.backend.status(dep.backend_state)).running:
                 result = Path(dep.backend_state.get("result", ""))
                 if result.is_file():
-                    await self._finish(dep, 0 if "output" in result.read_text() else 1)
+                    try:
+                        written = isolation.read_written_by(result, self.backend.identity(dep.owner).uid, 2**22)
+                    except (OSError, isolation.IsolationError):
+                        written = b""
+                    await self._finish(dep, 0 if b'"output"' in written else 1)
                 else:
                     deps.set_status(self.settings.db_url, dep.id, "failed",
                                     "the platform restarted and the training process is gone")

@@ -33,36 +33,52 @@ def item(env: CatalogEnv, item_id: str, kind: str = "module") -> CatalogItem:
 
 
 def test_demo_app_basic_quota_without_gpus(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:
-    demo = item(git_env, "ai4os-demo-app")
+    """As in AI4OS: the metadata's resources are defaults; a GPU that cannot be given is a warning, not a refusal."""
+    demo = item(git_env, "ai4os-demo-app")  # inference: 2 CPU, 1 GPU, 1000 MB
     assert quotas["basic"].gpu == 0
     cfg = deploy_config(demo, quota=quotas["basic"], role="basic", gpus=[])
-    assert cfg["deployable"] is False
-    assert len(cfg["problems"]) == 1
-    assert "GPU" in cfg["problems"][0] and "needs 1" in cfg["problems"][0] and "none" in cfg["problems"][0]
+    assert cfg["deployable"] is True and cfg["problems"] == []
+    assert cfg["warnings"] == ["this module recommends 1 GPU; it will run on CPU and may be slow "
+                               "(this platform has no GPU)"]
     assert cfg["item"] == {"id": "ai4os-demo-app", "kind": "module", "title": "ai4os-demo-app"}
     assert cfg["purpose"] == "inference"
-    # the CPU (2) and RAM (1000 MB) needs fit the basic quota (2 cores, 4 GB)
-    assert cfg["hardware"]["cpu_num"]["range"] == [2, quotas["basic"].cpu]
-    assert cfg["hardware"]["ram"]["range"] == [1000, 4000]
+    hw = cfg["hardware"]
+    # never an empty range; the declared values are the defaults, within the quota
+    assert hw["gpu_num"]["range"] == [0, 0] and hw["gpu_num"]["value"] == 0
+    assert hw["cpu_num"]["range"] == [1, quotas["basic"].cpu] and hw["cpu_num"]["value"] == 2
+    assert hw["ram"]["range"] == [500, 4000] and hw["ram"]["value"] == 1000
 
 
 def test_demo_app_with_gpus_but_basic_role(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:
     cfg = deploy_config(item(git_env, "ai4os-demo-app"), quota=quotas["basic"], role="basic", gpus=TWO_GPUS)
-    assert cfg["deployable"] is False
-    assert any("GPU" in p and "at most 0" in p and "role" in p for p in cfg["problems"])
+    assert cfg["deployable"] is True
+    assert cfg["warnings"] == ["this module recommends 1 GPU; it will run on CPU and may be slow "
+                               "(the basic role may not use GPUs)"]
+
+
+def test_declared_resources_are_minimums_only_when_the_operator_says_so(git_env: CatalogEnv,
+                                                                        quotas: dict[str, Quota]) -> None:
+    demo = item(git_env, "ai4os-demo-app")
+    cfg = deploy_config(demo, quota=quotas["basic"], role="basic", gpus=[], hard=True)
+    assert cfg["deployable"] is False and cfg["warnings"] == []
+    assert cfg["problems"] == ["needs 1 GPU(s), this platform has none"]
+    assert cfg["hardware"]["cpu_num"]["range"] == [2, quotas["basic"].cpu]
+    adv = deploy_config(demo, quota=quotas["advanced"], role="advanced", gpus=TWO_GPUS, hard=True)
+    assert adv["deployable"] is True and adv["hardware"]["gpu_num"]["range"] == [1, 2]
+    basic_gpus = deploy_config(demo, quota=quotas["basic"], role="basic", gpus=TWO_GPUS, hard=True)
+    assert any("GPU" in p and "at most 0" in p and "role" in p for p in basic_gpus["problems"])
 
 
 def test_demo_app_advanced_quota_two_gpus(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:
     demo = item(git_env, "ai4os-demo-app")
     adv = quotas["advanced"]
     cfg = deploy_config(demo, quota=adv, role="advanced", gpus=TWO_GPUS, backends=["local", "nomad"])
-    assert cfg["deployable"] is True and cfg["problems"] == []
+    assert cfg["deployable"] is True and cfg["problems"] == [] and cfg["warnings"] == []
     hw = cfg["hardware"]
-    # ranges start at the item's minimums and stop at the quota
-    assert hw["cpu_num"]["range"] == [2, adv.cpu] and hw["cpu_num"]["value"] == 2
-    assert hw["gpu_num"]["range"] == [1, min(adv.gpu, 2)] and hw["gpu_num"]["value"] == 1
-    assert hw["ram"]["range"] == [1000, int(adv.ram_gb * 1000)]
-    assert 1000 <= hw["ram"]["value"] <= adv.ram_gb * 1000
+    # ranges go from what anything needs to the quota; the item's resources are the values
+    assert hw["cpu_num"]["range"] == [1, adv.cpu] and hw["cpu_num"]["value"] == 2
+    assert hw["gpu_num"]["range"] == [0, min(adv.gpu, 2)] and hw["gpu_num"]["value"] == 1
+    assert hw["ram"]["range"] == [500, int(adv.ram_gb * 1000)] and hw["ram"]["value"] == 1000
     assert hw["disk"]["range"][0] == 1000 and hw["disk"]["range"][1] == MAX_DISK_MB
     assert hw["gpu_type"]["options"] == ["", "Tesla T4", "Tesla V100"]
     g = cfg["general"]
@@ -77,14 +93,14 @@ def test_demo_app_advanced_quota_two_gpus(git_env: CatalogEnv, quotas: dict[str,
 
 def test_check_choice_flags_values_outside_the_ranges(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:
     cfg = deploy_config(item(git_env, "ai4os-demo-app"), quota=quotas["advanced"], role="advanced", gpus=TWO_GPUS)
-    assert check_choice(cfg, {"cpu_num": 2, "gpu_num": 2, "ram": 32000}) == []
-    errors = check_choice(cfg, {"cpu_num": 1, "gpu_num": 3, "ram": 999, "disk": 60000})
+    assert check_choice(cfg, {"cpu_num": 1, "gpu_num": 0, "ram": 32000}) == []
+    errors = check_choice(cfg, {"cpu_num": 0, "gpu_num": 3, "ram": 499, "disk": 60000})
     assert len(errors) == 4
-    assert errors[0].startswith("cpu_num=1 is outside [2, 8]")
-    assert errors[1].startswith("gpu_num=3 is outside [1, 2]")
-    assert any(e.startswith("ram=999") for e in errors)
+    assert errors[0].startswith("cpu_num=0 is outside [1, 8]")
+    assert errors[1].startswith("gpu_num=3 is outside [0, 2]")
+    assert any(e.startswith("ram=499") for e in errors)
     assert any(e.startswith("disk=60000") for e in errors)
-    assert check_choice(cfg, {"cpu_num": 9}) == ["cpu_num=9 is outside [2, 8]"]
+    assert check_choice(cfg, {"cpu_num": 9}) == ["cpu_num=9 is outside [1, 8]"]
     assert check_choice(cfg, {"flux_capacitor": 1})[0].startswith("unknown hardware field 'flux_capacitor': use ")
 
 
@@ -92,38 +108,37 @@ def test_training_uses_the_training_resources(git_env: CatalogEnv, quotas: dict[
     phyto = item(git_env, "phyto-plankton-classification-e6a5445")
     adv = quotas["advanced"]
     inference = deploy_config(phyto, quota=adv, role="advanced", gpus=TWO_GPUS)
-    assert inference["hardware"]["cpu_num"]["range"][0] == 1
-    assert inference["hardware"]["gpu_num"]["range"][0] == 0
-    assert inference["hardware"]["ram"]["range"][0] == 1000
+    assert inference["hardware"]["gpu_num"]["value"] == 0 and inference["hardware"]["cpu_num"]["value"] == 1
     training = deploy_config(phyto, quota=adv, role="advanced", gpus=TWO_GPUS, purpose="training")
-    assert training["purpose"] == "training" and training["deployable"] is True
+    assert training["purpose"] == "training" and training["deployable"] is True and training["warnings"] == []
     hw = training["hardware"]
-    assert hw["cpu_num"]["range"] == [8, 8] and hw["cpu_num"]["value"] == 8
-    assert hw["gpu_num"]["range"] == [1, 2] and hw["gpu_num"]["value"] == 1
-    assert hw["ram"]["range"] == [16000, 32000] and hw["ram"]["value"] == 16000
-    assert hw["disk"]["range"] == [5000, MAX_DISK_MB]
-    # the intermediate role (4 cores, 16 GB, 1 GPU) cannot train it: 8 cores needed
+    assert hw["cpu_num"]["range"] == [1, 8] and hw["cpu_num"]["value"] == 8
+    assert hw["gpu_num"]["range"] == [0, 2] and hw["gpu_num"]["value"] == 1
+    assert hw["ram"]["range"] == [500, 32000] and hw["ram"]["value"] == 16000
+    assert hw["disk"]["range"] == [1000, MAX_DISK_MB]
+    # the intermediate role (4 cores, 16 GB, 1 GPU) trains it with fewer cores, and is told so
     inter = deploy_config(phyto, quota=quotas["intermediate"], role="intermediate", gpus=TWO_GPUS, purpose="training")
-    assert inter["deployable"] is False
-    assert len(inter["problems"]) == 1 and "8 CPU" in inter["problems"][0] and "intermediate" in inter["problems"][0]
-    # and without GPUs at all: the CPU and the GPU problems both
+    assert inter["deployable"] is True and inter["hardware"]["cpu_num"]["value"] == 4
+    assert len(inter["warnings"]) == 1 and "8 CPU cores" in inter["warnings"][0] and "intermediate" in inter["warnings"][0]
+    # and without GPUs at all: the CPU and the GPU warnings both
     none = deploy_config(phyto, quota=quotas["intermediate"], role="intermediate", gpus=[], purpose="training")
-    assert len(none["problems"]) == 2
+    assert len(none["warnings"]) == 2 and none["deployable"] is True
 
 
 def test_ram_above_the_quota(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:
     sentinel = item(git_env, "sentinel-data-fusion")  # inference memory_MB 40000, storage 25000
     cfg = deploy_config(sentinel, quota=quotas["advanced"], role="advanced", gpus=TWO_GPUS)
-    assert cfg["deployable"] is False
-    assert cfg["problems"] == ["needs 40000 MB RAM, the advanced quota allows 32000 MB"]
-    assert cfg["hardware"]["disk"]["range"] == [25000, MAX_DISK_MB]
+    assert cfg["deployable"] is True
+    assert cfg["warnings"] == ["this module recommends 40000 MB RAM; the advanced quota allows 32000 MB: "
+                               "it may run out of memory"]
+    assert cfg["hardware"]["ram"]["value"] == 32000
     assert cfg["hardware"]["disk"]["value"] == 25000
 
 
 def test_item_without_resources_gets_defaults(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:
     cvat = item(git_env, "ai4os-cvat", "tool")
     cfg = deploy_config(cvat, quota=quotas["basic"], role="basic", gpus=[])
-    assert cfg["deployable"] is True
+    assert cfg["deployable"] is True and cfg["warnings"] == []
     hw = cfg["hardware"]
     assert hw["cpu_num"]["range"] == [1, 2] and hw["cpu_num"]["value"] == 1
     assert hw["gpu_num"]["range"] == [0, 0] and hw["gpu_num"]["value"] == 0
@@ -132,13 +147,14 @@ def test_item_without_resources_gets_defaults(git_env: CatalogEnv, quotas: dict[
     assert hw["gpu_type"]["options"] == [""]
 
 
-def test_disk_need_above_the_platform_maximum_is_a_problem(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:
+def test_disk_need_above_the_platform_maximum_is_a_warning(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:
     demo = item(git_env, "ai4os-demo-app")
     huge = demo.model_copy(update={"resources_inference": demo.resources_inference.model_copy(
         update={"disk_mb": MAX_DISK_MB + 10000})})
     cfg = deploy_config(huge, quota=quotas["advanced"], role="advanced", gpus=TWO_GPUS)
     low, high = cfg["hardware"]["disk"]["range"]
-    assert cfg["deployable"] is False or low <= high
+    assert low <= cfg["hardware"]["disk"]["value"] <= high
+    assert any("MB disk" in w for w in cfg["warnings"])
 
 
 def test_check_choice_on_the_gpu_model(git_env: CatalogEnv, quotas: dict[str, Quota]) -> None:

@@ -101,10 +101,13 @@ def test_detail_and_config(admin: httpx.Client, users: dict[str, httpx.Client]) 
     assert item["run"]["docker_image"] == "ai4oshub/ai4os-demo-app"
     assert admin.get(f"{API}/modules/does-not-exist").status_code == 404
     basic = users["pub-basic"].get(f"{API}/modules/ai4os-demo-app/config").json()
-    assert basic["deployable"] is False and any("GPU" in p for p in basic["problems"])
+    # AI4OS semantics: the recommended GPU cannot be given to a basic user, who may still deploy, warned
+    assert basic["deployable"] is True and basic["problems"] == []
+    assert any("recommends 1 GPU; it will run on CPU and may be slow" in w for w in basic["warnings"])
+    assert basic["hardware"]["gpu_num"] == {"name": "Number of GPUs", "value": 0, "range": [0, 0]}
     adv = users["pub-other"].get(f"{API}/modules/ai4os-demo-app/config").json()
-    assert adv["deployable"] is True
-    assert adv["hardware"]["cpu_num"]["range"][0] == 2 and adv["hardware"]["gpu_num"]["value"] == 1
+    assert adv["deployable"] is True and adv["warnings"] == []
+    assert adv["hardware"]["cpu_num"]["value"] == 2 and adv["hardware"]["gpu_num"]["value"] == 1
     assert adv["hardware"]["gpu_type"]["options"] == ["", "Tesla T4"]
 
 

@@ -1,4 +1,4 @@
-"""ai4lab.envs: one cached, atomically built virtual environment per catalog item.
+"""ai4lab.envs: one cached virtual environment per catalog item, built the AI4OS way.
 
 Uses tiny real packages (built by uv with setuptools, or by an in-tree build
 backend for the failure case) in a temporary cache root.
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from ai4lab.runtime import default_runtime_dir, default_user_python, python_version
-from ai4lab.envs import MARKER, EnvBuildError, default_cache_root, ensure_env, env_bin, source_hash
+from ai4lab.envs import (MARKER, EnvBuildError, default_cache_root, ensure_env, env_bin, env_repo, installs_editable,
+                         source_hash)
 
 pytestmark = pytest.mark.xdist_group("modules")
 
@@ -71,17 +72,40 @@ def test_builds_once_then_reuses(tmp_path: Path) -> None:
     marker = json.loads((env / MARKER).read_text())
     assert marker["hash"] == source_hash(item) and marker["python"] == python_version(str(default_user_python())).split()[0]
     assert any(p.startswith("tinymod") for p in marker["packages"])
-    # the install is a copy, not an editable link to the sources
+    # as the AI4OS template's Dockerfile: an editable install of the environment's copy of the repository
     out = subprocess.run(
         [env_bin(env, "python"), "-c", "import tinymod; print(tinymod.__file__)"], capture_output=True, text=True, check=True
     )
-    assert str(env) in out.stdout
+    assert out.stdout.strip() == str(env_repo(env) / "tinymod" / "__init__.py")
+    assert env_repo(env) == env / "srv" / "tinymod" and marker["editable"] is True
     t = time.monotonic()
     assert ensure_env(item, cache) == env
     assert time.monotonic() - t < 0.5
     # no scratch folders left, and the source tree was not written to (no build/, *.egg-info)
     assert sorted(p.name for p in cache.iterdir()) == sorted([env.name, f".{env.name}.lock"])
     assert sorted(p.name for p in item.rglob("*")) == ["__init__.py", "pyproject.toml", "tinymod"]
+
+
+def test_requirements_first_then_a_regular_install_when_the_dockerfile_says_so(tmp_path: Path) -> None:
+    """``requirements.txt`` is installed before the package, and ``pip install .`` in the Dockerfile is honoured."""
+    item = make_package(tmp_path / "tiny")
+    make_package(item / "vendor" / "helper", value="helper")
+    helper = item / "vendor" / "helper"
+    (helper / "pyproject.toml").write_text((helper / "pyproject.toml").read_text().replace('"tinymod"', '"helperpkg"')
+                                           .replace("tinymod =", "helperpkg =").replace("tinymod:", "helperpkg:"))
+    (helper / "tinymod").rename(helper / "helperpkg")
+    (item / "requirements.txt").write_text("./vendor/helper\n")
+    (item / "Dockerfile").write_text('FROM python:3.11\nWORKDIR /srv\nCOPY . tiny\nRUN cd tiny && \\\n'
+                                     '    pip3 install --no-cache-dir ".[extra]"\n')
+    assert not installs_editable(item)
+    env = ensure_env(item, tmp_path / "envs")
+    marker = json.loads((env / MARKER).read_text())
+    assert marker["editable"] is False and any(p.startswith("helperpkg") for p in marker["packages"])
+    out = subprocess.run([env_bin(env, "python"), "-c", "import tinymod; print(tinymod.__file__)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "site-packages" in out
+    (item / "Dockerfile").write_text("FROM x\nRUN git clone https://example.org/tiny && cd tiny && pip install -e .\n")
+    assert installs_editable(item)
 
 
 def test_changed_sources_get_a_new_env_with_the_new_code(tmp_path: Path) -> None:
@@ -140,11 +164,12 @@ def test_failed_build_raises_with_uv_output_and_leaves_nothing(tmp_path: Path) -
     (item / "failing_backend.py").write_text(
         "def _fail(*a, **k):\n    raise RuntimeError('ai4lab-test: the build backend exploded')\n\n"
         "build_wheel = prepare_metadata_for_build_wheel = get_requires_for_build_wheel = _fail\n"
+        "build_editable = prepare_metadata_for_build_editable = get_requires_for_build_editable = _fail\n"
     )
     cache = tmp_path / "envs"
     with pytest.raises(EnvBuildError) as err:
         ensure_env(item, cache)
-    assert err.value.step == "uv pip install" and err.value.returncode not in (0, None)
+    assert err.value.step == "pip install -e ." and err.value.returncode not in (0, None)
     assert "the build backend exploded" in err.value.output_tail
     assert "the build backend exploded" in str(err.value)
     assert [p for p in cache.iterdir() if not p.name.endswith(".lock")] == []

@@ -98,6 +98,7 @@ export interface Deployment {
   status: string;
   status_reason: string;
   spec: Record<string, any>;
+  warnings?: string[];
   endpoints: Record<string, any>;
   created_at: string | null;
   finished_at: string | null;
@@ -256,6 +257,8 @@ export interface DeployConfig {
   purpose: string;
   deployable: boolean;
   problems: string[];
+  /** Resources the metadata recommends that this user cannot have here: the item still runs. */
+  warnings?: string[];
   general: Record<string, FieldSpec>;
   hardware: Record<string, FieldSpec>;
   storage?: Record<string, FieldSpec>;

@@ -89,3 +89,11 @@ export async function busy<T>(button: HTMLButtonElement, errors: HTMLElement, fn
 export function fill(el: Element, ...children: (Child | Child[])[]): void {
   el.replaceChildren(...(children.flat().filter(c => c !== null && c !== undefined && c !== false) as (Node | string)[]));
 }
+
+/** The resources an item recommends that it will run without here, as a note (null when none). */
+export function warningsOf(warnings: string[] | undefined): HTMLElement | null {
+  if (!warnings?.length) {
+    return null;
+  }
+  return h('ul', { class: 'ai4lab-warning', role: 'note' }, ...warnings.map(w => h('li', { text: w })));
+}

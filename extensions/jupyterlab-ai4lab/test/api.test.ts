@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { ApiError, Platform, catalogQuery, encodePath, errorText } from '../src/api';
-import { messageOf } from '../src/dom';
+import { messageOf, warningsOf } from '../src/dom';
 
 describe('errorText', () => {
   it('takes the platform detail as is', () => {
@@ -70,5 +70,20 @@ describe('messageOf', () => {
   it('never shows a stack trace', () => {
     const e = new Error('boom\n    at foo (x.js:1:1)');
     expect(messageOf(e)).toBe('boom');
+  });
+});
+
+describe('warningsOf', () => {
+  it('is nothing without warnings', () => {
+    expect(warningsOf(undefined)).toBeNull();
+    expect(warningsOf([])).toBeNull();
+  });
+  it('lists what the item will run without, as text', () => {
+    const el = warningsOf(['this module recommends 1 GPU; it will run on CPU and may be slow', '<b>x</b>'])!;
+    expect(el.className).toBe('ai4lab-warning');
+    expect(el.getAttribute('role')).toBe('note');
+    expect([...el.querySelectorAll('li')].map(li => li.textContent)).toEqual([
+      'this module recommends 1 GPU; it will run on CPU and may be slow', '<b>x</b>']);
+    expect(el.querySelector('b')).toBeNull();
   });
 });

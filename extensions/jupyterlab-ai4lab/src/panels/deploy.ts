@@ -5,7 +5,7 @@
  */
 
 import { Deployment, PredictField } from '../api';
-import { ACTIVE, badge, busy, fill, h, showError } from '../dom';
+import { ACTIVE, badge, busy, fill, h, showError, warningsOf } from '../dom';
 import { argsForm, deployForm, Form } from '../forms';
 import { Ctx, Panel } from './base';
 
@@ -94,8 +94,8 @@ export class DeployPanel extends Panel {
         text: purpose === 'training' ? 'Start training' : 'Deploy' });
       submit.addEventListener('click', () => void this.submit(submit, id, purpose, form, args));
       const problems = config.deployable ? null : h('div', { class: 'ai4lab-error', role: 'alert', text: `Cannot run here: ${config.problems.join('; ')}` });
-      fill(this.formArea, 
-        h('h3', { text: config.item.title }), problems,
+      fill(this.formArea,
+        h('h3', { text: config.item.title }), problems, warningsOf(config.warnings),
         purpose === 'training' ? h('label', { class: 'ai4lab-field' }, h('span', { class: 'ai4lab-field-name', text: 'Dataset *' }), this.datasetInput,
           h('small', { text: 'Pick one in the Storage panel with “Use as training input”.' })) : null,
         args?.element, form.element, submit);
@@ -127,7 +127,7 @@ export class DeployPanel extends Panel {
       return;
     }
     if (purpose === 'training') {
-      fill(this.status, h('span', { text: `Training ${dep.id} ` }), badge(dep.status));
+      fill(this.status, h('span', { text: `Training ${dep.id} ` }), badge(dep.status), warningsOf(dep.warnings));
       this.ctx.open('deployments', { select: dep.id });
       return;
     }
@@ -139,7 +139,7 @@ export class DeployPanel extends Panel {
     this.stopWatch?.();
     const render = (d: Deployment) =>
       fill(this.status, h('span', { text: `Deployment ${d.id} ` }), badge(d.status),
-        d.status_reason ? h('small', { text: ` ${d.status_reason.split('\n')[0]}` }) : null);
+        d.status_reason ? h('small', { text: ` ${d.status_reason.split('\n')[0]}` }) : null, warningsOf(d.warnings));
     render(dep);
     this.stopWatch = this.every(1000, async () => {
       try {
@@ -207,3 +207,4 @@ export class DeployPanel extends Panel {
     this.tryResult.scrollIntoView({ block: 'nearest' });
   }
 }
+
