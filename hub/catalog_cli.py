@@ -32,7 +32,7 @@ def _catalog() -> Catalog:
     settings = load_settings()
     settings.state.mkdir(parents=True, exist_ok=True)
     db.upgrade(settings.db_url)
-    return Catalog(settings.catalog_sources, settings.catalog_cache, settings.db_url)
+    return Catalog.for_settings(settings)
 
 
 def _kind(kind: str) -> str:
@@ -147,3 +147,94 @@ def errors() -> None:
         out.print(f"{e.source}/{e.item}: {e.reason}", highlight=False)
     if not errs:
         out.print("no errors")
+
+
+@app.command("check")
+def check(
+    item_id: str = typer.Argument(..., help="the item's catalog id"),
+    kind: str = typer.Option("modules", "--kind", help=KIND_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Does it run here? Metadata, environment build, get_metadata, warm, predict; the first failing step's log.
+
+    Exit code 0 when every step passed or was skipped, 1 when one failed.
+    """
+    from ai4lab.catalog.check import run_check
+    from ai4lab.cli import load_settings
+
+    from ai4lab.catalog.registry import Viewer
+
+    # whoever can run this command on the platform's machine sees every item, private ones too
+    item = _catalog().get(_kind(kind), item_id, Viewer(name="", admin=True))  # type: ignore[arg-type]
+    if item is None:
+        _fail(f"no {_kind(kind)} {item_id!r} in the catalog: try 'ai4lab catalog search'", 1)
+    report = run_check(item, load_settings())
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+        raise typer.Exit(0 if report["ok"] else 1)
+    marks = {"ok": "[green]ok[/]", "failed": "[red]failed[/]", "skipped": "[yellow]skipped[/]"}
+    table = Table("step", "result", "detail", title=f"{item.id}: " + ("runs here" if report["ok"] else
+                                                                      f"fails at {report['first_failure']!r}"))
+    for step in report["steps"]:
+        table.add_row(step["step"], marks.get(step["status"], step["status"]), step["detail"])
+    out.print(table)
+    failed = next((s for s in report["steps"] if s["status"] == "failed"), None)
+    if failed and failed.get("log"):
+        err.print(failed["log"], highlight=False, markup=False)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
+def _source_summary(catalog: Catalog, name: str) -> str:
+    items = catalog.items_of(name)
+    return f"{len(items)} item(s): {', '.join(i.id for i in items) or '-'}"
+
+
+@app.command("add-source")
+def add_source(
+    name: str = typer.Argument(..., help="a short name for the source, shown as its items' source"),
+    git: str = typer.Option(..., "--git", help="git URL of a module repository or of an AI4OS catalog repository"),
+    kind: Optional[str] = typer.Option(None, help="module or tool (default: from the metadata or the catalog name)"),
+    branch: Optional[str] = typer.Option(None, help="branch or tag (default: the repository's default branch)"),
+) -> None:
+    """Add a module repository (it runs here) or an AI4OS catalog repository, without editing the settings file."""
+    from ai4lab.catalog import added_sources
+    from ai4lab.cli import load_settings
+
+    settings = load_settings()
+    try:
+        cfg = added_sources.detect(name, git, branch, kind)
+        added_sources.add(settings, cfg)
+    except added_sources.SourceError as e:
+        _fail(str(e))
+    catalog = _catalog()
+    catalog.remotes[name].refresh()
+    catalog.reload()
+    what = "module repository" if cfg.type == "repo" else f"AI4OS catalog of {cfg.kind}s"
+    problems = [e for e in catalog.errors() if e.source == name]
+    out.print(f"added source {name} ({what}): {_source_summary(catalog, name)}", highlight=False)
+    for e in problems:
+        err.print(f"  {e.item}: {e.reason}", highlight=False)
+
+
+@app.command("remove-source")
+def remove_source(name: str = typer.Argument(..., help="a source added with add-source")) -> None:
+    """Remove a source added with add-source (and its cached copy)."""
+    from ai4lab.catalog import added_sources
+    from ai4lab.cli import load_settings
+
+    try:
+        added_sources.remove(load_settings(), name)
+    except added_sources.SourceError as e:
+        _fail(str(e))
+    out.print(f"removed source {name}")
+
+
+@app.command("sources")
+def sources() -> None:
+    """The catalog sources: from the settings file, then those added with add-source."""
+    catalog = _catalog()
+    table = Table("name", "type", "where", "kind", "items", title="catalog sources")
+    for cfg in catalog.sources:
+        table.add_row(cfg.name, cfg.type, cfg.url or cfg.path or "", cfg.kind or "",
+                      str(len(catalog.items_of(cfg.name))))
+    out.print(table)

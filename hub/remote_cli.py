@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ai4lab.cli_output import fail, out
+from ai4lab.cli_output import err, fail, out
 from ai4lab.client import ApiError, Client
 
 module_app = typer.Typer(help="AI modules: export one to run elsewhere, start a new one.", no_args_is_help=True)
@@ -72,6 +72,8 @@ def register(app: typer.Typer) -> None:
         except (ApiError, TimeoutError) as e:
             _fail(str(e))
         out.print(f"{dep['id']} {dep['status']}" + (f"  {dep['endpoints'].get('ui', '')}" if dep["endpoints"] else ""))
+        for warning in dep.get("warnings", []):  # what the metadata recommends that this deployment goes without
+            err.print(f"warning: {warning}", highlight=False)
 
     @app.command()
     def predict(

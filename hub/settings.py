@@ -67,15 +67,19 @@ class SourceConfig(BaseModel):
     """One catalog source (``catalog_sources``); earlier sources win when ids collide."""
 
     name: str = Field(description="unique name, shown as each item's source")
-    type: Literal["folder", "git", "http"] = Field(description="folder, git (clone) or http (raw files)")
+    type: Literal["folder", "git", "http", "repo"] = Field(
+        description="folder; git (a catalog repo, clone) or http (its raw files); repo: one module or tool "
+        "repository, cloned with its code so that it runs here"
+    )
     path: str | None = Field(default=None, description="folder: path holding modules/ and tools/ (or items)")
     kind: Literal["module", "tool"] | None = Field(
         default=None, description="git/http: module or tool; folder: set when the folder holds one kind only"
     )
     url: str | None = Field(
-        default=None, description="git: catalog repo URL; http: base URL of the catalog repo's raw files"
+        default=None, description="git: catalog repo URL; http: base URL of the catalog repo's raw files; "
+        "repo: the module's repository URL"
     )
-    branch: str | None = Field(default=None, description="git: branch of the catalog repo")
+    branch: str | None = Field(default=None, description="git, repo: branch (default: the repository's default)")
     raw_url_template: str = Field(
         default="https://raw.githubusercontent.com/{org}/{repo}/{branch}/{file}",
         description="http: where an item repo's metadata file is read",

@@ -19,6 +19,7 @@ from ai4lab import deployments as deps
 from ai4lab.api.auth import HubUser
 from ai4lab.api.marketplace_pages import _env
 from ai4lab.catalog import Catalog
+from ai4lab.catalog.check import last_reports
 from ai4lab.isolation import describe_mode
 from ai4lab.limits import CgroupLimits
 from ai4lab.settings import Settings
@@ -51,6 +52,8 @@ def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
         "gpus": [g.model_dump() for g in settings.gpus],
         "users": [{"name": u.name, "role": u.role, "admin": u.is_admin, "vo": u.vo} for u in users.values()],
         "catalog_errors": [e.model_dump() for e in catalog.errors()],
+        "checks": last_reports(settings),
+        "sources": catalog.source_views(),
     }
 
 

@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     settings = settings or get_settings()
     auth = authenticator or HubAuthenticator(allow_token_in_url=settings.allow_token_in_url)
     prefix = auth.prefix
-    catalog = Catalog(settings.catalog_sources, settings.catalog_cache, settings.db_url)
+    catalog = Catalog.for_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

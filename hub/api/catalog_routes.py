@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -9,11 +10,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab import accounts
 from ai4lab.api.auth import HubUser
 from ai4lab.catalog import Catalog
+from ai4lab.catalog import added_sources
 from ai4lab.catalog import publish as pub
+from ai4lab.catalog.check import last_reports, run_check
 from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.catalog.model import KINDS, CatalogItem
 from ai4lab.catalog.registry import ANONYMOUS, Viewer
@@ -23,6 +27,15 @@ from ai4lab.settings import Settings
 from ai4lab.storage import StoragePathError, resolve_in_storage
 
 KindPath = Literal["modules", "tools"]
+
+
+class AddSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="a short name for the source: lower-case letters, digits, '.', '_', '-'")
+    git: str = Field(description="git URL of a module repository or of an AI4OS catalog repository")
+    kind: Literal["module", "tool"] | None = Field(default=None, description="default: from the metadata")
+    branch: str | None = Field(default=None, description="branch or tag (default: the repository's default)")
 
 
 def build_router(
@@ -67,6 +80,39 @@ def build_router(
     def require_admin(user: HubUser) -> None:
         if not user.admin:
             raise HTTPException(403, "admins only")
+
+    @router.get("/sources", summary="The catalog sources, with their items and last fetch (admin)")
+    async def list_sources(user: User) -> list[dict[str, Any]]:
+        require_admin(user)
+        return catalog.source_views()
+
+    @router.post("/sources", status_code=201, summary="Add a module or AI4OS catalog repository from git (admin)")
+    async def add_source(body: AddSource, user: User) -> dict[str, Any]:
+        require_admin(user)
+        try:
+            cfg = await asyncio.to_thread(added_sources.detect, body.name, body.git, body.branch, body.kind)
+            added_sources.add(settings, cfg)
+        except added_sources.SourceError as e:
+            raise HTTPException(e.status, str(e)) from None
+        catalog.reload()
+        await asyncio.to_thread(catalog.remotes[cfg.name].refresh)
+        catalog.reload()
+        return next(v for v in catalog.source_views() if v["name"] == cfg.name)
+
+    @router.delete("/sources/{name}", summary="Remove a source added at run time (admin)")
+    async def delete_source(name: str, user: User) -> dict[str, str]:
+        require_admin(user)
+        try:
+            added_sources.remove(settings, name)
+        except added_sources.SourceError as e:
+            raise HTTPException(e.status, str(e)) from None
+        catalog.reload()
+        return {"removed": name}
+
+    @router.get("/checks", summary="The last compatibility report of every checked item (admin)")
+    async def checks(user: User) -> list[dict[str, Any]]:
+        require_admin(user)
+        return last_reports(settings)
 
     @router.get("/errors", summary="Items that could not be loaded, per source (admin)")
     async def errors(user: User) -> list[dict[str, Any]]:
@@ -127,8 +173,15 @@ def build_router(
 
         catalog.ensure_loaded()
         taken = {i for (k, i), item in catalog._items.items() if item.source != "published"}
+        clone: Path | None = None
         try:
             publisher = Accounts.from_settings(settings).ensure(user.name)
+            if body.git_url:
+                if body.package_path:
+                    raise pub.PublishError("give package_path or git_url, not both")
+                clone, commit = await asyncio.to_thread(pub.clone_as, publisher, body.git_url, body.git_ref)
+                body = pub.from_clone(body, clone, commit, publisher.uid)
+                resolve = lambda _path: clone  # noqa: E731 - the clone stands for the storage folder
             row = pub.publish(settings.db_url, body, kind=KINDS[kind], owner=user.name, role=role, vo=vo,
                               resolve_package=resolve, existing_ids=taken, packages_root=settings.published_root,
                               owner_ids=(publisher.uid, publisher.gid) if settings.isolating else None)
@@ -136,6 +189,9 @@ def build_router(
             raise HTTPException(e.status, str(e)) from None
         except ValueError as e:  # metadata text that does not parse
             raise HTTPException(400, f"invalid metadata: {e}") from None
+        finally:
+            if clone is not None:
+                shutil.rmtree(clone.parent, ignore_errors=True)
         catalog.reload()
         return _detail(find(kind, row.id, user))
 
@@ -158,6 +214,11 @@ def build_router(
                                  backends=["nomad"], datacenters=offer["datacenters"], hard=settings.resources_hard)
         return deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus, purpose=purpose,
                              hard=settings.resources_hard)
+
+    @router.post("/{kind}/{item_id}/check", summary="Compatibility report: does the item run here, and why not (admin)")
+    async def check_item(kind: KindPath, item_id: str, user: User) -> dict[str, Any]:
+        require_admin(user)
+        return await asyncio.to_thread(run_check, find(kind, item_id, user), settings)
 
     @router.post("/{kind}/{item_id}/promote", summary="Make a published item visible to everyone (admin)")
     async def promote(kind: KindPath, item_id: str, user: User) -> dict[str, Any]:

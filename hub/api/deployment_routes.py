@@ -73,6 +73,32 @@ def package_tarball(folder: Path) -> bytes:
     return buf.getvalue()
 
 
+def answer_type(accept: str) -> str:
+    """The content type asked for a module's answer (its DEEPaaS ``accept`` argument), '' for JSON or any.
+
+    Only one plain media type counts: a browser's ``text/html,...;q=0.9`` is no choice the module offers.
+    """
+    accept = accept.strip()
+    if not accept or "," in accept or ";" in accept or accept in ("*/*", "application/json"):
+        return ""
+    return accept
+
+
+def form_body(fields: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """JSON predict arguments as the form DEEPaaS parses: a list is the field repeated, anything else text.
+
+    ``{"x": 3, "flag": true, "labels": ["a", "b"], "opts": {"k": 1}}`` gives ``x=3``,
+    ``flag=true``, ``labels=a``, ``labels=b`` and ``opts={"k": 1}`` (DEEPaaS modules
+    take dicts as JSON strings).
+    """
+    def text(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v)
+
+    parts = [(k, (None, text(item))) for k, v in fields.items() for item in (v if isinstance(v, list) else [v])]
+    built = httpx.Request("POST", "http://x", files=parts)
+    return built.read(), {"content-type": built.headers["content-type"]}
+
+
 def cpu_only(form: dict[str, Any], hardware: dict[str, Any], asked: dict[str, Any], what: str) -> list[str]:
     """The form's warnings for a deployment that runs without GPUs on this backend; 400 if GPUs were asked.
 
@@ -131,6 +157,7 @@ class ModuleRoutes:
             dep = self.running(dep_id, user)
             ctype = request.headers.get("content-type", "")
             headers = {"content-type": ctype} if ctype else {}
+            accept = answer_type(request.headers.get("accept", ""))
             weights = dep.spec.get("weights")
             if weights and ctype.startswith("multipart/form-data"):
                 if int(request.headers.get("content-length") or 0) > self.max_bytes:
@@ -147,12 +174,15 @@ class ModuleRoutes:
                     raise HTTPException(400, "send a JSON object of the module's predict arguments")
                 if dep.spec.get("weights"):
                     fields.setdefault("weights", dep.spec["weights"])
-                files = {k: (None, v if isinstance(v, str) else json.dumps(v)) for k, v in fields.items()}
-                built = httpx.Request("POST", "http://x", files=files)
-                body, headers = built.read(), {"content-type": built.headers["content-type"]}
+                if isinstance(fields.get("accept"), str):
+                    accept = answer_type(fields.pop("accept"))
+                body, headers = form_body(fields)
+            params = {}
+            if accept:  # both: DEEPaaS reads ``accept`` from the header or the query, as the module declares it
+                headers["accept"] = params["accept"] = accept
             model = dep.endpoints.get("model") or dep.spec["entry_point"]
             path = f"{self.api_path(dep.id)}/v2/models/{model}/predict/"
-            return await self.forward(dep, "POST", path, {}, headers, body, stream=False)
+            return await self.forward(dep, "POST", path, params, headers, body, stream=False)
 
         @r.get("/deployments/{dep_id}/metrics", summary="Metric histories of a training (from its MLflow run)")
         async def metrics(dep_id: str, user: User) -> dict[str, Any]:
@@ -386,8 +416,8 @@ class ModuleRoutes:
                     fields[name] = [*before, value] if isinstance(before, list) else [before, value]
                 else:
                     fields[name] = value
-            if accept and accept not in ("application/json", "*/*") and "accept" not in fields:
-                fields["accept"] = accept  # DEEPaaS takes the answer's type from the Accept header
+            if answer_type(accept) and "accept" not in fields:
+                fields["accept"] = answer_type(accept)  # as DEEPaaS: the answer's type from the Accept header
             try:
                 env = await asyncio.to_thread(ensure_env, Path(item.run.package_path or ""),
                                               self.settings.envs_dir)

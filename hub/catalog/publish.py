@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ class PublishRequest(BaseModel):
     package_path: str | None = Field(
         default=None, description="folder in your storage holding the module's Python package"
     )
+    git_url: str | None = Field(
+        default=None, description="or the git URL of the module's repository (cloned as you; its "
+        "ai4-metadata.yml is the metadata when none is given)"
+    )
+    git_ref: str | None = Field(default=None, description="git_url: branch or tag (default: the default branch)")
     docker_image: str | None = Field(default=None, description="container image (with tag) for clusters")
     visibility: str = Field(default="private", description="private or vo (public needs an admin)")
     lineage: dict[str, Any] = Field(
@@ -78,6 +84,61 @@ def copy_package(src: Path, packages_root: Path, item_id: str, owner_ids: tuple[
 def _links_and_by_products(folder: str, names: list[str]) -> set[str]:
     skip = {"__pycache__", ".git", ".venv", "node_modules", "build", "dist"}
     return {n for n in names if n in skip or n.endswith(".egg-info") or os.path.islink(os.path.join(folder, n))}
+
+
+def clone_as(ident: Any, url: str, ref: str | None) -> tuple[Path, str]:
+    """A shallow clone of ``url`` made by the publisher's own account (``<tmp>/repo``) and its commit.
+
+    PublishError with git's reason when it cannot be cloned.
+
+    Why as the publisher: a ``file://`` URL (or a local path) is read with
+    their rights, not the platform's, so nobody publishes a copy of files
+    they could not read.
+    """
+    from ai4lab import isolation
+
+    work = Path(tempfile.mkdtemp(prefix="ai4lab-publish-"))
+    isolation.give(work, ident, 0o700)
+    # a global config in the clone's own HOME: a local repository of someone else is read (by git's
+    # upload-pack too, which drops GIT_CONFIG_* variables) with the publisher's rights, which is the point
+    (work / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+    isolation.give(work / ".gitconfig", ident, 0o600)
+    env = isolation.user_env(ident, work, {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"})
+    try:
+        proc = isolation.run(ident, ["git", "clone", "-q", "--depth", "1", *(["--branch", ref] if ref else []),
+                                     "--", url, str(work / "repo")], env=env, cwd=work, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        shutil.rmtree(work, ignore_errors=True)
+        raise PublishError(f"git_url: cannot clone {url}: {e}") from None
+    if proc.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if ln.startswith("fatal:")), lines[0] if lines else "git failed")
+        raise PublishError(f"git_url: cannot clone {url}: {reason}")
+    commit = isolation.run(ident, ["git", "-C", str(work / "repo"), "rev-parse", "HEAD"], env=env, cwd=work,
+                           timeout=60).stdout.strip()
+    return work / "repo", commit
+
+
+def from_clone(req: PublishRequest, clone: Path, commit: str, uid: int) -> PublishRequest:
+    """The request for a repository cloned from ``git_url``: its metadata file when none was given, and where it came from.
+
+    ``uid``: the publisher's, who wrote the clone; its files are read without following links.
+    """
+    from ai4lab.isolation import read_written_by
+
+    update: dict[str, Any] = {"package_path": "(git)"}
+    if req.metadata is None and req.metadata_yaml is None:
+        found = md.find_metadata_file(clone)
+        try:
+            update["metadata_yaml"] = read_written_by(found, uid, 2**20).decode(errors="replace") if found else None
+        except OSError:
+            found = None
+        if found is None:
+            raise PublishError(f"git_url: no {' or '.join(md.METADATA_FILES)} at the root of {req.git_url}: "
+                               "give metadata or metadata_yaml")
+    update["lineage"] = {**req.lineage, "git_url": req.git_url, "git_commit": commit}
+    return req.model_copy(update=update)
 
 
 def symlinks_in(folder: Path) -> list[Path]:

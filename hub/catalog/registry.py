@@ -20,8 +20,8 @@ from sqlalchemy import select
 
 from ai4lab.catalog import metadata as md
 from ai4lab.catalog.model import CatalogItem, ItemError, Kind
-from ai4lab.catalog.sources import LoadResult, RemoteCatalog, load_folder_source
-from ai4lab.settings import SourceConfig
+from ai4lab.catalog.sources import LoadResult, RemoteCatalog, RepoSource, load_folder_source
+from ai4lab.settings import Settings, SourceConfig
 from ai4lab.db import PublishedItem, session_scope
 
 SORTS = ("relevance", "title", "updated", "-updated")
@@ -84,14 +84,14 @@ def score(words: list[str], entry: Indexed) -> float:
 
 
 class Catalog:
-    def __init__(self, sources: list[SourceConfig], cache_root: Path, db_url: str) -> None:
-        names = [s.name for s in sources]
-        if len(set(names)) != len(names):
-            raise ValueError(f"catalog source names must be unique: {names}")
-        self.sources = sources
+    def __init__(self, sources: list[SourceConfig], cache_root: Path, db_url: str,
+                 added_file: Path | None = None) -> None:
+        """``added_file``: the sources admins added at run time (``ai4lab.catalog.added_sources``), re-read on change."""
+        self.configured = list(sources)
+        self.added_file = added_file
         self.cache_root = cache_root
         self.db_url = db_url
-        self.remotes = {s.name: RemoteCatalog(s, cache_root) for s in sources if s.type in ("git", "http")}
+        self._use_sources(self.configured + self._added())
         self._lock = threading.Lock()
         self._items: dict[tuple[str, str], CatalogItem] = {}
         self._by_kind: dict[str, list[Indexed]] = {}
@@ -103,7 +103,30 @@ class Catalog:
         self.result_cache_size = 512
         self._restricted = False
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "Catalog":
+        from ai4lab.catalog.added_sources import sources_file
+
+        return cls(settings.catalog_sources, settings.catalog_cache, settings.db_url, sources_file(settings))
+
     # -- loading ------------------------------------------------------------------------
+    def _added(self) -> list[SourceConfig]:
+        if self.added_file is None:
+            return []
+        from ai4lab.catalog.added_sources import read
+
+        taken = {s.name for s in self.configured}
+        return [s for s in read(self.added_file) if s.name not in taken]
+
+    def _use_sources(self, sources: list[SourceConfig]) -> None:
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"catalog source names must be unique: {names}")
+        self.sources = sources
+        self.remotes: dict[str, RemoteCatalog | RepoSource] = {
+            s.name: (RepoSource if s.type == "repo" else RemoteCatalog)(s, self.cache_root)
+            for s in sources if s.type in ("git", "http", "repo")}
+
     def _load_source(self, cfg: SourceConfig) -> LoadResult:
         if cfg.type == "folder":
             return load_folder_source(cfg)
@@ -137,6 +160,11 @@ class Catalog:
 
     def _cache_stamp(self) -> tuple[float, ...]:
         stamps = []
+        if self.added_file is not None:
+            try:
+                stamps.append(self.added_file.stat().st_mtime)
+            except OSError:
+                stamps.append(0.0)
         for remote in self.remotes.values():
             try:
                 stamps.append(remote.status_file.stat().st_mtime)
@@ -148,6 +176,8 @@ class Catalog:
         """Re-read every source (cheap for remote ones: their cache) and the published items."""
         items: dict[tuple[str, str], CatalogItem] = {}
         errors: list[ItemError] = []
+        if self.added_file is not None:
+            self._use_sources(self.configured + self._added())
         results = [(cfg.name, self._load_source(cfg)) for cfg in self.sources]
         results.append(("published", self._published()))
         for name, result in results:
@@ -185,6 +215,24 @@ class Catalog:
         return self.errors()
 
     # -- queries --------------------------------------------------------------------------
+    def items_of(self, source: str) -> list[CatalogItem]:
+        """Every item a source gave, whoever may see it (for admins and the command line)."""
+        self.ensure_loaded()
+        return sorted((v for v in self._items.values() if v.source == source), key=lambda v: (v.kind, v.id))
+
+    def source_views(self) -> list[dict[str, Any]]:
+        """Each source as admins see it: where from, added at run time or configured, last fetch, its items."""
+        self.ensure_loaded()
+        configured = {s.name for s in self.configured}
+        views = []
+        for cfg in self.sources:
+            remote = self.remotes.get(cfg.name)
+            status = remote.status() if remote is not None else {}
+            views.append({**cfg.model_dump(include={"name", "type", "url", "path", "kind", "branch"}),
+                          "added": cfg.name not in configured, "fetched_at": status.get("fetched_at"),
+                          "last_error": status.get("last_error"), "items": [i.id for i in self.items_of(cfg.name)]})
+        return views
+
     def errors(self) -> list[ItemError]:
         self.ensure_loaded()
         return list(self._errors)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,8 @@ from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 import httpx
-from ai4lab.catalog.metadata import METADATA_FILES, LEGACY_FILE, MetadataError, load_folder, parse_text, to_item, validate
+from ai4lab.catalog.metadata import (LEGACY_FILE, METADATA_FILES, MetadataError, find_metadata_file, load_folder,
+                                     parse_text, to_item, validate)
 from ai4lab.catalog.model import KINDS, CatalogItem, ItemError, Kind
 from ai4lab.settings import SourceConfig
 
@@ -118,19 +120,32 @@ def _git_read_file(url: str, branch: str | None, names: tuple[str, ...], work: P
     raise FileNotFoundError(f"no {' or '.join(names)} at the root of {url} ({ref})")
 
 
-class RemoteCatalog:
-    """A remote catalog (git or http) with its on-disk cache of the last good fetch."""
+def kind_of(data: dict[str, Any]) -> Kind:
+    """A repository's kind from its metadata: a tool when its categories say "AI4 tools", else a module."""
+    return "tool" if "AI4 tools" in (data.get("categories") or []) else "module"
 
-    def __init__(self, cfg: SourceConfig, cache_root: Path) -> None:
-        if cfg.kind is None:
-            raise ValueError(f"catalog source {cfg.name!r}: remote catalogs need kind: module or tool")
-        if not cfg.url:
-            raise ValueError(f"catalog source {cfg.name!r}: url is required")
-        self.cfg = cfg
-        self.cache = cache_root / cfg.name
-        self.kind: Kind = cfg.kind
 
-    # -- cache --------------------------------------------------------------------------
+def repo_item_id(url: str) -> str:
+    """The item id of a module repository: its name, as AI4OS ids are (``.../ai4os-demo-app.git``)."""
+    name = [p for p in urlparse(url).path.split("/") if p][-1:] or ["module"]
+    return re.sub(r"[^a-z0-9._-]+", "-", name[0].removesuffix(".git").lower()).strip("-.") or "module"
+
+
+def shallow_clone(url: str, branch: str | None, target: Path, timeout: float = 300) -> str:
+    """``git clone --depth 1`` of ``url`` into ``target`` without its ``.git``; returns the commit."""
+    _git("clone", "-q", "--depth", "1", *(["--branch", branch] if branch else []), "--", url, str(target),
+         timeout=timeout)
+    commit = _git("rev-parse", "HEAD", cwd=target).strip()
+    shutil.rmtree(target / ".git", ignore_errors=True)
+    return commit
+
+
+class CachedSource:
+    """A source fetched from elsewhere into ``cache``; ``status.json`` says when, and the last error."""
+
+    cfg: SourceConfig
+    cache: Path
+
     @property
     def status_file(self) -> Path:
         return self.cache / "status.json"
@@ -144,6 +159,82 @@ class RemoteCatalog:
     def stale(self) -> bool:
         fetched = self.status().get("fetched_at")
         return fetched is None or time.time() - fetched > self.cfg.refresh_interval
+
+    def _write_status(self, status: dict[str, Any]) -> None:
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=1))
+        tmp.replace(self.status_file)
+
+
+class RepoSource(CachedSource):
+    """One module (or tool) repository, cloned with its code: its item runs here, built the AI4OS way.
+
+    What ``ai4lab catalog add-source NAME --git URL`` adds for a module
+    repository. The clone is the cache: a refresh that fails keeps the last
+    good one and says why.
+    """
+
+    def __init__(self, cfg: SourceConfig, cache_root: Path) -> None:
+        if not cfg.url:
+            raise ValueError(f"catalog source {cfg.name!r}: url is required")
+        self.cfg = cfg
+        self.cache = cache_root / cfg.name
+        self.item_id = repo_item_id(cfg.url)
+
+    def load_cached(self) -> LoadResult:
+        result = LoadResult(fetched_at=self.status().get("fetched_at"))
+        repo = self.cache / "repo"
+        if not repo.is_dir():
+            return result
+        try:
+            path = find_metadata_file(repo)
+            data = validate(parse_text(path.read_text(errors="replace"), path.name)) if path else {}
+            result.items.append(load_folder(repo, kind=self.cfg.kind or kind_of(data), source=self.cfg.name,
+                                            item_id=self.item_id))
+        except MetadataError as e:
+            result.errors.append(ItemError(source=self.cfg.name, item=self.item_id, reason=str(e),
+                                           location=self.cfg.url or ""))
+        return result
+
+    def refresh(self) -> LoadResult:
+        self.cache.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.cache))
+        try:
+            try:
+                commit = shallow_clone(self.cfg.url or "", self.cfg.branch, work / "repo")
+                if find_metadata_file(work / "repo") is None:
+                    raise RuntimeError(f"no {' or '.join(METADATA_FILES)} at the root of {self.cfg.url}")
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                status = self.status()
+                status.update(last_error=f"cannot fetch {self.cfg.url}: {e}", last_error_at=time.time())
+                self._write_status(status)
+                return self.load_cached()
+            old = self.cache / "repo"
+            swap = self.cache / "repo.old"
+            shutil.rmtree(swap, ignore_errors=True)
+            if old.exists():
+                old.rename(swap)
+            (work / "repo").rename(old)
+            shutil.rmtree(swap, ignore_errors=True)
+            self._write_status({"fetched_at": time.time(), "url": self.cfg.url, "commit": commit})
+            return self.load_cached()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+
+class RemoteCatalog(CachedSource):
+    """A remote catalog (git or http) with its on-disk cache of the last good fetch."""
+
+    def __init__(self, cfg: SourceConfig, cache_root: Path) -> None:
+        if cfg.kind is None:
+            raise ValueError(f"catalog source {cfg.name!r}: remote catalogs need kind: module or tool")
+        if not cfg.url:
+            raise ValueError(f"catalog source {cfg.name!r}: url is required")
+        self.cfg = cfg
+        self.cache = cache_root / cfg.name
+        self.kind: Kind = cfg.kind
 
     def load_cached(self) -> LoadResult:
         status = self.status()
@@ -256,8 +347,3 @@ class RemoteCatalog:
                 kept = True
         return kept
 
-    def _write_status(self, status: dict[str, Any]) -> None:
-        self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = self.status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status, indent=1))
-        tmp.replace(self.status_file)

@@ -165,9 +165,65 @@ def _validators(field):
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
+def check(model):
+    """The module's side of a compatibility report: each DEEPaaS call a platform makes, in order.
+
+    Steps: load the entry point, ``get_metadata``, ``warm`` (when defined),
+    read the predict arguments, and ``predict`` with the arguments' defaults
+    (skipped, with the reason, when a required argument has none). A step
+    that fails stops the rest.
+    """
+    steps = []
+
+    def step(name, fn):
+        try:
+            detail = fn()
+        except BaseException as e:  # noqa: BLE001 - the report says what broke, whatever it is
+            steps.append({"step": name, "status": "failed", "detail": "%s: %s" % (type(e).__name__, e),
+                          "log": traceback.format_exc(limit=8)})
+            return None, False
+        steps.append({"step": name, "status": "ok", "detail": detail if isinstance(detail, str) else ""})
+        return detail, True
+
+    api, ok = step("load the deepaas.v2.model entry point", lambda: _load(model))
+    if not ok:
+        return steps
+    meta, ok = step("get_metadata", lambda: api.get_metadata() if hasattr(api, "get_metadata") else None)
+    if not ok:
+        return steps
+    if hasattr(api, "warm"):
+        _, ok = step("warm", lambda: api.warm() and "")
+        if not ok:
+            return steps
+    else:
+        steps.append({"step": "warm", "status": "skipped", "detail": "the module defines no warm()"})
+    if not hasattr(api, "predict"):
+        steps.append({"step": "predict", "status": "skipped", "detail": "the module defines no predict()"})
+        return steps
+    args, ok = step("get_predict_args", lambda: "%d argument(s)" % len(describe(api)))
+    if not ok:
+        return steps
+    kwargs, error = prepare(api, {}, {})
+    if error:
+        steps.append({"step": "predict", "status": "skipped",
+                      "detail": "needs input without a default (%s): try it with your own input" % error})
+        return steps
+    step("predict with the arguments' defaults", lambda: _short(api.predict(**kwargs)))
+    return steps
+
+
+def _short(result):
+    text = json.dumps(result, default=str) if not isinstance(result, (bytes, bytearray)) \
+        else "%d bytes" % len(result)
+    return text[:300]
+
+
 def main():
     if sys.argv[1:2] == ["--describe"]:
         _answer(describe(_load(sys.argv[2])))
+        return
+    if sys.argv[1:2] == ["--check"]:
+        _answer(check(sys.argv[2]))
         return
     request = json.loads(sys.stdin.read())
     try:

@@ -10,7 +10,11 @@ none on the local backend): it runs on CPU, warned.
 
 from __future__ import annotations
 
+import io
+import json
+import shutil
 import stat
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +195,6 @@ def test_train_on_data_into_models_with_mlflow_metrics(author: dict[str, Any], p
 
 def test_the_environment_is_built_the_ai4os_way(author: dict[str, Any], platform: Platform) -> None:
     """requirements.txt first, then an editable install of the repository, as the template's Dockerfile does."""
-    import json
-
     from ai4lab.runtime import default_runtime_dir
 
     envs = default_runtime_dir() / "envs"  # the platform's default (its settings come from the harness only)
@@ -203,3 +205,244 @@ def test_the_environment_is_built_the_ai4os_way(author: dict[str, Any], platform
     names = {p.split("==")[0] for p in marker["packages"]}
     assert {"tiny-demo", "deepaas", "webargs", "mlflow-skinny"} <= names
     assert any(p == "webargs==5.5.3" for p in marker["packages"])  # the template's own pin
+
+
+def test_catalog_check_reports_each_step(author: dict[str, Any], platform: Platform,
+                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`ai4lab catalog check`: a module that runs, and one that fails in warm(), with its log."""
+    ok = platform.cli("catalog", "check", ITEM, "--json", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)
+    steps = {s["step"]: s["status"] for s in report["steps"]}
+    assert report["ok"] is True and report["first_failure"] is None
+    assert steps["environment builds"] == "ok" and steps["get_metadata"] == "ok" and steps["warm"] == "ok"
+    assert steps["predict"] == "skipped"  # x has no default: the report says so instead of guessing
+    # the same module, broken the way real ones break: warm() cannot find its weights
+    broken = tmp_path_factory.mktemp("broken") / "tiny-demo"
+    shutil.copytree(author["repo"], broken, ignore=shutil.ignore_patterns(".git"))
+    api_py = broken / "tiny_demo" / "api.py"
+    api_py.write_text(api_py.read_text().replace(
+        "def warm():\n    WARMED.append(True)",
+        "def warm():\n    raise FileNotFoundError('no weights in models/: download them first')"))
+    api = author["api"]
+    upload(api, broken, "code/tiny-broken")
+    r = api.post(f"{API}/catalog/modules", json={"id": "tiny-broken-tpl", "package_path": "code/tiny-broken",
+                                                  "metadata_yaml": (broken / "ai4-metadata.yml").read_text()})
+    assert r.status_code == 201, r.text
+    bad = platform.cli("catalog", "check", "tiny-broken-tpl", check=False)
+    assert bad.returncode == 1
+    assert "fails at 'warm'" in bad.stdout and "no weights in models/" in bad.stdout + bad.stderr
+    # admins see the reports in the API and the admin view; users may not run checks
+    admin = platform.api(platform.token("admin"))
+    assert api.post(f"{API}/catalog/modules/{ITEM}/check").status_code == 403
+    again = admin.post(f"{API}/catalog/modules/{ITEM}/check")
+    assert again.status_code == 200 and again.json()["ok"] is True
+    reports = {r["item"]: r for r in admin.get(f"{API}/catalog/checks").json()}
+    assert reports["tiny-broken-tpl"]["first_failure"] == "warm" and reports[ITEM]["ok"] is True
+    page = admin.get(f"{API}/admin")
+    assert page.status_code == 200 and "fails at warm" in page.text
+
+
+def git_repo(source: Path, name: str) -> Path:
+    """A git repository of the module that every account can read (``file://`` clones run as the publisher)."""
+    import subprocess
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="ai4lab-test-git-"))
+    repo = root / name
+    shutil.copytree(source, repo, ignore=shutil.ignore_patterns(".git"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(root), "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.org",
+           "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.org"}
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "the module"]):
+        subprocess.run(["git", *cmd], cwd=repo, env=env, check=True)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o055 | (0o011 if path.is_dir() else 0))
+    return repo
+
+
+def test_a_module_straight_from_git(author: dict[str, Any], platform: Platform) -> None:
+    """`ai4lab catalog add-source NAME --git URL` (and the admin API), and publishing from a git URL."""
+    repo = git_repo(author["repo"], "tiny-demo-git")
+    added = platform.cli("catalog", "add-source", "tpl-git", "--git", f"file://{repo}", check=False)
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "added source tpl-git (module repository): 1 item(s): tiny-demo-git" in added.stdout
+    assert "tpl-git" in platform.cli("catalog", "sources").stdout
+    api = author["api"]
+    out = prediction(api.post(f"{API}/catalog/modules/tiny-demo-git/try", data={"x": "2"}))
+    assert out["y"] == 4.0 and out["title"] == "Tiny demo"
+    again = platform.cli("catalog", "add-source", "tpl-git", "--git", f"file://{repo}", check=False)
+    assert again.returncode != 0 and "exists already" in again.stderr
+    nothing = platform.cli("catalog", "add-source", "nothing", "--git", "file:///nonexistent/repo", check=False)
+    assert nothing.returncode != 0 and "cannot clone" in nothing.stderr
+    admin = platform.api(platform.token("admin"))
+    assert "tpl-git" in {s["name"] for s in admin.get(f"{API}/catalog/sources").json()}
+    assert admin.delete(f"{API}/catalog/sources/tpl-git").json() == {"removed": "tpl-git"}
+    assert api.get(f"{API}/catalog/modules/tiny-demo-git").status_code == 404
+    # the same through the admin API
+    r = admin.post(f"{API}/catalog/sources", json={"name": "tpl-git2", "git": f"file://{repo}"})
+    assert r.status_code == 201 and r.json()["items"] == ["tiny-demo-git"] and r.json()["type"] == "repo", r.text
+    assert admin.delete(f"{API}/catalog/sources/tpl-git2").status_code == 200
+    # a user publishes from a git URL of their own: the metadata comes from the repository
+    r = api.post(f"{API}/catalog/modules", json={"id": "tiny-from-git", "git_url": f"file://{repo}"})
+    assert r.status_code == 201, r.text
+    assert r.json()["lineage"]["git_url"] == f"file://{repo}" and len(r.json()["lineage"]["git_commit"]) == 40
+    out = prediction(api.post(f"{API}/catalog/modules/tiny-from-git/try", data={"x": "5"}))
+    assert out["y"] == 10.0
+    bad = api.post(f"{API}/catalog/modules", json={"id": "tiny-bad-git", "git_url": "file:///root/nothing-here"})
+    assert bad.status_code == 400 and "cannot clone" in bad.json()["detail"]
+
+
+# --- the whole DEEPaaS contract: every kind of argument, and answers that are not JSON ----------------
+KINDS_CODE = '''
+
+# --- filled in by the module's author ------------------------------------------------
+import io
+import json
+import zipfile
+
+from webargs import fields, validate
+
+ANSWERS = ["application/json", "image/png", "application/zip", "audio/wav"]
+
+
+def get_predict_args():
+    return {
+        "text": fields.Str(load_default="hello"),
+        "choice": fields.Str(load_default="b", enum=["a", "b"]),
+        "mode": fields.Str(load_default="x", validate=validate.OneOf(["x", "y"])),
+        "count": fields.Int(load_default=3, validate=validate.Range(min=1, max=10)),
+        "ratio": fields.Float(load_default=0.5),
+        "flag": fields.Bool(load_default=False),
+        "opts": fields.Str(load_default='{"k": 1}'),
+        "values": fields.List(fields.Float(), load_default=[1.0, 2.0]),
+        "image": fields.Field(required=False, type="file", location="form", description="an image"),
+        "sound": fields.Field(required=False, type="file", location="form", description="a sound"),
+        "accept": fields.Str(validate=validate.OneOf(ANSWERS)),
+    }
+
+
+def _read(upload):
+    with open(upload.filename, "rb") as f:
+        return f.read()
+
+
+def predict(**kwargs):
+    accept = kwargs.get("accept") or "application/json"
+    if accept == "image/png":
+        return _read(kwargs["image"])
+    if accept == "audio/wav":
+        return io.BytesIO(_read(kwargs["sound"]))
+    if accept == "application/zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("args.json", json.dumps({"text": kwargs["text"], "values": kwargs["values"]}))
+            if kwargs.get("image") is not None:
+                z.writestr(kwargs["image"].original_filename or "image", _read(kwargs["image"]))
+        return buf.getvalue()
+    out = {k: v for k, v in kwargs.items() if k not in ("image", "sound", "accept")}
+    out["opts"] = json.loads(kwargs["opts"])
+    for name in ("image", "sound"):
+        if kwargs.get(name) is not None:
+            out[name] = {"name": kwargs[name].original_filename, "size": len(_read(kwargs[name]))}
+    return out
+
+
+def get_train_args():
+    return {
+        "epochs": fields.Int(load_default=1, validate=validate.Range(min=1, max=3)),
+        "optimizer": fields.Str(load_default="sgd", validate=validate.OneOf(["sgd", "adam"])),
+        "shuffle": fields.Bool(load_default=True),
+        "layers": fields.List(fields.Int(), load_default=[8, 4]),
+    }
+
+
+def train(**kwargs):
+    return {"epochs": kwargs["epochs"], "optimizer": kwargs["optimizer"], "layers": len(kwargs["layers"])}
+'''
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")  # a PNG's first bytes, then ours
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(40))
+
+
+@pytest.fixture(scope="module")
+def kinds(author: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A module of the template whose predict takes every kind of argument and answers JSON, PNG, zip or WAV."""
+    from cookiecutter.main import cookiecutter
+
+    repo = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(tmp_path_factory.mktemp("kinds")),
+                             extra_context={"project_name": "Kinds demo", "author_name": "Ada Lovelace",
+                                            "author_email": "ada@example.org", "description": "every kind"}))
+    for path in [repo, *repo.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    meta = yaml.safe_load((repo / "ai4-metadata.yml").read_text())
+    meta.update({"tags": ["test"], "tasks": ["Other"], "categories": ["AI4 inference"], "libraries": ["Other"]})
+    (repo / "ai4-metadata.yml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    api_py = repo / "kinds_demo" / "api.py"
+    api_py.write_text(api_py.read_text() + KINDS_CODE)
+    upload(author["api"], repo, "code/kinds-demo")
+    r = author["api"].post(f"{API}/catalog/modules", json={"id": "kinds-demo-tpl", "package_path": "code/kinds-demo",
+                                                           "metadata_yaml": (repo / "ai4-metadata.yml").read_text()})
+    assert r.status_code == 201, r.text
+    return "kinds-demo-tpl"
+
+
+def check_answers(post: Any) -> None:
+    """The same requests through one path (Try, or a deployment): JSON of every kind, then PNG, WAV and zip."""
+    files = {"image": ("dot.png", PNG, "image/png"), "sound": ("beep.wav", WAV, "audio/wav")}
+    form = {"text": "hi", "choice": "a", "mode": "y", "count": "7", "ratio": "0.25", "flag": "true",
+            "opts": '{"k": 2}', "values": ["3.5", "4"]}  # a list: the field repeated, as DEEPaaS reads it
+    out = prediction(post(data=form, files=files))
+    assert out == {"text": "hi", "choice": "a", "mode": "y", "count": 7, "ratio": 0.25, "flag": True, "opts": {"k": 2},
+                   "values": [3.5, 4.0], "image": {"name": "dot.png", "size": len(PNG)},
+                   "sound": {"name": "beep.wav", "size": len(WAV)}}
+    defaults = prediction(post(data={}, files={}))
+    assert defaults["values"] == [1.0, 2.0] and defaults["count"] == 3 and defaults["flag"] is False
+    assert post(data={"count": "11"}, files={}).status_code in (400, 422)
+    assert post(data={"mode": "z"}, files={}).status_code in (400, 422)
+    png = post(data={}, files={"image": files["image"]}, headers={"Accept": "image/png"})
+    assert png.status_code == 200 and png.headers["content-type"].startswith("image/png") and png.content == PNG
+    wav = post(data={}, files={"sound": files["sound"]}, headers={"Accept": "audio/wav"})
+    assert wav.status_code == 200 and wav.headers["content-type"].startswith("audio/wav") and wav.content == WAV
+    zipped = post(data={"text": "zz"}, files={"image": files["image"]}, headers={"Accept": "application/zip"})
+    assert zipped.status_code == 200 and zipped.headers["content-type"].startswith("application/zip")
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as z:
+        assert json.loads(z.read("args.json")) == {"text": "zz", "values": [1.0, 2.0]} and z.read("dot.png") == PNG
+
+
+def test_every_argument_kind_and_answer_type_through_try(author: dict[str, Any], kinds: str) -> None:
+    api = author["api"]
+    check_answers(lambda data, files, headers=None: api.post(f"{API}/catalog/modules/{kinds}/try", data=data,
+                                                            files=files or None, headers=headers))
+    # what forms are made from: choices (also the demo app's enum=[...]), ranges, lists, files
+    described = {a["name"]: a for a in api.get(f"{API}/marketplace/modules/{kinds}/predict-args").json()}
+    assert described["choice"]["choices"] == ["a", "b"] and described["mode"]["choices"] == ["x", "y"]
+    assert described["count"]["range"] == [1, 10] and described["values"]["many"] is True
+    assert described["values"]["default"] == [1.0, 2.0] and described["image"]["file"] is True
+    assert described["accept"]["choices"][:2] == ["application/json", "image/png"]
+    train_args = api.get(f"{API}/catalog/modules/{kinds}/train-args").json()
+    assert train_args["optimizer"]["choices"] == ["sgd", "adam"] and train_args["epochs"]["range"] == [1, 3]
+    assert train_args["layers"]["type"] == "List" and train_args["shuffle"]["default"] is True
+
+
+def test_every_argument_kind_and_answer_type_through_a_deployment(author: dict[str, Any], kinds: str) -> None:
+    api = author["api"]
+    dep = api.post(f"{API}/deployments", json={"kind": "module", "item": kinds}).json()
+    try:
+        dep = wait_status(api, dep["id"], ("running", "failed"), timeout=300)
+        assert dep["status"] == "running", api.get(f"{API}/deployments/{dep['id']}/logs").text[-3000:]
+        url = f"{API}/deployments/{dep['id']}/predict"
+        check_answers(lambda data, files, headers=None: api.post(url, data=data, files=files or None, headers=headers))
+        # JSON requests: lists, booleans, numbers and dicts as DEEPaaS wants them; accept as a field
+        out = prediction(api.post(url, json={"values": [7, 8.5], "flag": True, "count": 2, "opts": {"k": 3}}))
+        assert out["values"] == [7.0, 8.5] and out["flag"] is True and out["count"] == 2 and out["opts"] == {"k": 3}
+        zipped = api.post(url, json={"accept": "application/zip", "text": "j"})
+        assert zipped.headers["content-type"].startswith("application/zip")
+        with zipfile.ZipFile(io.BytesIO(zipped.content)) as z:
+            assert json.loads(z.read("args.json"))["text"] == "j"
+        # the deployment's own API (what its Swagger UI calls: accept is a query parameter of this module's
+        # spec) passes the bytes through too
+        model = dep["endpoints"]["model"]
+        raw = api.post(f"{API}/deployments/{dep['id']}/api/v2/models/{model}/predict/", params={"accept": "image/png"},
+                       files={"image": ("dot.png", PNG, "image/png")}, headers={"Accept": "image/png"})
+        assert raw.status_code == 200 and raw.content == PNG and raw.headers["content-type"].startswith("image/png")
+    finally:
+        api.delete(f"{API}/deployments/{dep['id']}")

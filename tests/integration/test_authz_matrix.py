@@ -139,6 +139,14 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/catalog/modules/{item_id}/try"):       E("/catalog/modules/ai4lab-diabetes/try", 200, 200, 200, 401,
                                                         body="rows_form", why="a public module: any user may try it"),
     ("GET", "/catalog/errors"):                       E("/catalog/errors", 403, 403, 200, 401),
+    ("GET", "/catalog/checks"):                       E("/catalog/checks", 403, 403, 200, 401),
+    ("GET", "/catalog/sources"):                      E("/catalog/sources", 403, 403, 200, 401),
+    ("POST", "/catalog/sources"):                     E("/catalog/sources", 403, 403, 400, 401, body="source",
+                                                        why="admins only; the URL is no repository: git's reason, 400"),
+    ("DELETE", "/catalog/sources/{name}"):            E("/catalog/sources/bundled", 403, 403, 400, 401,
+                                                        why="admins only; a source of the settings file stays"),
+    ("POST", "/catalog/{kind}/{item_id}/check"):      E("/catalog/modules/ai4lab-diabetes/check", 403, 403, 200, 401,
+                                                        why="runs the module's code: admins only"),
     ("POST", "/catalog/refresh"):                     E("/catalog/refresh", 403, 403, 200, 401),
 }
 # fmt: on
@@ -197,6 +205,7 @@ BODIES: dict[str, Callable[[Resources], dict[str, Any]]] = {
     "rows_form": lambda res: {"files": {"rows": (None, ROWS)}},
     "cvat_export": lambda res: {"json": {"task_id": 1}},
     "raw": lambda res: {"content": b"written by the authorization matrix"},
+    "source": lambda res: {"json": {"name": res.unique("src"), "git": "file:///nonexistent/authz-repo"}},
     "upload": lambda res: {"files": {"files": ("note.txt", b"uploaded by the matrix", "text/plain")}},
 }
 

@@ -197,6 +197,27 @@ def test_train_from_storage_then_deploy_and_try(lab: Lab, held_out: list[tuple[P
     assert "image" in error.inner_text().lower() and "Traceback" not in error.inner_text()
 
 
+def test_try_answers_as_an_image(lab: Lab, held_out: list[tuple[Path, int]]) -> None:  # noqa: F811
+    """A module with an ``accept`` argument: "Answer as" image/png shows the PNG it sends, with a download link."""
+    deploy = lab.open_panel("deploy")
+    deploy.locator("#ai4lab-deploy-item").fill("ai4lab-image-prep")
+    deploy.locator("#ai4lab-deploy-load").click()
+    deploy.locator("#ai4lab-try-accept").wait_for(timeout=LONG)  # the module's accept choices
+    assert deploy.locator("#ai4lab-try-size").get_attribute("type") == "number"  # an Int with a range
+    deploy.locator("#ai4lab-try-size").fill("99")
+    deploy.locator("#ai4lab-try-image").set_input_files(str(held_out[0][0]))
+    deploy.locator("#ai4lab-try-button").click()
+    deploy.locator("#ai4lab-try .ai4lab-error", has_text="size: must be between 4 and 64").wait_for()
+    deploy.locator("#ai4lab-try-size").fill("16")
+    deploy.locator("#ai4lab-try-accept").select_option("image/png")
+    deploy.locator("#ai4lab-try-button").click()
+    image = deploy.locator("#ai4lab-try-answer-image")
+    image.wait_for(timeout=LONG)
+    lab.page.wait_for_function("document.querySelector('#ai4lab-try-answer-image').naturalWidth == 16", timeout=60_000)
+    assert deploy.locator("#ai4lab-try-download").get_attribute("download") == "answer.png"
+    assert "image/png" in deploy.locator("#ai4lab-try-result").inner_text()
+
+
 def test_api_errors_are_sentences_in_the_panel(lab: Lab) -> None:
     deploy = lab.open_panel("deploy")
     deploy.locator("#ai4lab-deploy-item").fill("no-such-module")

@@ -163,8 +163,15 @@ export class Platform {
     return this.json(`api/catalog/modules/${encodeURIComponent(id)}/train-args`);
   }
 
-  tryModule(id: string, form: FormData): Promise<any> {
-    return this.json(`api/catalog/modules/${encodeURIComponent(id)}/try`, { method: 'POST', body: form });
+  tryModule(id: string, form: FormData, accept = ''): Promise<Answer> {
+    return this.answer(`api/catalog/modules/${encodeURIComponent(id)}/try`, form, accept);
+  }
+
+  /** A prediction whose answer may be JSON or a file, as the module's ``accept`` argument chose. */
+  async answer(path: string, form: FormData, accept = ''): Promise<Answer> {
+    const r = await this.call(path, { method: 'POST', body: form, headers: accept ? { Accept: accept } : {} });
+    const type = r.headers.get('content-type') ?? '';
+    return type.startsWith('application/json') ? { json: await r.json() } : { blob: await r.blob(), type: type.split(';')[0] };
   }
 
   publish(body: Record<string, unknown>): Promise<any> {
@@ -205,6 +212,10 @@ export class Platform {
 
   predict(id: string, form: FormData): Promise<any> {
     return this.json(`api/deployments/${id}/predict`, { method: 'POST', body: form });
+  }
+
+  predictAnswer(id: string, form: FormData, accept = ''): Promise<Answer> {
+    return this.answer(`api/deployments/${id}/predict`, form, accept);
   }
 
   listStorage(path: string): Promise<{ path: string; content: StorageEntry[] }> {
@@ -294,4 +305,13 @@ export interface PredictField {
   file: boolean;
   required: boolean;
   description?: string;
+  type?: string;
+  default?: any;
+  choices?: any[];
+  range?: [number | null, number | null];
+  /** A list: several values (or files) for one argument. */
+  many?: boolean;
 }
+
+/** A module's answer: JSON, or bytes of another content type (an image, a zip, a sound). */
+export type Answer = { json: any } | { blob: Blob; type: string };

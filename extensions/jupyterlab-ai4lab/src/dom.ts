@@ -97,3 +97,15 @@ export function warningsOf(warnings: string[] | undefined): HTMLElement | null {
   }
   return h('ul', { class: 'ai4lab-warning', role: 'note' }, ...warnings.map(w => h('li', { text: w })));
 }
+
+/** A module's non-JSON answer: shown when it is an image or a sound, offered for download in any case. */
+export function answerView(blob: Blob, type: string): HTMLElement {
+  const url = URL.createObjectURL(blob);
+  const ext = type.split('/')[1]?.replace(/[^a-z0-9]+/gi, '') || 'bin';
+  const shown = type.startsWith('image/')
+    ? h('img', { id: 'ai4lab-try-answer-image', src: url, alt: 'the module\'s answer', style: 'max-width: 100%' })
+    : type.startsWith('audio/') ? h('audio', { id: 'ai4lab-try-answer-audio', src: url, controls: true }) : null;
+  return h('div', { class: 'ai4lab-answer', 'data-type': type },
+    h('p', { class: 'ai4lab-prediction', text: `Answer: ${type}, ${blob.size} bytes` }), shown,
+    h('a', { id: 'ai4lab-try-download', href: url, download: `answer.${ext}`, text: 'Download' }));
+}

@@ -5,7 +5,7 @@
  * here too, so that a mistake is explained before anything is sent.
  */
 
-import { ArgSpec, DeployConfig, FieldSpec } from './api';
+import { ArgSpec, DeployConfig, FieldSpec, PredictField } from './api';
 import { h } from './dom';
 
 export const BACKENDS = ['local', 'nomad', 'oscar'];
@@ -161,4 +161,90 @@ export function argsForm(args: Record<string, ArgSpec>, skip: string[] = PLATFOR
       return { values, problems };
     }
   };
+}
+
+/** What the try-it box sends: the form, and the content type asked for the answer ('' for JSON). */
+export interface PredictRequest {
+  form: FormData;
+  accept: string;
+}
+
+const NUMBER_TYPES = ['Integer', 'Int', 'Float', 'Number', 'Decimal'];
+
+/**
+ * A module's predict arguments as inputs, by their DEEPaaS kind: files (several when the argument is a
+ * list of files), choices, booleans, numbers with ranges, lists (comma-separated, sent as the repeated
+ * field DEEPaaS reads) and text. The ``accept`` argument becomes an "Answer as" choice.
+ */
+export function predictForm(fields: PredictField[], idPrefix = 'ai4lab-try'): Form<PredictRequest> {
+  const inputs: { field: PredictField; input: HTMLInputElement | HTMLSelectElement }[] = [];
+  let accept: HTMLSelectElement | null = null;
+  const rows: HTMLElement[] = [];
+  for (const f of fields) {
+    const id = `${idPrefix}-${f.name}`;
+    let input: HTMLInputElement | HTMLSelectElement;
+    if (f.name === 'accept' && f.choices?.length) {
+      accept = h('select', { id }, f.choices.map(c => h('option', { value: String(c), text: String(c) })));
+      rows.push(row('Answer as', accept, 'the content type of the answer'));
+      continue;
+    }
+    if (f.file) {
+      input = h('input', { id, type: 'file', multiple: !!f.many, 'data-field': f.name });
+    } else if (f.choices?.length) {
+      const options = f.required || f.default !== null && f.default !== undefined ? f.choices : ['', ...f.choices];
+      input = h('select', { id, 'data-field': f.name }, options.map(c => h('option', { value: String(c), text: String(c) })));
+      input.value = f.default !== null && f.default !== undefined ? String(f.default) : String(options[0]);
+    } else if (f.type === 'Boolean' || f.type === 'Bool') {
+      input = h('input', { id, type: 'checkbox', checked: f.default === true, 'data-field': f.name });
+    } else if (!f.many && NUMBER_TYPES.includes(f.type ?? '')) {
+      input = numberInput(id, { value: f.default ?? undefined, range: rangeOf(f) }, f.type?.startsWith('Int') ? '1' : 'any');
+      input.dataset.field = f.name;
+    } else {
+      const value = Array.isArray(f.default) ? f.default.join(', ') : f.default ?? '';
+      input = h('input', { id, type: 'text', value, 'data-field': f.name, placeholder: f.many ? 'a, b, c' : '' });
+    }
+    inputs.push({ field: f, input });
+    rows.push(row(f.name + (f.required ? ' *' : ''), input, [f.many && !f.file ? 'several values, comma-separated' : '',
+      (f.description ?? '').slice(0, 120)].filter(Boolean).join(' — ')));
+  }
+  return {
+    element: h('div', { class: 'ai4lab-try-inputs' }, ...rows),
+    read() {
+      const form = new FormData();
+      const problems: string[] = [];
+      for (const { field, input } of inputs) {
+        if (input instanceof HTMLInputElement && input.type === 'file') {
+          Array.from(input.files ?? []).slice(0, field.many ? undefined : 1).forEach(file => form.append(field.name, file, file.name));
+        } else if (input instanceof HTMLInputElement && input.type === 'checkbox') {
+          form.append(field.name, input.checked ? 'true' : 'false');
+        } else if (input instanceof HTMLInputElement && input.type === 'number') {
+          if (input.value === '') {
+            continue;
+          }
+          const p = checkNumber(field.name, input.value, rangeOf(field), field.type?.startsWith('Int'));
+          if (p) {
+            problems.push(p);
+          } else {
+            form.append(field.name, input.value);
+          }
+        } else if (field.many) {
+          input.value.split(',').map(v => v.trim()).filter(Boolean).forEach(v => form.append(field.name, v));
+        } else if (input.value !== '') {
+          form.append(field.name, input.value);
+        }
+        if (field.required && !form.has(field.name)) {
+          problems.push(`${field.name}: give ${field.file ? 'a file' : 'a value'}`);
+        }
+      }
+      const asked = accept?.value ?? '';
+      return { values: { form, accept: asked === 'application/json' || asked === '*/*' ? '' : asked }, problems };
+    }
+  };
+}
+
+function rangeOf(f: PredictField): [number, number] | undefined {
+  if (!f.range) {
+    return undefined;
+  }
+  return [f.range[0] ?? -Infinity, f.range[1] ?? Infinity];
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { ApiError, Platform, catalogQuery, encodePath, errorText } from '../src/api';
-import { messageOf, warningsOf } from '../src/dom';
+import { answerView, messageOf, warningsOf } from '../src/dom';
 
 describe('errorText', () => {
   it('takes the platform detail as is', () => {
@@ -85,5 +85,21 @@ describe('warningsOf', () => {
     expect([...el.querySelectorAll('li')].map(li => li.textContent)).toEqual([
       'this module recommends 1 GPU; it will run on CPU and may be slow', '<b>x</b>']);
     expect(el.querySelector('b')).toBeNull();
+  });
+});
+
+describe('answerView', () => {
+  it('shows an image and offers it for download', () => {
+    URL.createObjectURL = () => 'blob:answer';
+    const el = answerView(new Blob([new Uint8Array([137, 80, 78, 71])], { type: 'image/png' }), 'image/png');
+    expect(el.querySelector('img')!.getAttribute('src')).toBe('blob:answer');
+    expect(el.querySelector('a')!.getAttribute('download')).toBe('answer.png');
+    expect(el.textContent).toContain('image/png, 4 bytes');
+  });
+  it('only offers a zip for download', () => {
+    URL.createObjectURL = () => 'blob:zip';
+    const el = answerView(new Blob([new Uint8Array(10)]), 'application/zip');
+    expect(el.querySelector('img')).toBeNull();
+    expect(el.querySelector('a')!.getAttribute('download')).toBe('answer.zip');
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { DeployConfig } from '../src/api';
-import { argsForm, checkNumber, deployForm } from '../src/forms';
+import { DeployConfig, PredictField } from '../src/api';
+import { argsForm, checkNumber, deployForm, predictForm } from '../src/forms';
 
 const config: DeployConfig = {
   item: { id: 'ai4lab-digits', kind: 'module', title: 'Digits' },
@@ -73,5 +73,51 @@ describe('argsForm', () => {
     set(form.element, 'ai4lab-arg-epochs', '0');
     set(form.element, 'ai4lab-arg-learning_rate', '2');
     expect(form.read().problems).toEqual(['epochs: must be between 1 and 1000', 'learning_rate: must be between 0.000001 and 1', 'note: give a value']);
+  });
+});
+
+describe('predictForm', () => {
+  const fields: PredictField[] = [
+    { name: 'text', file: false, required: false, type: 'String', default: 'hello' },
+    { name: 'choice', file: false, required: false, type: 'String', default: 'b', choices: ['a', 'b'] },
+    { name: 'count', file: false, required: false, type: 'Integer', default: 3, range: [1, 10] },
+    { name: 'flag', file: false, required: false, type: 'Boolean', default: false },
+    { name: 'values', file: false, required: false, type: 'List', default: [1, 2], many: true },
+    { name: 'image', file: true, required: true, type: 'Field' },
+    { name: 'accept', file: false, required: false, type: 'String', choices: ['application/json', 'image/png'] }
+  ];
+
+  it('makes one input per kind and an Answer-as choice', () => {
+    const form = predictForm(fields);
+    const el = form.element;
+    expect(el.querySelector('#ai4lab-try-choice')!.tagName).toBe('SELECT');
+    expect((el.querySelector('#ai4lab-try-count') as HTMLInputElement).type).toBe('number');
+    expect((el.querySelector('#ai4lab-try-flag') as HTMLInputElement).type).toBe('checkbox');
+    expect((el.querySelector('#ai4lab-try-values') as HTMLInputElement).value).toBe('1, 2');
+    expect((el.querySelector('#ai4lab-try-image') as HTMLInputElement).type).toBe('file');
+    expect([...el.querySelectorAll('#ai4lab-try-accept option')].map(o => (o as HTMLOptionElement).value))
+      .toEqual(['application/json', 'image/png']);
+    expect(form.read().problems).toEqual(['image: give a file']);
+  });
+
+  it('sends lists as repeated fields, booleans as words, and the answer type apart', () => {
+    const form = predictForm(fields.filter(f => f.name !== 'image'));
+    const el = form.element;
+    (el.querySelector('#ai4lab-try-values') as HTMLInputElement).value = '3.5, 4,';
+    (el.querySelector('#ai4lab-try-flag') as HTMLInputElement).checked = true;
+    (el.querySelector('#ai4lab-try-accept') as HTMLSelectElement).value = 'image/png';
+    const { values, problems } = form.read();
+    expect(problems).toEqual([]);
+    expect(values.form.getAll('values')).toEqual(['3.5', '4']);
+    expect(values.form.get('flag')).toBe('true');
+    expect(values.form.get('choice')).toBe('b');
+    expect(values.form.has('accept')).toBe(false);
+    expect(values.accept).toBe('image/png');
+  });
+
+  it('checks numbers against their range', () => {
+    const form = predictForm(fields.filter(f => f.name === 'count'));
+    (form.element.querySelector('#ai4lab-try-count') as HTMLInputElement).value = '11';
+    expect(form.read().problems).toEqual(['count: must be between 1 and 10']);
   });
 });

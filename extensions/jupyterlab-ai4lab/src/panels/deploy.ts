@@ -5,8 +5,8 @@
  */
 
 import { Deployment, PredictField } from '../api';
-import { ACTIVE, badge, busy, fill, h, showError, warningsOf } from '../dom';
-import { argsForm, deployForm, Form } from '../forms';
+import { ACTIVE, answerView, badge, busy, fill, h, showError, warningsOf } from '../dom';
+import { argsForm, deployForm, Form, predictForm, PredictRequest } from '../forms';
 import { Ctx, Panel } from './base';
 
 type Purpose = 'inference' | 'training';
@@ -34,6 +34,7 @@ export class DeployPanel extends Panel {
   // try-it box
   private target = h('select', { id: 'ai4lab-try-target' });
   private tryInputs = h('div', { class: 'ai4lab-try-inputs' });
+  private tryForm: Form<PredictRequest> | null = null;
   private tryButton = h('button', { id: 'ai4lab-try-button', class: 'jp-mod-styled jp-mod-accept', text: 'Predict' });
   private tryResult = h('div', { id: 'ai4lab-try-result' });
   private tryErrors = h('div', { class: 'ai4lab-errors' });
@@ -168,10 +169,8 @@ export class DeployPanel extends Panel {
       if (select && running.some(d => d.id === select)) {
         this.target.value = select;
       }
-      fill(this.tryInputs, ...this.fields.map(f =>
-        h('label', { class: 'ai4lab-field' }, h('span', { class: 'ai4lab-field-name', text: f.name + (f.required ? ' *' : '') }),
-          h('input', { type: f.file ? 'file' : 'text', 'data-field': f.name, id: `ai4lab-try-${f.name}` }),
-          f.description ? h('small', { text: f.description.slice(0, 120) }) : null)));
+      this.tryForm = predictForm(this.fields);
+      fill(this.tryInputs, this.tryForm.element);
     } catch (e) {
       showError(this.tryErrors, e);
     }
@@ -179,31 +178,29 @@ export class DeployPanel extends Panel {
 
   async predict(): Promise<void> {
     const id = this.item.value.trim();
-    const form = new FormData();
-    for (const input of Array.from(this.tryInputs.querySelectorAll<HTMLInputElement>('input[data-field]'))) {
-      const name = input.dataset.field!;
-      if (input.type === 'file') {
-        if (input.files?.length) {
-          form.append(name, input.files[0], input.files[0].name);
-        }
-      } else if (input.value !== '') {
-        form.append(name, input.value);
-      }
+    if (!this.tryForm) {
+      return;
     }
-    const missing = this.fields.filter(f => f.required && !form.has(f.name)).map(f => f.name);
-    if (missing.length) {
-      showError(this.tryErrors, new Error(`Give ${missing.join(', ')} first`));
+    const { values, problems } = this.tryForm.read();
+    if (problems.length) {
+      showError(this.tryErrors, new Error(problems.join('; ')));
       return;
     }
     fill(this.tryResult, h('p', { text: 'Predicting…' }));
-    const result = await busy(this.tryButton, this.tryErrors, () =>
-      this.target.value ? this.ctx.api.predict(this.target.value, form) : this.ctx.api.tryModule(id, form));
-    if (result === undefined) {
+    const answer = await busy(this.tryButton, this.tryErrors, () => this.target.value
+      ? this.ctx.api.predictAnswer(this.target.value, values.form, values.accept)
+      : this.ctx.api.tryModule(id, values.form, values.accept));
+    if (answer === undefined) {
       fill(this.tryResult);
       return;
     }
-    fill(this.tryResult, h('p', { id: 'ai4lab-try-label', class: 'ai4lab-prediction', text: predictionText(result) }),
-      h('pre', { id: 'ai4lab-try-json', text: JSON.stringify(result.predictions ?? result, null, 2) }));
+    if ('blob' in answer) {
+      fill(this.tryResult, answerView(answer.blob, answer.type));
+    } else {
+      const result = answer.json;
+      fill(this.tryResult, h('p', { id: 'ai4lab-try-label', class: 'ai4lab-prediction', text: predictionText(result) }),
+        h('pre', { id: 'ai4lab-try-json', text: JSON.stringify(result.predictions ?? result, null, 2) }));
+    }
     this.tryResult.scrollIntoView({ block: 'nearest' });
   }
 }
