@@ -1,8 +1,11 @@
 """Session-wide real servers: one ai4lab platform shared by the integration tests.
 
 Integration tests that share it are grouped on one xdist worker
-(``xdist_group("platform")``); tests that stop or restart a platform start
-their own.
+(``xdist_group("platform")``); the browser-driven ones (``"platform-browser"``)
+form a second group, so that a second worker with its own platform takes them
+while the first goes through the rest (each group uses user names of its own:
+their system accounts are shared by the machine). Tests that stop or restart a
+platform start their own.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from ai4lab.envs import ensure_env
+from ai4lab.envs import ensure_env, env_repo
 from tests.fakes import oscar_spec
 from tests.fakes.nomad import ThreadedServer
 
@@ -101,8 +101,9 @@ class FakeOscar:
                 "INPUT_FILE_PATH": str(input_file), "TMP_INPUT_DIR": str(work / "input"),
                 "TMP_OUTPUT_DIR": str(work / "output"),
             }
-            proc = subprocess.run(["bash", str(work / "script.sh")], cwd=work, env=env, capture_output=True,
-                                  text=True, timeout=300)
+            # in the repository, as an AI4OS image's WORKDIR is (deepaas-cli reads the module's files from there)
+            proc = subprocess.run(["bash", str(work / "script.sh")], cwd=env_repo(env_dir), env=env,
+                                  capture_output=True, text=True, timeout=300)
             outputs = sorted(p for p in (work / "output").rglob("*") if p.is_file())
             if proc.returncode != 0:
                 return Invocation(500, b"", proc.stdout, proc.stderr)

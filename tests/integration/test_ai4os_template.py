@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 import stat
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ import httpx
 import pytest
 import yaml
 
+from tests.integration.test_browser import browser, login  # noqa: F401 - the Chromium fixture
 from tests.integration.test_trainings import wait_status
 from tests.platform_harness import Platform
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform-browser")]
 API = "/services/ai4lab"
 TEMPLATE = Path(__file__).resolve().parents[3] / "shared" / "data" / "ai4-template"
 ITEM = "tiny-demo-tpl"
@@ -246,7 +248,6 @@ def test_catalog_check_reports_each_step(author: dict[str, Any], platform: Platf
 def git_repo(source: Path, name: str) -> Path:
     """A git repository of the module that every account can read (``file://`` clones run as the publisher)."""
     import subprocess
-    import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="ai4lab-test-git-"))
     repo = root / name
@@ -446,3 +447,57 @@ def test_every_argument_kind_and_answer_type_through_a_deployment(author: dict[s
         assert raw.status_code == 200 and raw.content == PNG and raw.headers["content-type"].startswith("image/png")
     finally:
         api.delete(f"{API}/deployments/{dep['id']}")
+
+
+def test_the_lab_panel_warns_and_takes_every_argument_kind(author: dict[str, Any], kinds: str, platform: Platform,
+                                                           browser: Any) -> None:  # noqa: F811
+    """In JupyterLab: the GPU warning in the deploy form, and the try box of the kinds module, by argument kind."""
+    admin = platform.api(platform.token("admin"))
+    assert admin.post(f"{API}/catalog/modules/{kinds}/promote").status_code == 200
+    token = platform.token("tpl-basic")
+    hub = platform.api(token)
+    r = hub.post("/hub/api/users/tpl-basic/server", json={"profile": "small", "ide": "lab", "cpu": 1, "ram_gb": 2,
+                                                         "gpu": 0})
+    assert r.status_code in (201, 202), r.text
+    platform.wait_server(token, "tpl-basic")
+    try:
+        page = login(browser, platform, "tpl-basic", "tpl-basic-password")
+        page.goto(f"{platform.url}/user/tpl-basic/lab")
+        page.wait_for_selector("li.lm-TabBar-tab[data-id='ai4lab-sidebar']", timeout=120_000)
+        page.click("li.lm-TabBar-tab[data-id='ai4lab-sidebar']")
+        page.click("#ai4lab-sidebar button[data-panel=deploy]")
+        deploy = page.locator("#ai4lab-deploy")
+        deploy.wait_for(state="visible")
+        deploy.locator("#ai4lab-deploy-item").fill(ITEM)
+        deploy.locator("#ai4lab-deploy-load").click()
+        deploy.locator(".ai4lab-warning", has_text=GPU_WARNING).wait_for(timeout=120_000)
+        # the kinds module's try box: one input per kind
+        deploy.locator("#ai4lab-deploy-item").fill(kinds)
+        deploy.locator("#ai4lab-deploy-load").click()
+        deploy.locator("#ai4lab-try-accept").wait_for(timeout=300_000)
+        assert deploy.locator("#ai4lab-try-choice").evaluate("e => e.tagName") == "SELECT"
+        assert deploy.locator("#ai4lab-try-count").get_attribute("type") == "number"
+        assert deploy.locator("#ai4lab-try-flag").get_attribute("type") == "checkbox"
+        deploy.locator("#ai4lab-try-choice").select_option("a")
+        deploy.locator("#ai4lab-try-count").fill("9")
+        deploy.locator("#ai4lab-try-flag").check()
+        deploy.locator("#ai4lab-try-values").fill("5, 6.5")
+        deploy.locator("#ai4lab-try-opts").fill('{"k": 4}')
+        deploy.locator("#ai4lab-try-button").click()
+        deploy.locator("#ai4lab-try-json, #ai4lab-try .ai4lab-error").first.wait_for(timeout=120_000)
+        assert deploy.locator("#ai4lab-try .ai4lab-error").count() == 0, deploy.locator("#ai4lab-try").inner_text()
+        out = json.loads(deploy.locator("#ai4lab-try-json").inner_text())
+        assert out["choice"] == "a" and out["count"] == 9 and out["flag"] is True
+        assert out["values"] == [5.0, 6.5] and out["opts"] == {"k": 4}
+        # a PNG answer: shown, and offered for download
+        png = Path(tempfile.mkdtemp()) / "dot.png"
+        png.write_bytes(PNG)
+        deploy.locator("#ai4lab-try-image").set_input_files(str(png))
+        deploy.locator("#ai4lab-try-accept").select_option("image/png")
+        deploy.locator("#ai4lab-try-button").click()
+        deploy.locator("#ai4lab-try-answer-image, #ai4lab-try .ai4lab-error").first.wait_for(timeout=120_000)
+        assert deploy.locator("#ai4lab-try .ai4lab-error").count() == 0, deploy.locator("#ai4lab-try").inner_text()
+        assert deploy.locator("#ai4lab-try-download").get_attribute("download") == "answer.png"
+        assert f"image/png, {len(PNG)} bytes" in deploy.locator("#ai4lab-try-result").inner_text()
+    finally:
+        hub.delete("/hub/api/users/tpl-basic/server")

@@ -17,7 +17,7 @@ from tests.integration.test_browser import browser, login, shot  # noqa: F401 - 
 from tests.integration.test_module_deployments import held_out  # noqa: F401 - the digit PNGs fixture
 from tests.platform_harness import Platform
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform-browser")]
 MARKET = "/services/ai4lab/marketplace"
 
 
@@ -67,6 +67,23 @@ def test_home_link_search_and_try_a_digit(
     page.wait_for_selector("#try-result .error", timeout=120_000)
     error = page.inner_text("#try-result .error")
     assert "image" in error.lower() and "Traceback" not in error and "{" not in error
+
+
+
+def test_try_answer_as_an_image(page: object, platform: Platform,
+                                held_out: list[tuple[Path, int]]) -> None:  # noqa: F811
+    """A module with an ``accept`` argument: its choices as "Answer as", and a PNG answer shown and offered."""
+    page.goto(f"{platform.url}{MARKET}/modules/ai4lab-image-prep")
+    page.wait_for_selector("#try-accept")
+    assert page.get_attribute("#try-size", "type") == "number" and page.get_attribute("#try-size", "max") == "64"
+    page.set_input_files("#try-image", str(held_out[0][0]))
+    page.fill("#try-size", "12")
+    page.select_option("#try-accept", "image/png")
+    page.click("#try-button")
+    page.wait_for_selector("#try-image-answer", timeout=120_000)
+    page.wait_for_function("document.querySelector('#try-image-answer').naturalWidth == 12", timeout=60_000)
+    assert page.get_attribute("#try-download", "download") == "answer.png"
+    assert "image/png" in page.inner_text("#try-result")
 
 
 def test_deploy_from_the_page(page: object, platform: Platform) -> None:

@@ -171,7 +171,6 @@ def test_other_users_cannot_see_or_cancel(platform: Platform, trainer: httpx.Cli
 
 
 def test_cli_train_follow_cancel(platform: Platform, trainer: httpx.Client, dataset: str) -> None:
-    import os
     import sys
 
     env = {**platform.env, "AI4LAB_API_URL": f"{platform.url}/services/ai4lab",

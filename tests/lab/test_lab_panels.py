@@ -22,7 +22,7 @@ from tests.integration.test_module_deployments import held_out  # noqa: F401 - t
 from tests.integration.test_trainings import upload_digit_dataset
 from tests.platform_harness import Platform
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform-browser")]
 USER, PASSWORD = "lara", "lara-password"
 API = "/services/ai4lab"
 LONG = 300_000  # ms: trainings and module environments may take a while on 2 busy cores
@@ -233,7 +233,6 @@ def test_flower_server_from_the_panel(lab: Lab, platform: Platform, tmp_path: Pa
     from ai4lab.flower.client import join  # the Flower tool's own client (issue 7)
     from tests.flower.data import digit_splits
 
-    page = lab.page
     panel = lab.open_panel("flower")
     panel.locator("#ai4lab-fl-strategy").select_option("FedProx")
     assert panel.locator("#ai4lab-fl-mu").is_visible() and not panel.locator("#ai4lab-fl-lr").is_visible()

@@ -59,13 +59,17 @@ def test_variables_point_at_the_copy(tmp_path: Path) -> None:
     assert path_variables(None, repo) == {}
 
 
-def test_models_lead_to_the_output_folder_with_what_the_repository_ships(tmp_path: Path) -> None:
-    env, ident = fake_env(tmp_path), someone()
-    work = tmp_path / "dep"
+def copy_and_output(tmp_path: Path) -> tuple[Identity, Path, Path]:
+    """A job's working copy and an (empty) output folder in the user's storage."""
+    ident = someone()
+    work, out = tmp_path / "dep", tmp_path / "storage-out"
     work.mkdir()
-    copy = working_copy(env, work, ident)
-    out = tmp_path / "storage-out"
     out.mkdir()
+    return ident, working_copy(fake_env(tmp_path), work, ident), out
+
+
+def test_models_lead_to_the_output_folder_with_what_the_repository_ships(tmp_path: Path) -> None:
+    ident, copy, out = copy_and_output(tmp_path)
     (out / "pretrained.bin").write_bytes(b"the user's own")
     link_folder(copy, "models", out, ident)
     assert (copy / "models").is_symlink() and (copy / "models").resolve() == out.resolve()
@@ -79,11 +83,6 @@ def test_models_lead_to_the_output_folder_with_what_the_repository_ships(tmp_pat
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="ownership needs root")
 def test_the_link_belongs_to_the_job_user(tmp_path: Path) -> None:
-    env, ident = fake_env(tmp_path), someone()
-    work = tmp_path / "dep"
-    work.mkdir()
-    copy = working_copy(env, work, ident)
-    out = tmp_path / "o"
-    out.mkdir()
+    ident, copy, out = copy_and_output(tmp_path)
     link_folder(copy, "models", out, ident)
     assert os.lstat(copy / "models").st_uid == ident.uid and (out / ".gitignore").stat().st_uid == ident.uid

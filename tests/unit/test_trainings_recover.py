@@ -13,6 +13,7 @@ from ai4lab import db
 from ai4lab import deployments as deps
 from ai4lab.backends.local import LocalBackend
 from ai4lab.deploy.trainings import Trainings
+from ai4lab.isolation import give
 from ai4lab.settings import Settings
 
 
@@ -37,8 +38,10 @@ async def test_recover_after_restart(tmp_path: Path) -> None:
     result.write_text(json.dumps({"output": {"model_path": "/x/model.joblib", "val_accuracy": 0.9},
                                   "mlflow_run_id": "abc"}))
     done_id = make(settings, {"pid": 2**22 - 9, "create_time": time.time(), "result": str(result)})
+    backend = LocalBackend()
+    give(result, backend.identity("ann"))  # the job wrote it, as its owner (anything else is not read)
     try:
-        await Trainings(settings, LocalBackend()).recover()
+        await Trainings(settings, backend).recover()
         assert deps.get(settings.db_url, alive_id).status == "running"
         gone = deps.get(settings.db_url, gone_id)
         assert gone.status == "failed" and "restarted" in gone.status_reason

@@ -35,6 +35,9 @@ export class DeployPanel extends Panel {
   private target = h('select', { id: 'ai4lab-try-target' });
   private tryInputs = h('div', { class: 'ai4lab-try-inputs' });
   private tryForm: Form<PredictRequest> | null = null;
+  /** Loads in flight: only the latest one's answer is shown (an environment build can make an earlier one slow). */
+  private loadSeq = 0;
+  private trySeq = 0;
   private tryButton = h('button', { id: 'ai4lab-try-button', class: 'jp-mod-styled jp-mod-accept', text: 'Predict' });
   private tryResult = h('div', { id: 'ai4lab-try-result' });
   private tryErrors = h('div', { class: 'ai4lab-errors' });
@@ -84,11 +87,15 @@ export class DeployPanel extends Panel {
       return;
     }
     const purpose = this.purpose.value as Purpose;
+    const seq = ++this.loadSeq;
     await busy(this.loadButton, this.errors, async () => {
       const [config, trainArgs] = await Promise.all([
         this.ctx.api.deployConfig('modules', id, purpose),
         purpose === 'training' ? this.ctx.api.trainArgs(id) : Promise.resolve(null)
       ]);
+      if (seq !== this.loadSeq) {
+        return; // another item was loaded meanwhile: its form wins
+      }
       const form = deployForm(config);
       const args = trainArgs ? argsForm(trainArgs) : null;
       const submit = h('button', { id: 'ai4lab-deploy-submit', class: 'jp-mod-styled jp-mod-accept',
@@ -160,8 +167,12 @@ export class DeployPanel extends Panel {
   /** The try-it box for an item: its predict fields and the deployments that can answer. */
   async loadTry(id: string, select?: string): Promise<void> {
     fill(this.tryErrors);
+    const seq = ++this.trySeq;
     try {
       const [fields, deps] = await Promise.all([this.ctx.api.predictArgs(id), this.ctx.api.deployments('module')]);
+      if (seq !== this.trySeq) {
+        return; // a slower answer for an item loaded before: the newer item's box stays
+      }
       this.fields = fields.filter(f => f.name !== 'weights');
       const running = deps.filter(d => d.spec?.item === id && d.status === 'running');
       fill(this.target, h('option', { value: '', text: 'once, without a deployment' }),
@@ -172,7 +183,9 @@ export class DeployPanel extends Panel {
       this.tryForm = predictForm(this.fields);
       fill(this.tryInputs, this.tryForm.element);
     } catch (e) {
-      showError(this.tryErrors, e);
+      if (seq === this.trySeq) {
+        showError(this.tryErrors, e);
+      }
     }
   }
 
