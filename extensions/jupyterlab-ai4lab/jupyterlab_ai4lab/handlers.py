@@ -161,8 +161,8 @@ class ForwardHandler(Ai4labHandler):
                     self.set_header(name, value)
             if ctype.startswith("text/event-stream"):
                 await self.stream(upstream)
-            else:
-                self.finish(await upstream.aread())
+            else:  # APIHandler.finish would call everything JSON: a module's PNG or zip keeps its type
+                self.finish(await upstream.aread(), set_content_type=ctype or "application/octet-stream")
         finally:
             await upstream.aclose()
 

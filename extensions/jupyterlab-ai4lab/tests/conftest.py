@@ -18,6 +18,9 @@ TOKEN = "session-token-of-alice"
 PREFIX = "/services/ai4lab"
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
+
+
 def package_tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -85,6 +88,8 @@ class PlatformHandler(BaseHTTPRequestHandler):
                 return self.reply(200, {"path": path.removeprefix("/storage/"), "size": len(body)})
             return self.reply(200, b"a,b\n1,2\n", "application/octet-stream",
                               {"Content-Disposition": 'attachment; filename="t.csv"'})
+        if path == "/catalog/modules/demo/try" and self.headers.get("Accept") == "image/png":
+            return self.reply(200, PNG, "image/png")  # a module's answer that is not JSON
         if path == "/catalog/modules/demo/package":
             return self.reply(200, package_tar(), "application/gzip")
         if path == "/catalog/modules/remote-only/package":

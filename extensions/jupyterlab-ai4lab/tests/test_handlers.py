@@ -48,6 +48,17 @@ async def test_uploads_and_downloads_keep_their_bytes(jp_fetch: Any, seen: list[
     assert r.body == b"a,b\n1,2\n" and r.headers["Content-Disposition"] == 'attachment; filename="t.csv"'
 
 
+async def test_answers_that_are_not_json_keep_their_type(jp_fetch: Any) -> None:
+    """A module answering a PNG (its DEEPaaS ``accept``): bytes and content type as the platform sent them."""
+    from tests.conftest import PNG
+
+    r = await jp_fetch("ai4lab", "api", "catalog", "modules", "demo", "try", method="POST", body=b"",
+                       headers={"Accept": "image/png"})
+    assert r.body == PNG and r.headers["Content-Type"] == "image/png"
+    r = await jp_fetch("ai4lab", "api", "storage", "t.csv")
+    assert r.headers["Content-Type"] == "application/octet-stream"
+
+
 async def test_live_logs_stream_as_server_sent_events(jp_fetch: Any) -> None:
     r = await jp_fetch("ai4lab", "api", "deployments", "d1", "logs", params={"follow": "1"})
     assert r.headers["Content-Type"].startswith("text/event-stream")
