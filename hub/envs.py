@@ -57,8 +57,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ai4lab.isolation import (NOBODY, Identity, chown_tree, give_tree, preexec, private_dir, reachable_by_others,
-                              user_env)
+from ai4lab.isolation import (NOBODY, Identity, chown_tree, give_tree, identity_of, preexec, private_dir,
+                              reachable_by_others, user_env)
 from ai4lab.runtime import (default_runtime_dir, default_user_python, make_readable, public_dir, python_version,
                             readable_copy)
 
@@ -195,9 +195,7 @@ def builder_of(item_dir: Path) -> Identity | None:
         return None
     uid = Path(item_dir).stat().st_uid
     entry = pwd.getpwuid(uid) if uid != 0 else pwd.getpwnam(NOBODY)
-    home = entry.pw_dir if uid != 0 else "/nonexistent"
-    return Identity(account=entry.pw_name, name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid,
-                    groups=tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)), home=home)
+    return identity_of(entry.pw_name, entry, home=None if uid != 0 else "/nonexistent")
 
 
 def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float,

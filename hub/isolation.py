@@ -103,6 +103,13 @@ def _useradd_lock() -> Iterator[None]:
         os.close(fd)
 
 
+def identity_of(account: str, entry: pwd.struct_passwd, home: str | None = None) -> Identity:
+    """The identity of a system user (its groups included) acting for ``account``."""
+    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return Identity(account=account, name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid,
+                    groups=groups, home=home or entry.pw_dir)
+
+
 class Accounts:
     """Finds or creates the system user of each platform account.
 
@@ -126,20 +133,15 @@ class Accounts:
         return cls(enabled=settings.isolating, prefix=settings.system_user_prefix,
                    uid_min=settings.system_uid_min, uid_max=settings.system_uid_max)
 
-    def _identity(self, account: str, entry: pwd.struct_passwd, home: str | None = None) -> Identity:
-        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-        return Identity(account=account, name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid,
-                        groups=groups, home=home or entry.pw_dir)
-
     def platform_user(self, account: str = "") -> Identity:
         entry = pwd.getpwuid(os.geteuid())
-        return self._identity(account or entry.pw_name, entry)
+        return identity_of(account or entry.pw_name, entry)
 
     def nobody(self) -> Identity:
         """The unprivileged account for code that belongs to no user (the platform's user when not isolating)."""
         if not self.enabled:
             return self.platform_user()
-        return self._identity(NOBODY, pwd.getpwnam(NOBODY), home="/nonexistent")
+        return identity_of(NOBODY, pwd.getpwnam(NOBODY), home="/nonexistent")
 
     def ensure(self, account: str, home: Path | None = None) -> Identity:
         """The identity of ``account``, creating its system user on first use."""
@@ -158,7 +160,7 @@ class Accounts:
             raise IsolationError(f"system user {name} exists with uid {entry.pw_uid}, outside ai4lab's range "
                                  f"{self.uid_min}-{self.uid_max}: it is not ai4lab's; rename it or change "
                                  "system_user_prefix")
-        ident = self._identity(account, entry)
+        ident = identity_of(account, entry)
         self._cache[account] = ident
         return ident
 

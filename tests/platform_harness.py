@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,14 @@ class Platform:
                     return srv
                 time.sleep(0.3)
         raise TimeoutError(f"server {user}/{server} not ready: {json.dumps(model)[:500]}\n{self.hub_log()[-2000:]}")
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    """``check()``'s first truthy value within ``timeout`` seconds; TimeoutError saying ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(what)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -11,21 +10,11 @@ import pytest
 
 from ai4lab.flower.client import join
 from tests.flower.data import digit_splits
-from tests.platform_harness import Platform
+from tests.platform_harness import Platform, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
 API = "/services/ai4lab"
 ROUNDS = 3
-
-
-def wait_until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(what)
 
 
 @pytest.fixture(scope="module")

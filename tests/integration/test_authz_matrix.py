@@ -29,11 +29,10 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from tests.flower.test_flower_tool import wait_until
 from tests.integration.test_catalog_api import METADATA
 from tests.integration.test_module_deployments import wait_status as wait_running
 from tests.integration.test_trainings import wait_status as wait_ended
-from tests.platform_harness import Platform
+from tests.platform_harness import Platform, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
 API = "/services/ai4lab"

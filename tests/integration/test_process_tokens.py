@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 import psutil
 import pytest
 
 from tests.integration.test_trainings import upload_digit_dataset
-from tests.platform_harness import Platform
+from tests.platform_harness import Platform, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
 API = "/services/ai4lab"
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def process_env(platform: Platform, dep_id: str) -> dict[str, str]:

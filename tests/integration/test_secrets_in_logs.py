@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_process_tokens import process_env, wait_until
+from tests.integration.test_process_tokens import process_env
 from tests.integration.test_trainings import upload_digit_dataset
-from tests.platform_harness import Platform
+from tests.platform_harness import Platform, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
 API = "/services/ai4lab"
