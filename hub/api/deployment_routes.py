@@ -25,7 +25,7 @@ from ai4lab.catalog.deploy_config import check_choice, deploy_config
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.db import Deployment
-from ai4lab.deploy import module_env, runner
+from ai4lab.deploy import module_env, runner, runner_result
 from ai4lab.deploy.module_code import working_copy
 from ai4lab.deploy.cluster import ClusterDeployments, ClusterError
 from ai4lab.deploy.modules import ModuleDeployments
@@ -416,8 +416,8 @@ class ModuleRoutes:
                     fields[name] = [*before, value] if isinstance(before, list) else [before, value]
                 else:
                     fields[name] = value
-            if answer_type(accept) and "accept" not in fields:
-                fields["accept"] = answer_type(accept)  # as DEEPaaS: the answer's type from the Accept header
+            if (wanted := answer_type(accept)) and "accept" not in fields:
+                fields["accept"] = wanted  # as DEEPaaS: the answer's type from the Accept header
             try:
                 env = await asyncio.to_thread(ensure_env, Path(item.run.package_path or ""),
                                               self.settings.envs_dir)
@@ -436,11 +436,10 @@ class ModuleRoutes:
                 isolation.run, ident, [str(env_bin(env, "python")), str(runner(self.settings, "oneshot.py"))],
                 input=request, timeout=300, cwd=repo, env=isolation.user_env(ident, work, job_env),
             )
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
-            if not lines:
+            result = runner_result(proc.stdout)
+            if result is None:
                 tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
                 raise HTTPException(500, f"the module crashed (exit code {proc.returncode}): {tail}")
-            result = json.loads(lines[-1].removeprefix("AI4LAB-RESULT "))
             if result["status"] != "OK":
                 return JSONResponse({"detail": result["reason"], "status": result["code"]},
                                     status_code=result["code"])

@@ -22,8 +22,8 @@ from typing import Any
 from ai4lab import isolation
 from ai4lab.catalog import metadata as md
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.deploy import runner
-from ai4lab.deploy.module_code import path_variables, working_copy
+from ai4lab.deploy import runner, runner_result
+from ai4lab.deploy.module_code import runner_env, working_copy
 from ai4lab.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.isolation import Accounts
 from ai4lab.settings import Settings
@@ -36,7 +36,10 @@ def _step(name: str, status: str, detail: str = "", log: str = "") -> dict[str, 
 
 
 def run_check(item: CatalogItem, settings: Settings) -> dict[str, Any]:
-    """Go through the item's steps (see the module docstring) and return the report; never raises for the item's faults."""
+    """Go through the item's steps (see the module docstring) and return the report.
+
+    Never raises for the item's own faults: they are the report's failed step.
+    """
     steps = [_metadata_step(item)]
     if steps[-1]["status"] == "ok":
         steps += _module_steps(item, settings)
@@ -78,20 +81,19 @@ def _module_steps(item: CatalogItem, settings: Settings) -> list[dict[str, str]]
         repo = working_copy(env, work, ident)
         proc = isolation.run(
             ident, [str(env_bin(env, "python")), str(runner(settings, "oneshot.py")), "--check", item.run.entry_point],
-            env=isolation.user_env(ident, work, {"PATH": f"{env}/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1",
-                                                 **path_variables(item.run.entry_point, repo)}),
+            env=isolation.user_env(ident, work, {**runner_env(env, item.run.entry_point, repo),
+                                                 "PYTHONUNBUFFERED": "1"}),
             cwd=repo, timeout=CHECK_TIMEOUT)
     except Exception as e:  # noqa: BLE001 - a timeout or a crash of the runner is the report's last step
         return [*steps, _step("run the module", "failed", f"{type(e).__name__}: {e}")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
-    if not lines:
+    module_steps = runner_result(proc.stdout)
+    if module_steps is None:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-30:])
         return [*steps, _step("run the module", "failed", f"the module's process ended with code {proc.returncode}",
                               tail)]
-    return [*steps, *(_step(s["step"], s["status"], s.get("detail", ""), s.get("log", ""))
-                      for s in json.loads(lines[-1].removeprefix("AI4LAB-RESULT ")))]
+    return [*steps, *(_step(s["step"], s["status"], s.get("detail", ""), s.get("log", "")) for s in module_steps)]
 
 
 def _path(settings: Settings, kind: str, item_id: str) -> Path:

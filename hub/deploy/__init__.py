@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ai4lab.runtime import runner_scripts
 
@@ -16,6 +17,16 @@ if TYPE_CHECKING:
 def runner(settings: Settings, name: str) -> Path:
     """A runner script (``oneshot.py``, ``train_runner.py``, ``batch_runner.py``) where user accounts can read it."""
     return runner_scripts(settings.runtime_dir) / name
+
+
+#: The line prefix before the JSON answer of a runner script (``oneshot.py``, ``train_runner.py``).
+RESULT_MARK = "AI4LAB-RESULT "
+
+
+def runner_result(stdout: str) -> Any:
+    """The JSON answer a runner printed last, or None when it printed none (the module broke it first)."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    return json.loads(lines[-1].removeprefix(RESULT_MARK)) if lines else None
 
 
 def module_env(settings: Settings, backend: LocalBackend, owner: str, env_dir: Path, home: Path,

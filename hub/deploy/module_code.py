@@ -53,6 +53,11 @@ def path_variables(app: str | None, repo: Path) -> dict[str, str]:
     return {f"{prefix}_DATA_PATH": str(repo / "data"), f"{prefix}_MODELS_PATH": str(repo / "models")}
 
 
+def runner_env(env: Path, app: str | None, repo: Path) -> dict[str, str]:
+    """Variables of a short runner (describing or checking arguments, a report) in the environment's own repository."""
+    return {"PATH": f"{env}/bin:/usr/bin:/bin", **path_variables(app, repo)}
+
+
 def code_variables(env: Path, repo: Path, app: str | None) -> dict[str, str]:
     """What a process running the module's code from ``repo`` needs besides the platform's variables."""
     out = path_variables(app, repo)

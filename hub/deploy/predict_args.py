@@ -8,14 +8,13 @@ immutable, so its arguments never change.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ai4lab import isolation
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.deploy import runner
-from ai4lab.deploy.module_code import path_variables
+from ai4lab.deploy import runner, runner_result
+from ai4lab.deploy.module_code import runner_env
 from ai4lab.envs import ensure_env, env_bin, env_repo
 from ai4lab.isolation import Accounts
 from ai4lab.settings import get_settings
@@ -37,11 +36,9 @@ def describe_predict(item: CatalogItem, envs_dir: Path | None = None) -> list[di
         repo = env_repo(env)  # modules read their files relative to their repository
         proc = isolation.run(ident, [str(env_bin(env, "python")), str(runner(settings, "oneshot.py")), "--describe",
                                      key[1]],
-                             env=isolation.user_env(ident, "/", {"PATH": f"{env}/bin:/usr/bin:/bin",
-                                                                 **path_variables(key[1], repo)}),
-                             cwd=repo)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
-        if not lines:
+                             env=isolation.user_env(ident, "/", runner_env(env, key[1], repo)), cwd=repo)
+        described = runner_result(proc.stdout)
+        if described is None:
             raise RuntimeError("the module's predict arguments could not be read")
-        _cache[key] = json.loads(lines[-1].removeprefix("AI4LAB-RESULT "))
+        _cache[key] = described
     return _cache[key]

@@ -25,8 +25,8 @@ from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.db import Deployment
-from ai4lab.deploy import module_env, runner
-from ai4lab.deploy.module_code import link_folder, path_variables, working_copy
+from ai4lab.deploy import module_env, runner, runner_result
+from ai4lab.deploy.module_code import link_folder, runner_env, working_copy
 from ai4lab.envs import ensure_env, env_bin, env_repo
 from ai4lab.isolation import give_tree
 from ai4lab.process_tokens import issue_process_token
@@ -77,15 +77,14 @@ class Trainings:
             repo = env_repo(env)
             proc = isolation.run(ident, [str(env_bin(env, "python")), str(runner(self.settings, "train_runner.py")),
                                          str(work / "request.json"), flag],
-                                 env=isolation.user_env(ident, work, {"PATH": f"{env}/bin:/usr/bin:/bin",
-                                                                      **path_variables(request["model"], repo)}),
+                                 env=isolation.user_env(ident, work, runner_env(env, request["model"], repo)),
                                  cwd=repo)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("AI4LAB-RESULT ")]
-        if not lines:
+        result = runner_result(proc.stdout)
+        if result is None:
             raise TrainingError(f"the module could not be loaded: {proc.stderr.strip()[-500:]}", 500)
-        return json.loads(lines[-1].removeprefix("AI4LAB-RESULT "))
+        return result
 
     def describe_args(self, item: CatalogItem) -> dict[str, Any]:
         return self._runner(self.env_for(item), {"model": item.run.entry_point}, "--describe")
