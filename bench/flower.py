@@ -32,9 +32,9 @@ from statistics import mean
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ai4lab.envs import ensure_env, env_bin  # noqa: E402
+from ai4lab.core.envs import ensure_env, env_bin  # noqa: E402
 from ai4lab.flower.client import command, join  # noqa: E402
-from ai4lab.settings import bundled_catalog_path  # noqa: E402
+from ai4lab.core.settings import bundled_catalog_path  # noqa: E402
 from tests.flower.data import digit_splits  # noqa: E402
 from tests.platform_harness import Platform, free_port  # noqa: E402
 

@@ -20,9 +20,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ai4lab import deployments as deps  # noqa: E402
-from ai4lab.envs import ensure_env, env_bin  # noqa: E402
-from ai4lab.settings import bundled_catalog_path  # noqa: E402
+from ai4lab.core import deployments as deps  # noqa: E402
+from ai4lab.core.envs import ensure_env, env_bin  # noqa: E402
+from ai4lab.core.settings import bundled_catalog_path  # noqa: E402
 from bench.load import percentile  # noqa: E402
 from tests.platform_harness import Platform  # noqa: E402
 

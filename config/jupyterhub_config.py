@@ -7,7 +7,7 @@
 #   c.GenericOAuthenticator.client_id = "..."; c.GenericOAuthenticator.client_secret = "..."
 #   c.GenericOAuthenticator.authorize_url / token_url / userdata_url = ...
 #   c.GenericOAuthenticator.allow_all = True
-from ai4lab.hubconfig import configure
+from ai4lab.jhub.hubconfig import configure
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 configure(c)

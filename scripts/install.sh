@@ -10,7 +10,7 @@ ROOT=$(pwd)
 WITH_TEST=${1:-}
 VENV=${AI4LAB_VENV:-$ROOT/.venv}
 # What user accounts execute lives under the runtime prefix: as root, /opt/ai4lab (root's own
-# home and pyenv's Python are private); the same rule as ai4lab.runtime.default_runtime_dir.
+# home and pyenv's Python are private); the same rule as ai4lab.core.runtime.default_runtime_dir.
 if [ "$(id -u)" = 0 ]; then RUNTIME=${AI4LAB_RUNTIME_DIR:-/opt/ai4lab}; else RUNTIME=${AI4LAB_RUNTIME_DIR:-$HOME/.cache/ai4lab}; fi
 TOOLS=${AI4LAB_TOOLS_DIR:-$RUNTIME/tools}
 PY=${PYTHON:-python3}

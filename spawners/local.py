@@ -20,10 +20,10 @@ from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import Dict, Float, List, Unicode, default
 
-from ai4lab import deployments as deps
+from ai4lab.core import deployments as deps
 from ai4lab.backends.local import LocalBackend
-from ai4lab.isolation import give, private_dir
-from ai4lab.settings import get_settings
+from ai4lab.core.isolation import give, private_dir
+from ai4lab.core.settings import get_settings
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
 
@@ -112,7 +112,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
         return [g for g in self.gpu_inventory if g["id"] not in used or g["id"] in mine]
 
     def _gpu_models(self) -> list[Any]:
-        from ai4lab.settings import GpuDevice
+        from ai4lab.core.settings import GpuDevice
 
         return [GpuDevice(**g) for g in self.gpu_inventory]
 

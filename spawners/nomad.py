@@ -23,10 +23,10 @@ import httpx
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from ai4lab import deployments as deps
+from ai4lab.core import deployments as deps
 from ai4lab.backends.nomad import NomadBackend, NomadError, endpoints_from_allocation
 from ai4lab.nomad import MAIN_TASK, NomadJobSpec, load_defaults, load_federation
-from ai4lab.settings import GpuDevice, get_settings
+from ai4lab.core.settings import GpuDevice, get_settings
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
 

@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
 
-from ai4lab.settings import GpuDevice, Quota
+from ai4lab.core.settings import GpuDevice, Quota
 
 IDES: dict[str, dict[str, str]] = {
     "lab": {"display_name": "JupyterLab", "default_url": "/lab"},

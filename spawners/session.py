@@ -16,9 +16,9 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Dict, List, Unicode, default
 
-from ai4lab import accounts
-from ai4lab import deployments as deps
-from ai4lab.settings import Quota, get_settings
+from ai4lab.core import accounts
+from ai4lab.core import deployments as deps
+from ai4lab.core.settings import Quota, get_settings
 from ai4lab.spawners.profiles import DEFAULT_PROFILES, IDES, SessionOptions, validate_options
 
 

@@ -77,7 +77,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_da
              fake_oscar: Any) -> Iterator[Platform]:
     # two pretend GPUs: the inventory logic (CUDA_VISIBLE_DEVICES, exclusivity) needs no real device
     gpus = '[{"id": "0", "model": "Tesla T4"}, {"id": "1", "model": "Tesla T4"}]'
-    from ai4lab.settings import bundled_catalog_path
+    from ai4lab.core.settings import bundled_catalog_path
 
     sources = [
         {"name": "bundled", "type": "folder", "path": str(bundled_catalog_path())},

@@ -14,15 +14,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse
 
-from ai4lab import accounts
-from ai4lab import deployments as deps
+from ai4lab.core import accounts
+from ai4lab.core import deployments as deps
 from ai4lab.api.auth import HubUser
 from ai4lab.api.marketplace_pages import _env
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.check import last_reports
-from ai4lab.isolation import describe_mode
-from ai4lab.limits import CgroupLimits
-from ai4lab.settings import Settings
+from ai4lab.core.isolation import describe_mode
+from ai4lab.core.limits import CgroupLimits
+from ai4lab.core.settings import Settings
 
 
 def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:

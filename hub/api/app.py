@@ -18,8 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ai4lab import __version__, accounts
-from ai4lab import deployments as deps
+from ai4lab import __version__
+
+from ai4lab.core import accounts
+from ai4lab.core import deployments as deps
 from ai4lab.api import admin_pages, catalog_routes, deployment_routes, inference_routes, marketplace_pages, tool_routes
 from ai4lab.api.auth import HubAuthenticator, HubUser
 from ai4lab.catalog import Catalog
@@ -29,15 +31,15 @@ from ai4lab.deploy.cluster import CVAT_ITEM, ClusterDeployments
 from ai4lab.deploy.pipelines import Step
 from ai4lab.flower.config import FlowerConfig
 from ai4lab.spawners.profiles import SessionOptions
-from ai4lab.db import Deployment
+from ai4lab.core.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.tools import ToolDeployments
 from ai4lab.deploy.trainings import Trainings
-from ai4lab.hubclient import HubClient, HubError
-from ai4lab.process_tokens import revoke_ended_tokens
-from ai4lab.secret_box import box_for
-from ai4lab.settings import Settings, get_settings
-from ai4lab.storage import OwnedStorage, StoragePathError, UserStorage
+from ai4lab.client.hub import HubClient, HubError
+from ai4lab.core.process_tokens import revoke_ended_tokens
+from ai4lab.core.secret_box import box_for
+from ai4lab.core.settings import Settings, get_settings
+from ai4lab.core.storage import OwnedStorage, StoragePathError, UserStorage
 
 KINDS = ("ide", "module", "training", "batch", "tool", "serverless", "pipeline")
 

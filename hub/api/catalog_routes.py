@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ai4lab import accounts
+from ai4lab.core import accounts
 from ai4lab.api.auth import HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import added_sources
@@ -22,9 +22,9 @@ from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.catalog.model import KINDS, CatalogItem
 from ai4lab.catalog.registry import ANONYMOUS, Viewer
 from ai4lab.catalog.render import description_html
-from ai4lab.isolation import Accounts
-from ai4lab.settings import Settings
-from ai4lab.storage import StoragePathError, resolve_in_storage
+from ai4lab.core.isolation import Accounts
+from ai4lab.core.settings import Settings
+from ai4lab.core.storage import StoragePathError, resolve_in_storage
 
 KindPath = Literal["modules", "tools"]
 

@@ -16,24 +16,24 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from ai4lab import accounts, isolation
-from ai4lab import deployments as deps
+from ai4lab.core import accounts, isolation
+from ai4lab.core import deployments as deps
 from ai4lab.api.auth import HubUser
 from ai4lab.api.mlflow_gateway import HOP_HEADERS
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.deploy_config import check_choice, deploy_config
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.catalog.registry import Viewer
-from ai4lab.db import Deployment
+from ai4lab.core.db import Deployment
 from ai4lab.deploy import module_env, runner, runner_result
 from ai4lab.deploy.module_code import working_copy
 from ai4lab.deploy.cluster import ClusterDeployments, ClusterError
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.trainings import TrainingError, Trainings
-from ai4lab.envs import EnvBuildError, ensure_env, env_bin
-from ai4lab.isolation import give_tree
-from ai4lab.settings import Settings
-from ai4lab.storage import StoragePathError, resolve_in_storage
+from ai4lab.core.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.core.isolation import give_tree
+from ai4lab.core.settings import Settings
+from ai4lab.core.storage import StoragePathError, resolve_in_storage
 
 HOP = HOP_HEADERS | {"content-encoding"}
 

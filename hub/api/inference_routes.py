@@ -15,15 +15,15 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from ai4lab import accounts
+from ai4lab.core import accounts
 from ai4lab.api.auth import HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.registry import Viewer
-from ai4lab.db import Deployment
+from ai4lab.core.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments
 from ai4lab.deploy.pipelines import Pipelines, Value
 from ai4lab.deploy.serverless import NOT_CONFIGURED, InferenceError, ServerlessDeployments
-from ai4lab.settings import Settings
+from ai4lab.core.settings import Settings
 
 KINDS = ("serverless", "pipeline")
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ai4lab import accounts
+from ai4lab.core import accounts
 from ai4lab.api.auth import HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.deploy_config import deploy_config
@@ -27,8 +27,8 @@ from ai4lab.catalog.model import KINDS, CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.catalog.render import description_html
 from ai4lab.deploy.predict_args import describe_predict as read_predict_args
-from ai4lab.envs import EnvBuildError
-from ai4lab.settings import Settings
+from ai4lab.core.envs import EnvBuildError
+from ai4lab.core.settings import Settings
 
 PER_PAGE = 12
 FILTERS = ("task", "category", "tag", "library")

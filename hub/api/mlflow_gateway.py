@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ai4lab.api.auth import XSRF_COOKIE, HubAuthenticator
 from ai4lab.backends.local import kill_tree
-from ai4lab.settings import Settings, get_settings
+from ai4lab.core.settings import Settings, get_settings
 
 #: MLflow's UI adds a header of each cookie with this prefix to its requests (``getDefaultHeaders``).
 MLFLOW_XSRF_COOKIE = "mlflow-request-header-X-XSRFToken"

@@ -20,19 +20,19 @@ import asyncio
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from ai4lab import accounts
-from ai4lab import deployments as deps
+from ai4lab.core import accounts
+from ai4lab.core import deployments as deps
 from ai4lab.api.auth import HubUser
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.registry import Viewer
-from ai4lab.db import Deployment
+from ai4lab.core.db import Deployment
 from ai4lab.api.deployment_routes import ModuleRoutes, cpu_only
 from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.deploy.cluster import CVAT_ITEM, ClusterDeployments, ClusterError
 from ai4lab.deploy.tools import ToolDeployments, ToolError
-from ai4lab.isolation import Accounts, give, give_tree
-from ai4lab.secret_box import box_for
-from ai4lab.settings import Settings
+from ai4lab.core.isolation import Accounts, give, give_tree
+from ai4lab.core.secret_box import box_for
+from ai4lab.core.settings import Settings
 
 #: Roles that may start tools (Flower servers, CVAT): the overview's intermediate and advanced users.
 TOOL_ROLES = ("intermediate", "advanced")
@@ -83,8 +83,8 @@ class ToolRoutes:
         @r.post("/deployments/{dep_id}/cvat/export", status_code=201,
                 summary="Export a CVAT task's annotations into datasets/<name>/ of the owner's storage")
         async def cvat_export(dep_id: str, body: CvatExportRequest, user: User) -> dict[str, Any]:
-            from ai4lab.cvat_export import ExportError, export_task_annotations
-            from ai4lab.storage import StoragePathError, clean_relpath
+            from ai4lab.deploy.cvat_export import ExportError, export_task_annotations
+            from ai4lab.core.storage import StoragePathError, clean_relpath
 
             dep = self.cvat(dep_id, user)
             access = ClusterDeployments.cvat_access(dep, self.box)

@@ -6,10 +6,10 @@ plus its start time, so that a recycled pid is never mistaken for it after a
 platform restart.
 
 ``submit`` is the one launcher of user code on this machine: every job runs
-as its owner's system user (see ``ai4lab.isolation``) with a clean
+as its owner's system user (see ``ai4lab.core.isolation``) with a clean
 environment, so no code path can forget to drop privileges. A job without an
 owner is refused while the platform isolates users. Each job also gets its own
-cgroup (``ai4lab.limits``) with the CPU and memory it asked for; a job whose
+cgroup (``ai4lab.core.limits``) with the CPU and memory it asked for; a job whose
 group saw an out-of-memory kill is ended whole and reported with the reason.
 """
 
@@ -26,10 +26,10 @@ from typing import Any
 
 import psutil
 
-from ai4lab import isolation
+from ai4lab.core import isolation
 from ai4lab.backends.base import Backend, JobSpec, JobStatus
-from ai4lab.isolation import Accounts, Identity, IsolationError
-from ai4lab.limits import CgroupLimits, Group
+from ai4lab.core.isolation import Accounts, Identity, IsolationError
+from ai4lab.core.limits import CgroupLimits, Group
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class LocalBackend(Backend):
     @property
     def accounts(self) -> Accounts:
         if self._accounts is None:
-            from ai4lab.settings import get_settings
+            from ai4lab.core.settings import get_settings
 
             self._accounts = Accounts.from_settings(get_settings())
         return self._accounts
@@ -135,7 +135,7 @@ class LocalBackend(Backend):
     @property
     def limits(self) -> CgroupLimits:
         if self._limits is None:
-            from ai4lab.settings import get_settings
+            from ai4lab.core.settings import get_settings
 
             self._limits = CgroupLimits(get_settings().cgroup_parent)
         return self._limits

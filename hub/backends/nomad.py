@@ -224,7 +224,7 @@ class NomadBackend(Backend):
 
     @classmethod
     def from_settings(cls, nomad: Any) -> NomadBackend:
-        """The backend of the platform settings' ``nomad`` section (``ai4lab.settings.NomadSettings``)."""
+        """The backend of the platform settings' ``nomad`` section (``ai4lab.core.settings.NomadSettings``)."""
         from ai4lab.nomad.config import load_defaults, load_federation
 
         verify: bool | str = False if nomad.skip_verify else (nomad.ca_cert or True)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from ai4lab.catalog.metadata import find_metadata_file
 from ai4lab.catalog.sources import shallow_clone
-from ai4lab.settings import Settings, SourceConfig
+from ai4lab.core.settings import Settings, SourceConfig
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 

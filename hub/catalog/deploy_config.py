@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ai4lab.catalog.model import CatalogItem, Resources
-from ai4lab.settings import GpuDevice, Quota
+from ai4lab.core.settings import GpuDevice, Quota
 
 DEFAULT_CPU = 1
 DEFAULT_RAM_MB = 2000

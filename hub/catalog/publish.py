@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab.catalog import metadata as md
-from ai4lab.db import PublishedItem, session_scope
+from ai4lab.core.db import PublishedItem, session_scope
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,99}$")
 PUBLISH_ROLES = ("intermediate", "advanced")
@@ -57,9 +57,9 @@ def copy_package(src: Path, packages_root: Path, item_id: str, owner_ids: tuple[
     replaces with a link) the folder in their storage, and the platform must
     never follow a link out of it. Links are left out of the copy. The copy
     belongs to the publisher, which is how environment builds know to run the
-    package's build code as them (``ai4lab.envs.builder_of``).
+    package's build code as them (``ai4lab.core.envs.builder_of``).
     """
-    from ai4lab.isolation import chown_tree
+    from ai4lab.core.isolation import chown_tree
 
     packages_root.mkdir(parents=True, exist_ok=True)
     os.chmod(packages_root, 0o700)
@@ -95,7 +95,7 @@ def clone_as(ident: Any, url: str, ref: str | None) -> tuple[Path, str]:
     their rights, not the platform's, so nobody publishes a copy of files
     they could not read.
     """
-    from ai4lab import isolation
+    from ai4lab.core import isolation
 
     work = Path(tempfile.mkdtemp(prefix="ai4lab-publish-"))
     isolation.give(work, ident, 0o700)
@@ -125,7 +125,7 @@ def from_clone(req: PublishRequest, clone: Path, commit: str, uid: int) -> Publi
 
     ``uid``: the publisher's, who wrote the clone; its files are read without following links.
     """
-    from ai4lab.isolation import read_written_by
+    from ai4lab.core.isolation import read_written_by
 
     update: dict[str, Any] = {"package_path": "(git)"}
     if req.metadata is None and req.metadata_yaml is None:

@@ -21,8 +21,8 @@ from sqlalchemy import select
 from ai4lab.catalog import metadata as md
 from ai4lab.catalog.model import CatalogItem, ItemError, Kind
 from ai4lab.catalog.sources import LoadResult, RemoteCatalog, RepoSource, load_folder_source
-from ai4lab.settings import Settings, SourceConfig
-from ai4lab.db import PublishedItem, session_scope
+from ai4lab.core.settings import Settings, SourceConfig
+from ai4lab.core.db import PublishedItem, session_scope
 
 SORTS = ("relevance", "title", "updated", "-updated")
 _WORD = re.compile(r"[\w.+-]+")

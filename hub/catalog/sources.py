@@ -26,7 +26,7 @@ import httpx
 from ai4lab.catalog.metadata import (LEGACY_FILE, METADATA_FILES, MetadataError, find_metadata_file, load_folder,
                                      parse_text, to_item, validate)
 from ai4lab.catalog.model import KINDS, CatalogItem, ItemError, Kind
-from ai4lab.settings import SourceConfig
+from ai4lab.core.settings import SourceConfig
 
 
 @dataclass

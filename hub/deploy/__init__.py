@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ai4lab.runtime import runner_scripts
+from ai4lab.core.runtime import runner_scripts
 
 if TYPE_CHECKING:
     from ai4lab.backends.local import LocalBackend
-    from ai4lab.settings import Settings
+    from ai4lab.core.settings import Settings
 
 
 def runner(settings: Settings, name: str) -> Path:

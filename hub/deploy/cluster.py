@@ -11,7 +11,7 @@ or a failed task is ``failed`` with the reason, a training that exits 0 has
 The CVAT tool (catalog item ``ai4lab-cvat``) is one job rendered by
 ``ai4lab.nomad.cvat.render_cvat_job`` with an admin password generated per
 deployment; the password is kept only in ``backend_state``, sealed with the
-state folder's key (``ai4lab.secret_box``; never in the deployment dict, never
+state folder's key (``ai4lab.core.secret_box``; never in the deployment dict, never
 logged), and opened for the owner by ``cvat_access``. The storage credentials
 go to Nomad in the job and are not kept by the platform.
 """
@@ -24,15 +24,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ai4lab import deployments as deps
+from ai4lab.core import deployments as deps
 from ai4lab.backends.nomad import NomadBackend, NomadError
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.db import Deployment
+from ai4lab.core.db import Deployment
 from ai4lab.nomad import NomadJobSpec
 from ai4lab.nomad.cvat import render_cvat_job
 from ai4lab.nomad.jobs import StorageSpec
-from ai4lab.secret_box import SecretBox, box_for
-from ai4lab.settings import GpuDevice, Settings
+from ai4lab.core.secret_box import SecretBox, box_for
+from ai4lab.core.settings import GpuDevice, Settings
 
 log = logging.getLogger("ai4lab.deploy.cluster")
 CVAT_ITEM = "ai4lab-cvat"

@@ -5,7 +5,7 @@ Why: an AI4OS image clones the module's repository into ``/srv`` and runs
 ``data/`` and ``models/`` folders relative to the repository (the working
 folder, or the package's parent folder), and write there too: every
 container has its own writable copy. On one machine the environment's copy
-of the repository (``ai4lab.envs.env_repo``) is shared and read-only, so each
+of the repository (``ai4lab.core.envs.env_repo``) is shared and read-only, so each
 job (a DEEPaaS server, a training, a *Try*) gets its own copy, owned by the
 job's user, and runs in it. With an editable install (the template's way)
 ``PYTHONPATH`` points at the copy, so that the package's ``__file__`` is in
@@ -19,9 +19,9 @@ import re
 import shutil
 from pathlib import Path
 
-from ai4lab import isolation
-from ai4lab.envs import env_info, env_repo
-from ai4lab.isolation import Identity
+from ai4lab.core import isolation
+from ai4lab.core.envs import env_info, env_repo
+from ai4lab.core.isolation import Identity
 
 
 def working_copy(env: Path, workdir: Path, ident: Identity) -> Path:

@@ -18,15 +18,15 @@ from typing import Any
 import httpx
 from jupyterhub.utils import random_port
 
-from ai4lab import deployments as deps
+from ai4lab.core import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.deploy import module_env
 from ai4lab.deploy.module_code import working_copy
-from ai4lab.db import Deployment
-from ai4lab.envs import EnvBuildError, ensure_env, env_bin
-from ai4lab.settings import Settings
+from ai4lab.core.db import Deployment
+from ai4lab.core.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.core.settings import Settings
 
 log = logging.getLogger("ai4lab.deploy")
 READY_TIMEOUT = 180.0

@@ -21,14 +21,14 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ai4lab import deployments as deps
+from ai4lab.core import deployments as deps
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.db import Deployment
+from ai4lab.core.db import Deployment
 from ai4lab.deploy.modules import ModuleDeployments, api_prefix
 from ai4lab.deploy.predict_args import describe_predict
 from ai4lab.deploy.serverless import InferenceError, ServerlessDeployments
-from ai4lab.envs import EnvBuildError
-from ai4lab.settings import Settings
+from ai4lab.core.envs import EnvBuildError
+from ai4lab.core.settings import Settings
 
 STEP_KINDS = ("module", "serverless")
 #: Largest file output echoed back (base64) in a pipeline's per-step report.

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ai4lab import isolation
+from ai4lab.core import isolation
 from ai4lab.catalog.model import CatalogItem
 from ai4lab.deploy import runner, runner_result
 from ai4lab.deploy.module_code import runner_env
-from ai4lab.envs import ensure_env, env_bin, env_repo
-from ai4lab.isolation import Accounts
-from ai4lab.settings import get_settings
+from ai4lab.core.envs import ensure_env, env_bin, env_repo
+from ai4lab.core.isolation import Accounts
+from ai4lab.core.settings import get_settings
 
 _cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
 

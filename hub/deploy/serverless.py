@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ai4lab import deployments as deps
+from ai4lab.core import deployments as deps
 from ai4lab.backends.oscar import OscarBackend, OscarConfig, OscarError
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.db import Deployment
+from ai4lab.core.db import Deployment
 from ai4lab.deploy.predict_args import describe_predict
-from ai4lab.envs import EnvBuildError
+from ai4lab.core.envs import EnvBuildError
 from ai4lab.oscar import OscarResult, build_service, encode_request, service_name
 from ai4lab.oscar.service import file_argument
-from ai4lab.settings import Settings
+from ai4lab.core.settings import Settings
 
 NOT_CONFIGURED = (
     "serverless inference needs an OSCAR cluster and none is configured: set oscar_endpoint and "

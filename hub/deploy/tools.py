@@ -14,7 +14,7 @@ the validated config, a file of SHA-256 hashes of the deployment's tokens
 date (rounds, clients), MLflow credentials of the owner, and the owner's
 storage folder ``models/ai4lab-flower/<id>/`` for the final global model. The
 token itself lives only in the deployment's ``backend_state``, sealed with the
-state folder's key (``ai4lab.secret_box``; never returned by the deployment
+state folder's key (``ai4lab.core.secret_box``; never returned by the deployment
 dict, never logged), and is shown to the owner on request.
 """
 
@@ -32,19 +32,19 @@ from urllib.parse import urlparse
 
 from jupyterhub.utils import random_port
 
-from ai4lab import deployments as deps
+from ai4lab.core import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
-from ai4lab.runtime import readable_copy
+from ai4lab.core.runtime import readable_copy
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.db import Deployment
-from ai4lab.envs import EnvBuildError, ensure_env, env_bin
-from ai4lab.isolation import read_written_by
+from ai4lab.core.db import Deployment
+from ai4lab.core.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.core.isolation import read_written_by
 from ai4lab.flower.config import FlowerConfigError, validate_config
-from ai4lab.process_tokens import issue_process_token
-from ai4lab.secret_box import box_for
-from ai4lab.settings import Settings, bundled_catalog_path
-from ai4lab.storage import resolve_in_storage
+from ai4lab.core.process_tokens import issue_process_token
+from ai4lab.core.secret_box import box_for
+from ai4lab.core.settings import Settings, bundled_catalog_path
+from ai4lab.core.storage import resolve_in_storage
 
 log = logging.getLogger("ai4lab.tools")
 READY_TIMEOUT = 120.0

@@ -19,19 +19,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ai4lab import accounts, isolation
-from ai4lab import deployments as deps
+from ai4lab.core import accounts, isolation
+from ai4lab.core import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.db import Deployment
+from ai4lab.core.db import Deployment
 from ai4lab.deploy import module_env, runner, runner_result
 from ai4lab.deploy.module_code import link_folder, runner_env, working_copy
-from ai4lab.envs import ensure_env, env_bin, env_repo
-from ai4lab.isolation import give_tree
-from ai4lab.process_tokens import issue_process_token
-from ai4lab.settings import Settings
-from ai4lab.storage import StoragePathError, resolve_in_storage
+from ai4lab.core.envs import ensure_env, env_bin, env_repo
+from ai4lab.core.isolation import give_tree
+from ai4lab.core.process_tokens import issue_process_token
+from ai4lab.core.settings import Settings
+from ai4lab.core.storage import StoragePathError, resolve_in_storage
 
 log = logging.getLogger("ai4lab.trainings")
 JOB_KINDS = ("training", "batch")

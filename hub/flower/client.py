@@ -7,7 +7,7 @@
 
 From anywhere ai4lab is installed (a session, another backend, another site):
 it builds (once, cached) the module's Flower environment -- the module's own
-package with its ``flower`` extra, see :func:`ai4lab.envs.ensure_env` -- and
+package with its ``flower`` extra, see :func:`ai4lab.core.envs.ensure_env` -- and
 runs a Flower SuperNode in it (``node.py``) that authenticates with the token.
 The server then ships its ClientApp, which calls the module's Flower adapter
 (``<package>.flower``: the module's own training on ``--data`` as the fit step).
@@ -27,8 +27,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from ai4lab.envs import ensure_env, env_bin
-from ai4lab.settings import bundled_catalog_path
+from ai4lab.core.envs import ensure_env, env_bin
+from ai4lab.core.settings import bundled_catalog_path
 
 NODE = Path(__file__).resolve().parent / "node.py"
 TOKEN_VAR = "AI4LAB_FLOWER_TOKEN"

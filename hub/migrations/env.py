@@ -1,9 +1,9 @@
-"""Alembic environment: runs migrations on the engine handed over by ``ai4lab.db.upgrade``."""
+"""Alembic environment: runs migrations on the engine handed over by ``ai4lab.core.db.upgrade``."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from ai4lab.db import Base
+from ai4lab.core.db import Base
 
 config = context.config
 engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url"))

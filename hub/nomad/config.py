@@ -257,8 +257,10 @@ def _load(path: Path, model: type[M], what: str) -> M:
 
 
 def default_config_dir() -> Path:
-    """``config/nomad`` of the source tree."""
-    return Path(__file__).resolve().parents[2] / "config" / "nomad"
+    """``config/nomad``: the job defaults and example files."""
+    from ai4lab.core.runtime import shipped
+
+    return shipped("nomad")
 
 
 def load_defaults(path: Path | str | None = None) -> NomadDefaults:

@@ -17,7 +17,7 @@ import yaml
 
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.model import ItemError
-from ai4lab.settings import SourceConfig
+from ai4lab.core.settings import SourceConfig
 from tests import ai4os_data
 
 DATA = ai4os_data.DATA

@@ -8,7 +8,7 @@ import pytest
 
 from ai4lab.catalog.deploy_config import MAX_DISK_MB, check_choice, deploy_config
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.settings import GpuDevice, Quota, Settings
+from ai4lab.core.settings import GpuDevice, Quota, Settings
 from tests.catalog.helpers import CatalogEnv
 
 TWO_GPUS = [GpuDevice(id="0", model="Tesla T4"), GpuDevice(id="1", model="Tesla V100")]

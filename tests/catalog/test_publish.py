@@ -11,7 +11,7 @@ import yaml
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import publish as pub
 from ai4lab.catalog.registry import ANONYMOUS, Viewer
-from ai4lab.db import PublishedItem, session_scope
+from ai4lab.core.db import PublishedItem, session_scope
 from tests.catalog.helpers import DATA, all_ids, raw
 
 ALICE = Viewer(name="alice", vo="vo.imagine-ai.eu")

@@ -11,7 +11,7 @@ import pytest
 
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.sources import RemoteCatalog, load_folder_source
-from ai4lab.settings import SourceConfig
+from ai4lab.core.settings import SourceConfig
 from tests import ai4os_data
 from tests.catalog.conftest import new_db
 from tests.catalog.helpers import DATA, MODULES_SOURCE, TOOLS_SOURCE, all_ids

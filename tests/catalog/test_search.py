@@ -11,7 +11,7 @@ from ai4_metadata import migrate as ai4_migrate
 
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import publish as pub
-from ai4lab.settings import SourceConfig
+from ai4lab.core.settings import SourceConfig
 from tests import ai4os_data
 from tests.catalog.helpers import DATA, MODULES_SOURCE, TOOLS_SOURCE, CatalogEnv, all_ids, raw
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ai4lab.catalog import Catalog
-from ai4lab.settings import SourceConfig
+from ai4lab.core.settings import SourceConfig
 from tests import ai4os_data
 from tests.catalog.conftest import new_db
 from tests.catalog.helpers import (

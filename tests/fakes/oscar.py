@@ -16,7 +16,7 @@ the background and records a job whose logs ``/system/logs`` serves.
 The container is the one thing imitated: instead of pulling the service's
 image, the script runs with the cached environment of the catalog module that
 image was built from (``images`` maps image -> module folder, built with
-``ai4lab.envs.ensure_env``) first on PATH, so the module's real ``deepaas-cli``
+``ai4lab.core.envs.ensure_env``) first on PATH, so the module's real ``deepaas-cli``
 runs the generated script.
 """
 
@@ -40,7 +40,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from ai4lab.envs import ensure_env, env_repo
+from ai4lab.core.envs import ensure_env, env_repo
 from tests.fakes import oscar_spec
 from tests.fakes.nomad import ThreadedServer
 
@@ -296,7 +296,7 @@ class FakeOscar:
 def bundled_images() -> dict[str, Path]:
     """Image -> module folder for the bundled catalog's modules (what their Dockerfiles build)."""
     from ai4lab.catalog.metadata import load_folder
-    from ai4lab.settings import bundled_catalog_path
+    from ai4lab.core.settings import bundled_catalog_path
 
     out = {}
     for folder in sorted((bundled_catalog_path() / "modules").iterdir()):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ai4lab.envs import ensure_env, env_bin
-from ai4lab.settings import bundled_catalog_path
+from ai4lab.core.envs import ensure_env, env_bin
+from ai4lab.core.settings import bundled_catalog_path
 
 
 def digit_splits(folder: Path, n: int = 300) -> list[Path]:

@@ -6,7 +6,7 @@ import pytest
 
 from ai4lab.flower.client import ClientError, adapter_name, command, module_folder
 from ai4lab.flower.config import FlowerConfigError, validate_config
-from ai4lab.settings import bundled_catalog_path
+from ai4lab.core.settings import bundled_catalog_path
 
 
 def test_defaults_match_the_ai4os_federated_server() -> None:

@@ -197,7 +197,7 @@ def test_train_on_data_into_models_with_mlflow_metrics(author: dict[str, Any], p
 
 def test_the_environment_is_built_the_ai4os_way(author: dict[str, Any], platform: Platform) -> None:
     """requirements.txt first, then an editable install of the repository, as the template's Dockerfile does."""
-    from ai4lab.runtime import default_runtime_dir
+    from ai4lab.core.runtime import default_runtime_dir
 
     envs = default_runtime_dir() / "envs"  # the platform's default (its settings come from the harness only)
     markers = [json.loads(p.read_text()) for p in envs.glob(f"{ITEM}-*/ai4lab-env.json")]

@@ -20,10 +20,10 @@ import httpx
 import psutil
 import pytest
 
-from ai4lab import deployments as deps
+from ai4lab.core import deployments as deps
 from ai4lab.backends.local import start_ticks
-from ai4lab.limits import CgroupLimits
-from ai4lab.settings import Settings
+from ai4lab.core.limits import CgroupLimits
+from ai4lab.core.settings import Settings
 from tests.integration.test_trainings import upload_digit_dataset, wait_status
 from tests.kernel_client import execute_in_session, run_in_terminal
 from tests.platform_harness import Platform

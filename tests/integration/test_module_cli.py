@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ai4lab.client import ApiError, Client
-from ai4lab.envs import ensure_env, env_bin
-from ai4lab.settings import bundled_catalog_path
+from ai4lab.core.envs import ensure_env, env_bin
+from ai4lab.core.settings import bundled_catalog_path
 from tests.platform_harness import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]

@@ -10,8 +10,8 @@ import httpx
 import psutil
 import pytest
 
-from ai4lab.envs import ensure_env
-from ai4lab.settings import bundled_catalog_path
+from ai4lab.core.envs import ensure_env
+from ai4lab.core.settings import bundled_catalog_path
 from tests.modules.helpers import held_out_digits
 from tests.platform_harness import Platform
 

@@ -2,7 +2,7 @@
 
 The environments are cached under ``<runtime dir>/test-envs`` (not a temp
 dir) so that a second test run reuses them; a module's environment is rebuilt
-only when its sources change (see ``ai4lab.envs``).
+only when its sources change (see ``ai4lab.core.envs``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from ai4lab.envs import ensure_env, env_bin
+from ai4lab.core.envs import ensure_env, env_bin
 
 from .helpers import MODULES_DIR, TEST_ENVS_ROOT, free_port
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from ai4lab.envs import env_bin
-from ai4lab.runtime import default_runtime_dir
+from ai4lab.core.envs import env_bin
+from ai4lab.core.runtime import default_runtime_dir
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES_DIR = REPO / "config" / "catalog" / "modules"

@@ -1,4 +1,4 @@
-"""ai4lab.envs: one cached virtual environment per catalog item, built the AI4OS way.
+"""ai4lab.core.envs: one cached virtual environment per catalog item, built the AI4OS way.
 
 Uses tiny real packages (built by uv with setuptools, or by an in-tree build
 backend for the failure case) in a temporary cache root.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ai4lab.runtime import default_runtime_dir, default_user_python, python_version
-from ai4lab.envs import (MARKER, EnvBuildError, default_cache_root, ensure_env, env_bin, env_repo, installs_editable,
+from ai4lab.core.runtime import default_runtime_dir, default_user_python, python_version
+from ai4lab.core.envs import (MARKER, EnvBuildError, default_cache_root, ensure_env, env_bin, env_repo, installs_editable,
                          source_hash)
 
 pytestmark = pytest.mark.xdist_group("modules")
@@ -138,7 +138,7 @@ def test_extras_are_part_of_the_key(tmp_path: Path) -> None:
 def test_concurrent_callers_share_one_build(tmp_path: Path) -> None:
     item = make_package(tmp_path / "tiny")
     cache = tmp_path / "envs"
-    code = "import sys; from pathlib import Path; from ai4lab.envs import ensure_env; print(ensure_env(Path(sys.argv[1]), Path(sys.argv[2])))"
+    code = "import sys; from pathlib import Path; from ai4lab.core.envs import ensure_env; print(ensure_env(Path(sys.argv[1]), Path(sys.argv[2])))"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(item), str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(3)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ai4lab.envs import MARKER, env_bin
+from ai4lab.core.envs import MARKER, env_bin
 
 from .helpers import MODULES, MODULES_DIR
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ai4lab.cvat_export import MANIFEST, ExportError, export_task_annotations
+from ai4lab.deploy.cvat_export import MANIFEST, ExportError, export_task_annotations
 from tests.fakes.cvat import FakeCvat, FakeCvatServer
 
 COCO = {"images": [{"id": 1, "file_name": "cat.jpg", "width": 10, "height": 10}],
@@ -59,7 +59,7 @@ def test_fake_checks_requests_against_the_spec(cvat: FakeCvatServer) -> None:
 
 def test_export_does_not_follow_a_symlink_out_of_the_storage(cvat: FakeCvatServer, tmp_path) -> None:
     """datasets/ (or the dataset folder) replaced by a link elsewhere: refused, nothing written there."""
-    from ai4lab.storage import StoragePathError
+    from ai4lab.core.storage import StoragePathError
 
     storage, elsewhere = tmp_path / "alice", tmp_path / "state"
     storage.mkdir()

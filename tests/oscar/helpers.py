@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ai4lab.envs import ensure_env
-from ai4lab.settings import bundled_catalog_path
+from ai4lab.core.envs import ensure_env
+from ai4lab.core.settings import bundled_catalog_path
 from tests.modules.helpers import env_python, loads_pairs
 
 BIG_CODE = (

@@ -15,7 +15,7 @@ from ai4lab.backends.oscar import OscarBackend, OscarConfig, OscarError
 from ai4lab.catalog.metadata import load_folder
 from ai4lab.deploy.serverless import ServerlessDeployments, InferenceError
 from ai4lab.oscar import build_service, decode_output, encode_request, service_name
-from ai4lab.settings import Settings, bundled_catalog_path
+from ai4lab.core.settings import Settings, bundled_catalog_path
 from tests.fakes import oscar_spec
 from tests.fakes.oscar import FakeOscar, FakeOscarServer, bundled_images
 from tests.oscar.helpers import big_digits

@@ -2,7 +2,7 @@
 
 A module is generated into a temporary folder with :func:`new_module`; its
 metadata is checked with the real ``ai4-metadata`` validator, its own tests run
-in its own environment (:func:`ai4lab.envs.ensure_env`, cached under
+in its own environment (:func:`ai4lab.core.envs.ensure_env`, cached under
 ``<runtime dir>/test-envs/template``), and it is served by the real
 ``deepaas-run`` from that environment, the command both Dockerfiles run.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from ai4lab.envs import MARKER, ensure_env, env_bin
-from ai4lab.module_template import new_module, question_names, template_path
+from ai4lab.core.envs import MARKER, ensure_env, env_bin
+from ai4lab.catalog.module_template import new_module, question_names, template_path
 
 from tests.modules.conftest import DeepaasServer
 from tests.modules.helpers import TEST_ENVS_ROOT, wait_training

@@ -1,4 +1,4 @@
-"""ai4lab.accounts and ai4lab.db.upgrade on a real SQLite database in tmp_path."""
+"""ai4lab.core.accounts and ai4lab.core.db.upgrade on a real SQLite database in tmp_path."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ai4lab import accounts, db
-from ai4lab.accounts import AccountError
+from ai4lab.core import accounts, db
+from ai4lab.core.accounts import AccountError
 
 
 @pytest.fixture

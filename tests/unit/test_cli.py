@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ai4lab import accounts
+from ai4lab.core import accounts
 
 AI4LAB = Path(sys.executable).parent / "ai4lab"
 

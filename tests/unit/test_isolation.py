@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ai4lab import isolation
+from ai4lab.core import isolation
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
-from ai4lab.isolation import Accounts, IsolationError, system_name
+from ai4lab.core.isolation import Accounts, IsolationError, system_name
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="per-user accounts need root")
 
@@ -134,7 +134,7 @@ def test_reachable_by_others() -> None:
 @root_only
 def test_the_runtime_python_is_runnable_by_user_accounts() -> None:
     """The interpreter environments are built from must not live below /root (pyenv's does)."""
-    from ai4lab.runtime import default_user_python
+    from ai4lab.core.runtime import default_user_python
 
     python = default_user_python()
     proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(python), "-c",

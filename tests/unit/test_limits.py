@@ -1,4 +1,4 @@
-"""ai4lab.limits: real cgroups where this machine has them writable (v1 here), a fake v2 tree otherwise.
+"""ai4lab.core.limits: real cgroups where this machine has them writable (v1 here), a fake v2 tree otherwise.
 
 The real tests start their processes exactly as the local backend will:
 ``subprocess.Popen(..., preexec_fn=...)`` with ``Group.join`` in the child
@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ai4lab import limits
-from ai4lab.limits import GB, CgroupLimits, oom_reason, parse_mountinfo, sanitize
+from ai4lab.core import limits
+from ai4lab.core.limits import GB, CgroupLimits, oom_reason, parse_mountinfo, sanitize
 
 # --- pure helpers -------------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ import pytest
 
 from ai4lab.backends.base import JobSpec, JobStatus
 from ai4lab.backends.local import LocalBackend, kill_tree
-from ai4lab.isolation import Accounts
-from ai4lab.limits import CgroupLimits
+from ai4lab.core.isolation import Accounts
+from ai4lab.core.limits import CgroupLimits
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 #: process-tree behaviour is the same in both modes; these tests run jobs as the test's own user

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ai4lab.deploy.module_code import code_variables, link_folder, path_variables, working_copy
-from ai4lab.envs import MARKER
-from ai4lab.isolation import Identity
+from ai4lab.core.envs import MARKER
+from ai4lab.core.isolation import Identity
 
 
 def someone() -> Identity:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import psutil
 
-from ai4lab import db
-from ai4lab import deployments as deps
+from ai4lab.core import db
+from ai4lab.core import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.deploy.modules import ModuleDeployments
-from ai4lab.isolation import Accounts
-from ai4lab.settings import Settings
+from ai4lab.core.isolation import Accounts
+from ai4lab.core.settings import Settings
 
 
 async def start(backend: LocalBackend, settings: Settings, command: list[str]) -> str:

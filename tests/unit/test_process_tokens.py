@@ -1,4 +1,4 @@
-"""ai4lab.process_tokens: the deployment keeps its token's id, and every way of ending revokes the token.
+"""ai4lab.core.process_tokens: the deployment keeps its token's id, and every way of ending revokes the token.
 
 The hub here is a stand-in that records calls (the real hub is in
 tests/integration/test_process_tokens.py): what is tested is the bookkeeping.
@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from ai4lab import db
-from ai4lab import deployments as deps
-from ai4lab.hubclient import HubError
-from ai4lab.process_tokens import MLFLOW_SCOPES, issue_process_token, revoke_ended_tokens
+from ai4lab.core import db
+from ai4lab.core import deployments as deps
+from ai4lab.client.hub import HubError
+from ai4lab.core.process_tokens import MLFLOW_SCOPES, issue_process_token, revoke_ended_tokens
 
 
 class RecordingHub:

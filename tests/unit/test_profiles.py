@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ai4lab.settings import GpuDevice, Quota
+from ai4lab.core.settings import GpuDevice, Quota
 from ai4lab.spawners.profiles import DEFAULT_PROFILES, IDES, SessionOptions, render_form, validate_options
 
 QUOTA = Quota(cpu=4, ram_gb=16, gpu=1)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ai4lab.config_reference import embedded, markdown
+from ai4lab.core.config_reference import embedded, markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

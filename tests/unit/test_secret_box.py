@@ -1,4 +1,4 @@
-"""ai4lab.secret_box: secrets sealed in the platform database with a private key of the state folder."""
+"""ai4lab.core.secret_box: secrets sealed in the platform database with a private key of the state folder."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ai4lab import db
-from ai4lab import deployments as deps
-from ai4lab.secret_box import KEY_FILENAME, PREFIX, SecretBox, SecretBoxError, load_or_create_key
+from ai4lab.core import db
+from ai4lab.core import deployments as deps
+from ai4lab.core.secret_box import KEY_FILENAME, PREFIX, SecretBox, SecretBoxError, load_or_create_key
 
 
 def test_seal_and_open(tmp_path: Path) -> None:

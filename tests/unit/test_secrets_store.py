@@ -1,4 +1,4 @@
-"""ai4lab.secrets_store: generated once, kept, private to the owner."""
+"""ai4lab.core.secrets_store: generated once, kept, private to the owner."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import stat
 from pathlib import Path
 
-from ai4lab.secrets_store import FILENAME, load_or_create
+from ai4lab.core.secrets_store import FILENAME, load_or_create
 
 KEYS = {"cookie_secret", "proxy_auth_token", "api_service_token", "mlflow_service_token"}
 
@@ -63,7 +63,7 @@ def test_missing_keys_filled_in_existing_kept(tmp_path: Path) -> None:
 
 def test_stays_0600_after_every_rewrite(tmp_path: Path) -> None:
     """A left-over temporary file with a loose mode, or a file loosened by hand, does not widen the secrets."""
-    from ai4lab.secrets_store import save
+    from ai4lab.core.secrets_store import save
 
     data, _ = load_or_create(tmp_path)
     stale = (tmp_path / FILENAME).with_suffix(".tmp")
@@ -90,7 +90,7 @@ def test_databases_are_private(tmp_path: Path) -> None:
     """The platform database (password hashes, sealed secrets) and its WAL files are 0600 whoever creates them."""
     import os
 
-    from ai4lab import accounts, db
+    from ai4lab.core import accounts, db
 
     old = os.umask(0o022)
     try:
@@ -109,9 +109,9 @@ def test_databases_are_private(tmp_path: Path) -> None:
 
 
 def test_admin_password_is_returned_once_and_kept_nowhere(tmp_path: Path) -> None:
-    from ai4lab import accounts, db
-    from ai4lab.launcher import ensure_admin
-    from ai4lab.settings import Settings
+    from ai4lab.core import accounts, db
+    from ai4lab.jhub.launcher import ensure_admin
+    from ai4lab.core.settings import Settings
 
     settings = Settings(state_dir=tmp_path / "state")
     db.upgrade(settings.db_url)

@@ -1,4 +1,4 @@
-"""ai4lab.settings: defaults < YAML file (AI4LAB_CONFIG) < AI4LAB_* environment variables."""
+"""ai4lab.core.settings: defaults < YAML file (AI4LAB_CONFIG) < AI4LAB_* environment variables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ai4lab.settings import ROLES, GpuDevice, Quota, Settings
+from ai4lab.core.settings import ROLES, GpuDevice, Quota, Settings
 
 FULL_QUOTAS = """\
 quotas:
@@ -164,7 +164,7 @@ def test_database_url_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_config_reference_lists_every_setting() -> None:
-    from ai4lab.config_reference import markdown
+    from ai4lab.core.config_reference import markdown
 
     md = markdown()
     for name in Settings.model_fields:

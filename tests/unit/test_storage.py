@@ -1,4 +1,4 @@
-"""ai4lab.storage: path cleaning and UserStorage on a local folder (file:// URL)."""
+"""ai4lab.core.storage: path cleaning and UserStorage on a local folder (file:// URL)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ai4lab.storage import StoragePathError, UserStorage, clean_relpath, resolve_in_storage
+from ai4lab.core.storage import StoragePathError, UserStorage, clean_relpath, resolve_in_storage
 
 # -- clean_relpath -------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""ai4lab.storage.UserStorage against S3, served by a real moto server on a free port."""
+"""ai4lab.core.storage.UserStorage against S3, served by a real moto server on a free port."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("s3fs")
 
-from ai4lab.storage import StoragePathError, UserStorage  # noqa: E402
+from ai4lab.core.storage import StoragePathError, UserStorage  # noqa: E402
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 KEYS = {"aws_access_key_id": "x", "aws_secret_access_key": "y"}

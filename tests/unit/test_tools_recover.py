@@ -10,11 +10,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ai4lab import db
-from ai4lab import deployments as deps
+from ai4lab.core import db
+from ai4lab.core import deployments as deps
 from ai4lab.backends.local import LocalBackend
 from ai4lab.deploy.tools import ToolDeployments, ToolError, _hash
-from ai4lab.settings import Settings
+from ai4lab.core.settings import Settings
 
 CONFIG = {"rounds": 2, "strategy": "FedAvg", "metric": "accuracy"}
 

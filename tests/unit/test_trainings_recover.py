@@ -9,12 +9,12 @@ from pathlib import Path
 
 import psutil
 
-from ai4lab import db
-from ai4lab import deployments as deps
+from ai4lab.core import db
+from ai4lab.core import deployments as deps
 from ai4lab.backends.local import LocalBackend
 from ai4lab.deploy.trainings import Trainings
-from ai4lab.isolation import give
-from ai4lab.settings import Settings
+from ai4lab.core.isolation import give
+from ai4lab.core.settings import Settings
 
 
 def make(settings: Settings, state: dict) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ai4lab.client import Client
-from ai4lab.envs import ensure_env, env_bin
-from ai4lab.settings import bundled_catalog_path
-from ai4lab.widgets import CatalogBrowser, PredictWidget, TrainingLauncher, svg_plot
+from ai4lab.core.envs import ensure_env, env_bin
+from ai4lab.core.settings import bundled_catalog_path
+from ai4lab.client.widgets import CatalogBrowser, PredictWidget, TrainingLauncher, svg_plot
 from tests.integration.test_module_deployments import held_out  # noqa: F401 - the digit PNGs fixture
 from tests.platform_harness import Platform
 

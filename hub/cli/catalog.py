@@ -15,19 +15,19 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
-from ai4lab import db
+from ai4lab.core import db
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import metadata as md
 from ai4lab.catalog.model import KINDS
-from ai4lab.cli_output import err, out
-from ai4lab.cli_output import fail as _fail
+from ai4lab.cli.output import err, out
+from ai4lab.cli.output import fail as _fail
 
 app = typer.Typer(help="The marketplace: modules and tools.", no_args_is_help=True)
 KIND_HELP = "modules or tools"
 
 
 def _catalog() -> Catalog:
-    from ai4lab.cli import load_settings
+    from ai4lab.cli.main import load_settings
 
     settings = load_settings()
     settings.state.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def check(
     Exit code 0 when every step passed or was skipped, 1 when one failed.
     """
     from ai4lab.catalog.check import run_check
-    from ai4lab.cli import load_settings
+    from ai4lab.cli.main import load_settings
 
     from ai4lab.catalog.registry import Viewer
 
@@ -198,7 +198,7 @@ def add_source(
 ) -> None:
     """Add a module repository (it runs here) or an AI4OS catalog repository, without editing the settings file."""
     from ai4lab.catalog import added_sources
-    from ai4lab.cli import load_settings
+    from ai4lab.cli.main import load_settings
 
     settings = load_settings()
     try:
@@ -220,7 +220,7 @@ def add_source(
 def remove_source(name: str = typer.Argument(..., help="a source added with add-source")) -> None:
     """Remove a source added with add-source (and its cached copy)."""
     from ai4lab.catalog import added_sources
-    from ai4lab.cli import load_settings
+    from ai4lab.cli.main import load_settings
 
     try:
         added_sources.remove(load_settings(), name)

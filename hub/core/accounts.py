@@ -10,8 +10,8 @@ import secrets
 
 from sqlalchemy import select
 
-from ai4lab.db import User, session_scope
-from ai4lab.settings import ROLES
+from ai4lab.core.db import User, session_scope
+from ai4lab.core.settings import ROLES
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 # JupyterHub normalises names to lower case; keep names usable in URLs and paths.

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ai4lab import accounts, db
-from ai4lab.secrets_store import load_or_create
-from ai4lab.settings import Settings, get_settings
+from ai4lab.core import accounts, db
+from ai4lab.core.runtime import shipped
+from ai4lab.core.secrets_store import load_or_create
+from ai4lab.core.settings import Settings, get_settings
 
 USER_SCOPES = ["self", "access:services"]
 SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!user", "access:services", "read:users!user"]
@@ -64,7 +65,7 @@ def prepare_state(s: Settings) -> None:
     logs, MLflow's store, the catalog cache, other users' folders) is the
     platform's alone.
     """
-    from ai4lab.isolation import reachable_by_others
+    from ai4lab.core.isolation import reachable_by_others
 
     for folder in (s.state, *_user_roots(s), s.logs_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -161,9 +162,9 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     c.JupyterHub.load_roles = roles
     c.JupyterHub.template_vars = {"ai4lab_api": "/services/ai4lab/docs"}
     # home.html adds a Marketplace button to the hub home page
-    c.JupyterHub.template_paths = [str(Path(__file__).resolve().parent.parent / "config" / "templates")]
+    c.JupyterHub.template_paths = [str(shipped("templates"))]
 
 
 def default_config_file() -> Path:
-    """``config/jupyterhub_config.py`` of the source tree (editable installs)."""
-    return Path(__file__).resolve().parent.parent / "config" / "jupyterhub_config.py"
+    """``config/jupyterhub_config.py``, shipped with the package."""
+    return shipped("jupyterhub_config.py")

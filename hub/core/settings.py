@@ -22,7 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from ai4lab.runtime import default_runtime_dir, default_user_python
+from ai4lab.core.runtime import default_runtime_dir, default_user_python
 
 Role = Literal["basic", "intermediate", "advanced"]
 ROLES: tuple[str, ...] = ("basic", "intermediate", "advanced")
@@ -88,8 +88,10 @@ class SourceConfig(BaseModel):
 
 
 def bundled_catalog_path() -> Path:
-    """``config/catalog`` of the source tree: the platform's own modules and tools."""
-    return Path(__file__).resolve().parent.parent / "config" / "catalog"
+    """``config/catalog``: the platform's own modules and tools."""
+    from ai4lab.core.runtime import shipped
+
+    return shipped("catalog")
 
 
 def _default_sources() -> list[SourceConfig]:

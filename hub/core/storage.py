@@ -208,7 +208,7 @@ class OwnedStorage(UserStorage):
         self.ident = ident
 
     def _hand_over(self, full: str, created: list[str]) -> None:
-        from ai4lab.isolation import give
+        from ai4lab.core.isolation import give
 
         for path in [*created, full]:
             if os.path.lexists(path):
@@ -224,7 +224,7 @@ class OwnedStorage(UserStorage):
         return list(reversed(missing))
 
     def ensure_root(self) -> None:
-        from ai4lab.isolation import private_dir
+        from ai4lab.core.isolation import private_dir
 
         private_dir(Path(self.root), self.ident, Path(self.root).parent)
 

@@ -19,11 +19,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from ai4lab import accounts, db
-from ai4lab import deployments as deps
-from ai4lab.cli_output import fail
-from ai4lab.isolation import describe_mode
-from ai4lab.settings import ROLES, Settings
+from ai4lab.core import accounts, db
+from ai4lab.core import deployments as deps
+from ai4lab.cli.output import fail
+from ai4lab.core.isolation import describe_mode
+from ai4lab.core.settings import ROLES, Settings
 
 app = typer.Typer(help="ai4lab: an AI/ML platform for scientists around JupyterHub.", no_args_is_help=True)
 users_app = typer.Typer(help="Local accounts and their roles.", no_args_is_help=True)
@@ -33,8 +33,8 @@ app.add_typer(config_app, name="config")
 
 
 def _add_subcommands() -> None:
-    from ai4lab import remote_cli
-    from ai4lab.catalog_cli import app as catalog_app
+    from ai4lab.cli import remote as remote_cli
+    from ai4lab.cli.catalog import app as catalog_app
 
     app.add_typer(catalog_app, name="catalog")
     remote_cli.register(app)
@@ -65,7 +65,7 @@ def up(
     config_file: Optional[Path] = typer.Option(None, "--hub-config", help="JupyterHub config file to use."),
 ) -> None:
     """Start the platform in the foreground (hub, proxy, API, MLflow); Ctrl-C stops it all."""
-    from ai4lab.launcher import up as run_up
+    from ai4lab.jhub.launcher import up as run_up
 
     settings = load_settings()
     try:
@@ -212,8 +212,8 @@ def users_token(
     expires_in: Optional[int] = typer.Option(None, "--expires-in", help="Seconds until the token expires."),
 ) -> None:
     """Issue a JupyterHub API token for a user (the platform must be running)."""
-    from ai4lab.hubclient import HubClient, HubError
-    from ai4lab.secrets_store import load_or_create
+    from ai4lab.client.hub import HubClient, HubError
+    from ai4lab.core.secrets_store import load_or_create
 
     settings = load_settings()
     if accounts.get_user(ready_db(settings), name) is None:
@@ -254,7 +254,7 @@ def config_reference(
     ),
 ) -> None:
     """Print the configuration reference as Markdown (settings and spawner traitlets)."""
-    from ai4lab import config_reference as ref
+    from ai4lab.core import config_reference as ref
 
     if write is None:
         sys.stdout.write(ref.markdown())

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ai4lab.cli_output import err, fail, out
+from ai4lab.cli.output import err, fail, out
 from ai4lab.client import ApiError, Client
 
 module_app = typer.Typer(help="AI modules: export one to run elsewhere, start a new one.", no_args_is_help=True)
@@ -31,7 +31,7 @@ def _client(url: Optional[str], token: Optional[str]) -> Client:
     import os
 
     if not url and not os.environ.get("AI4LAB_API_URL"):
-        from ai4lab.cli import load_settings
+        from ai4lab.cli.main import load_settings
 
         url = load_settings().public_url + "/services/ai4lab"
     try:
@@ -211,7 +211,7 @@ def new(
     data_type: Optional[str] = typer.Option(None, help="AI4OS data type, e.g. 'Image'"),
 ) -> None:
     """Start a new AI module from the template: DEEPaaS API, metadata, tests, Dockerfile."""
-    from ai4lab.module_template import new_module
+    from ai4lab.catalog.module_template import new_module
 
     answers = {k: v for k, v in (("title", title), ("summary", summary), ("author", author),
                                  ("author_email", author_email), ("task", task), ("library", library),
@@ -227,7 +227,7 @@ def new(
 @module_app.command("export")
 def export(item_id: str = typer.Argument(..., help="catalog id of the module")) -> None:
     """How to run a module outside the platform: docker run of its image, or pip install + deepaas-run."""
-    from ai4lab.catalog_cli import _catalog
+    from ai4lab.cli.catalog import _catalog
 
     item = _catalog().get("module", item_id)
     if item is None:

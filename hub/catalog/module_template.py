@@ -10,7 +10,7 @@ changes). The generated module follows the bundled modules
 (``config/catalog/modules/ai4lab-digits``): entry point ``deepaas.v2.model``,
 the six DEEPaaS functions, a ``BadRequest`` that DEEPaaS answers with 400,
 AI4OS metadata v2 and a Dockerfile ``FROM ai4lab/module-base``. It runs in its
-own environment (:func:`ai4lab.envs.ensure_env`) like any catalog module, and
+own environment (:func:`ai4lab.core.envs.ensure_env`) like any catalog module, and
 is published with ``POST /services/ai4lab/catalog/modules``.
 
 The name is checked here, before copier runs, so that a bad name gets one
@@ -20,7 +20,7 @@ catalog id at once.
 
 Usage::
 
-    from ai4lab.module_template import new_module
+    from ai4lab.catalog.module_template import new_module
 
     folder = new_module("my-classifier", Path("~/code").expanduser(), {"title": "My classifier"})
 """
@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from ai4lab.core.runtime import shipped
+
 __all__ = ["check_name", "new_module", "question_names", "template_path"]
 
 #: A lower-case slug: letters, digits and single hyphens, starting with a letter.
@@ -47,14 +49,11 @@ _RESERVED_PACKAGES = frozenset({"deepaas", "ai4lab", "test", "tests", "numpy", "
 
 
 def template_path() -> Path:
-    """Folder of the copier template: ``config/templates/module`` in the ai4lab checkout.
+    """Folder of the copier template: ``config/templates/module``, shipped with the package.
 
-    Resolved from this file (``hub/`` is ``ai4lab``), which holds for the
-    source checkout and editable installs, the way the platform is installed
-    (``make run``). Raises ``FileNotFoundError`` when the template is missing,
-    e.g. from a wheel that does not ship ``config/``.
+    Raises ``FileNotFoundError`` when the template is missing (a broken install).
     """
-    path = Path(__file__).resolve().parent.parent / "config" / "templates" / "module"
+    path = shipped("templates", "module")
     if not (path / "copier.yml").is_file():
         raise FileNotFoundError(f"the module template is missing: no copier.yml in {path}")
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ai4lab.settings import Settings, bundled_catalog_path
+from ai4lab.core.settings import Settings, bundled_catalog_path
 
 
 #: Settings whose default depends on the machine (root or not, where Python lies).
@@ -33,7 +33,7 @@ def _traitlet_rows(cls: type) -> list[str]:
 
 
 def markdown() -> str:
-    from ai4lab.authenticator import Ai4labAuthenticator
+    from ai4lab.jhub.authenticator import Ai4labAuthenticator
     from ai4lab.spawners.local import LocalSessionSpawner
     from ai4lab.spawners.nomad import NomadSpawner
     from ai4lab.spawners.session import ProfileFormSpawner

@@ -35,7 +35,7 @@ How:
 
 Usage::
 
-    from ai4lab.envs import ensure_env, env_bin
+    from ai4lab.core.envs import ensure_env, env_bin
 
     env = ensure_env(Path("config/catalog/modules/ai4lab-digits"))
     subprocess.Popen([env_bin(env, "deepaas-run"), "--listen-port", "5000"])
@@ -57,9 +57,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ai4lab.isolation import (NOBODY, Identity, chown_tree, give_tree, identity_of, preexec, private_dir,
+from ai4lab.core.isolation import (NOBODY, Identity, chown_tree, give_tree, identity_of, preexec, private_dir,
                               reachable_by_others, user_env)
-from ai4lab.runtime import (default_runtime_dir, default_user_python, make_readable, public_dir, python_version,
+from ai4lab.core.runtime import (default_runtime_dir, default_user_python, make_readable, public_dir, python_version,
                             readable_copy)
 
 __all__ = ["EnvBuildError", "default_cache_root", "ensure_env", "env_bin", "env_info", "env_repo", "find_uv",
@@ -106,7 +106,7 @@ def default_cache_root() -> Path:
 
     Not in the platform state: environments are disposable (rebuilt from
     sources in seconds), can be large, and user accounts must be able to run
-    them (see ``ai4lab.runtime``).
+    them (see ``ai4lab.core.runtime``).
     """
     value = os.environ.get(ENVS_DIR_VAR)
     return Path(value).expanduser() if value else default_runtime_dir() / "envs"
@@ -347,7 +347,7 @@ def ensure_env(
     ``item_dir`` is a folder with a ``pyproject.toml`` (or ``setup.py``), such
     as ``config/catalog/modules/ai4lab-digits``. ``extras`` are installed too
     (e.g. ``("test",)``). ``cache_root`` defaults to :func:`default_cache_root`.
-    The environment runs ``python`` (default :func:`ai4lab.runtime.default_user_python`: one that user
+    The environment runs ``python`` (default :func:`ai4lab.core.runtime.default_user_python`: one that user
     accounts can execute).
 
     Raises :class:`EnvBuildError` (with uv's output) when the build fails; a

@@ -12,8 +12,8 @@ from typing import Any
 from jupyterhub.auth import Authenticator
 from traitlets import Unicode, default
 
-from ai4lab import accounts
-from ai4lab.settings import get_settings
+from ai4lab.core import accounts
+from ai4lab.core.settings import get_settings
 
 
 class Ai4labAuthenticator(Authenticator):

@@ -22,15 +22,15 @@ import httpx
 import psutil
 from rich.console import Console
 
-from ai4lab import accounts, db
-from ai4lab import deployments as deps
+from ai4lab.core import accounts, db
+from ai4lab.core import deployments as deps
 from ai4lab.backends.local import kill_tree
-from ai4lab.hubclient import HubClient, HubError
-from ai4lab.hubconfig import default_config_file, prepare_state
-from ai4lab.isolation import describe_mode
-from ai4lab.limits import CgroupLimits
-from ai4lab.secrets_store import load_or_create
-from ai4lab.settings import Settings
+from ai4lab.client.hub import HubClient, HubError
+from ai4lab.jhub.hubconfig import default_config_file, prepare_state
+from ai4lab.core.isolation import describe_mode
+from ai4lab.core.limits import CgroupLimits
+from ai4lab.core.secrets_store import load_or_create
+from ai4lab.core.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 ADMIN_NAME = "admin"

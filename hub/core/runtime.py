@@ -116,6 +116,13 @@ def readable_copy(folder: Path, kind: str, runtime_dir: Path | None = None, name
     return target
 
 
+def shipped(*parts: str) -> Path:
+    """A file or folder the package ships from the source tree's ``config/`` (``ai4lab.config``)."""
+    import ai4lab.config
+
+    return Path(ai4lab.config.__file__).resolve().parent.joinpath(*parts)
+
+
 def runner_scripts(runtime_dir: Path | None = None) -> Path:
     """The runner scripts (they import each other, so they travel together), where user accounts can read them."""
-    return readable_copy(Path(__file__).resolve().parent / "deploy", "runners", runtime_dir, RUNNERS)
+    return readable_copy(Path(__file__).resolve().parents[1] / "deploy", "runners", runtime_dir, RUNNERS)

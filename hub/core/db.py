@@ -118,7 +118,7 @@ def private_sqlite_file(url: str) -> None:
     holds token hashes and OAuth state; SQLite would create them with the umask (0644)
     and gives its ``-wal``/``-shm`` files the mode of the database file.
     """
-    from ai4lab.secrets_store import make_private
+    from ai4lab.core.secrets_store import make_private
 
     if not url.startswith("sqlite:///") or url.endswith(":memory:"):
         return
@@ -173,7 +173,7 @@ def upgrade(url: str) -> None:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parents[1] / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["engine"] = get_engine(url)
     command.upgrade(cfg, "head")

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ai4lab.nomad.jobs import dns_label
-from ai4lab.storage import resolve_in_storage
+from ai4lab.core.storage import resolve_in_storage
 
 MANIFEST = "ai4lab-dataset.json"
 

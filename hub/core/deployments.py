@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import Text, cast, select
 
-from ai4lab.db import ACTIVE_STATUSES, FINAL_STATUSES, Deployment, session_scope, utcnow
+from ai4lab.core.db import ACTIVE_STATUSES, FINAL_STATUSES, Deployment, session_scope, utcnow
 
 SHUTDOWN_REASON = "platform shutdown"
-# backend_state keys whose values are secrets: kept sealed (ai4lab.secret_box), never in to_dict()
+# backend_state keys whose values are secrets: kept sealed (ai4lab.core.secret_box), never in to_dict()
 SECRET_STATE_KEYS = ("token", "cvat_password")
 # the id (not the value) of the hub token given to the deployment's process: revoked when it ends
 HUB_TOKEN_KEY = "hub_token_id"

@@ -2,7 +2,7 @@
 
 In an ai4lab session they need no arguments beyond the module::
 
-    from ai4lab.widgets import CatalogBrowser, PredictWidget, TrainingLauncher
+    from ai4lab.client.widgets import CatalogBrowser, PredictWidget, TrainingLauncher
     CatalogBrowser()
     PredictWidget(item_id="ai4lab-digits")
     TrainingLauncher(item_id="ai4lab-digits")
