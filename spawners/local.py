@@ -20,6 +20,7 @@ from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import Dict, Float, List, Unicode, default
 
+from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.core import deployments as deps
 from ai4lab.backends.local import LocalBackend
 from ai4lab.core.isolation import give, private_dir
@@ -280,7 +281,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
             return None
         if self.deployment_id:
             dep = deps.get(self.db_url, self.deployment_id)
-            if dep is not None and dep.status in ("starting", "running"):
+            if dep is not None and dep.status in RUNNING_STATUSES:
                 deps.set_status(self.db_url, self.deployment_id, "failed", status.reason)
         return status.exit_code if status.exit_code is not None else 1
 

@@ -23,6 +23,7 @@ import httpx
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
+from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.core import deployments as deps
 from ai4lab.backends.nomad import NomadBackend, NomadError, endpoints_from_allocation
 from ai4lab.nomad import MAIN_TASK, NomadJobSpec, load_defaults, load_federation
@@ -141,7 +142,7 @@ class NomadSpawner(ProfileFormSpawner):
     async def gpu_offer(self) -> dict[str, dict[str, int]]:
         """{model: {free, total}} over the datacenters this user's sessions may use (503 if Nomad fails)."""
         try:
-            cap = await self.backend.acapacity()
+            cap = await self.backend.capacity()
         except (NomadError, httpx.HTTPError) as e:
             msg = f"cannot read the cluster's capacity from Nomad at {self.nomad_address}: {e}"
             raise web.HTTPError(503, msg, reason=msg[:200]) from None
@@ -315,7 +316,7 @@ class NomadSpawner(ProfileFormSpawner):
             return None
         if self.deployment_id:
             dep = deps.get(self.db_url, self.deployment_id)
-            if dep is not None and dep.status in ("starting", "running"):
+            if dep is not None and dep.status in RUNNING_STATUSES:
                 deps.set_status(self.db_url, self.deployment_id, "failed", status.reason)
         return status.exit_code if status.exit_code is not None else 1
 

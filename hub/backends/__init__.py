@@ -1,5 +1,5 @@
 """Where deployments run: one interface, one implementation per kind of infrastructure."""
 
-from ai4lab.backends.base import Backend, JobSpec, JobStatus
+from ai4lab.backends.base import JobBackend, JobSpec, JobStatus
 
-__all__ = ["Backend", "JobSpec", "JobStatus"]
+__all__ = ["JobBackend", "JobSpec", "JobStatus"]

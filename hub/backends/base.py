@@ -1,16 +1,18 @@
-"""The backend contract shared by the local, Nomad and OSCAR implementations.
+"""What the job backends share: the state of a job is a JSON-able dict, and three calls read or end it.
 
-A backend turns a ``JobSpec`` into something running and reports on it. All it
-needs to find the job again after a restart is the JSON-able ``state`` dict
-returned by ``submit``, which the caller stores (deployment row or spawner state).
+A backend starts a job from its own kind of description (the local backend a
+:class:`JobSpec` of a command; Nomad a rendered job of a container image) and
+returns a ``state`` dict, which the caller stores (deployment row or spawner
+state); that is all it needs to find the job again after a restart. The
+lifecycles (``ai4lab.deploy``) and the spawners then only ``status``, ``logs``
+and ``stop`` it. OSCAR services are no jobs: ``ai4lab.backends.oscar`` has its own calls.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass
@@ -36,24 +38,13 @@ class JobStatus:
     reason: str = ""
 
 
-class Backend(ABC):
-    name: str = "abstract"
+class JobBackend(Protocol):
+    """Where jobs run (``LocalBackend``, ``NomadBackend``): what their users call once a job is started."""
 
-    @abstractmethod
-    async def submit(self, spec: JobSpec) -> dict[str, Any]:
-        """Start the job; return the state needed to find it again."""
+    name: str
 
-    @abstractmethod
     async def status(self, state: dict[str, Any]) -> JobStatus: ...
 
-    @abstractmethod
     async def logs(self, state: dict[str, Any], tail: int | None = None) -> str: ...
 
-    @abstractmethod
     async def stop(self, state: dict[str, Any], timeout: float = 10) -> None: ...
-
-    def endpoints(self, state: dict[str, Any]) -> dict[str, str]:
-        return dict(state.get("endpoints", {}))
-
-    def capacity(self) -> dict[str, Any]:
-        return {}

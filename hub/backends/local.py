@@ -27,11 +27,13 @@ from typing import Any
 import psutil
 
 from ai4lab.core import isolation
-from ai4lab.backends.base import Backend, JobSpec, JobStatus
+from ai4lab.backends.base import JobSpec, JobStatus
 from ai4lab.core.isolation import Accounts, Identity, IsolationError
 from ai4lab.core.limits import CgroupLimits, Group
 
 log = logging.getLogger(__name__)
+#: The environment variable naming the job (``JobSpec.name``) in each of its processes.
+JOB_MARK = "AI4LAB_JOB"
 
 
 def start_ticks(pid: int) -> int | None:
@@ -115,7 +117,7 @@ def _group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-class LocalBackend(Backend):
+class LocalBackend:
     name = "local"
 
     def __init__(self, accounts: Accounts | None = None, limits: CgroupLimits | None = None) -> None:
@@ -160,6 +162,7 @@ class LocalBackend(Backend):
         ident = self.identity(spec.owner)
         home = spec.env.get("HOME") or str(spec.cwd or ident.home)
         env = isolation.user_env(ident, home, spec.env)
+        env[JOB_MARK] = spec.name  # finds the job's processes when its state was never recorded (stop_job)
         if spec.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.gpu_ids)
         else:
@@ -251,9 +254,30 @@ class LocalBackend(Backend):
         if group is not None and group.exists():
             await asyncio.to_thread(group.remove)
 
-    def capacity(self) -> dict[str, Any]:
-        return {
-            "cpu": os.cpu_count(),
-            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "limits": self.limits.description,
-        }
+    async def stop_job(self, name: str, timeout: float = 10) -> int:
+        """Stop every process of the job ``name`` found by its environment; returns how many trees were signalled.
+
+        Why: a platform killed between starting a job and recording its state
+        leaves a job nobody knows the pid of. Its processes still carry the
+        job's name, so recovery can end them before starting it again.
+        """
+        def roots() -> list[psutil.Process]:
+            found = []
+            for proc in psutil.process_iter(["pid"]):
+                try:
+                    if proc.environ().get(JOB_MARK) == name:
+                        found.append(proc)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                    continue
+            pids = {p.pid for p in found}
+            return [p for p in found if p.ppid() not in pids]
+
+        stopped = 0
+        for proc in await asyncio.to_thread(roots):
+            try:
+                ticks = start_ticks(proc.pid)
+                await asyncio.to_thread(kill_tree, proc.pid, proc.create_time(), timeout, ticks)
+                stopped += 1
+            except psutil.NoSuchProcess:
+                continue
+        return stopped

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ai4lab.backends.base import Backend, JobSpec, JobStatus
+from ai4lab.backends.base import JobStatus
 from ai4lab.nomad.config import Federation, NomadDefaults
 from ai4lab.nomad.jobs import GPU_DEVICE, MAIN_TASK, NomadJobSpec, register_request, render_job
 
@@ -192,7 +192,7 @@ def capacity_from_nodes(nodes: list[dict[str, Any]], allocs_by_node: dict[str, l
     return {"backend": "nomad", "datacenters": dcs}
 
 
-class NomadBackend(Backend):
+class NomadBackend:
     """Submit, watch and stop Nomad jobs over the HTTP API."""
 
     name = "nomad"
@@ -261,11 +261,6 @@ class NomadBackend(Backend):
         body = self._result("GET", path, r, True, False)
         return body, int(r.headers.get("X-Nomad-Index", index or 0))
 
-    def _request_sync(self, method: str, path: str, *, allow_404: bool = False, **kw: Any) -> Any:
-        with httpx.Client(**self._client_args) as client:
-            r = client.request(method, path, **kw)
-        return self._result(method, path, r, allow_404, False)
-
     @staticmethod
     def _result(method: str, path: str, r: httpx.Response, allow_404: bool, text: bool) -> Any:
         if r.status_code == 404 and allow_404:
@@ -274,19 +269,15 @@ class NomadBackend(Backend):
             raise NomadError(method, path, r.status_code, r.text)
         return r.text if text else r.json()
 
-    # -- Backend contract -----------------------------------------------
+    # -- jobs -----------------------------------------------------------
     def render(self, spec: NomadJobSpec) -> dict[str, Any]:
         job = render_job(spec, defaults=self.defaults, federation=self.federation)
         if spec.namespace == "default" and self.namespace != "default":
             job["Namespace"] = self.namespace
         return job
 
-    async def submit(self, spec: JobSpec | NomadJobSpec) -> dict[str, Any]:  # type: ignore[override]
-        if not isinstance(spec, NomadJobSpec):
-            raise TypeError(
-                "the Nomad backend runs container images: give it an ai4lab.nomad.NomadJobSpec "
-                f"(kind, image, owner, project, resources), not a {type(spec).__name__}"
-            )
+    async def submit(self, spec: NomadJobSpec) -> dict[str, Any]:
+        """Render and register the job of ``spec``; returns the state to find it again."""
         return await self.submit_job(self.render(spec))
 
     async def submit_job(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -371,30 +362,14 @@ class NomadBackend(Backend):
         await self._request("DELETE", f"/v1/job/{state['job_id']}",
                             params=self._params(state, purge="true" if purge else "false"), allow_404=True)
 
-    async def aendpoints(self, state: dict[str, Any]) -> dict[str, str]:
+    async def endpoints(self, state: dict[str, Any]) -> dict[str, str]:
         alloc = await self.latest_allocation(state)
         if alloc is None or alloc.get("ClientStatus") != "running":
             return {}
         return endpoints_from_allocation(alloc)
 
-    def endpoints(self, state: dict[str, Any]) -> dict[str, str]:
-        """Sync form of ``aendpoints`` (the base contract is sync)."""
-        stubs = self._request_sync("GET", f"/v1/job/{state['job_id']}/allocations", params=self._params(state), allow_404=True) or []
-        stub = _latest(stubs)
-        if stub is None or stub.get("ClientStatus") != "running":
-            return {}
-        alloc = self._request_sync("GET", f"/v1/allocation/{stub['ID']}", params=self._params(state), allow_404=True)
-        return endpoints_from_allocation(alloc) if alloc else {}
-
-    async def acapacity(self) -> dict[str, Any]:
+    async def capacity(self) -> dict[str, Any]:
         nodes = await self._request("GET", "/v1/nodes", params=self._params(resources="true"))
         allocs = {n["ID"]: await self._request("GET", f"/v1/node/{n['ID']}/allocations", params=self._params()) or []
-                  for n in nodes if n.get("Status") == "ready"}
-        return capacity_from_nodes(nodes, allocs)
-
-    def capacity(self) -> dict[str, Any]:
-        """Sync form of ``acapacity`` (the base contract is sync)."""
-        nodes = self._request_sync("GET", "/v1/nodes", params=self._params(resources="true"))
-        allocs = {n["ID"]: self._request_sync("GET", f"/v1/node/{n['ID']}/allocations", params=self._params()) or []
                   for n in nodes if n.get("Status") == "ready"}
         return capacity_from_nodes(nodes, allocs)

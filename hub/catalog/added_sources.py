@@ -21,19 +21,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from ai4lab.core.errors import PlatformError
 from ai4lab.catalog.metadata import find_metadata_file
 from ai4lab.catalog.sources import shallow_clone
 from ai4lab.core.settings import Settings, SourceConfig
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-
-
-class SourceError(ValueError):
-    """A source that cannot be added or removed; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def sources_file(settings: Settings) -> Path:
@@ -59,24 +52,24 @@ def _write(path: Path, sources: list[SourceConfig]) -> None:
 def detect(name: str, url: str, branch: str | None = None, kind: str | None = None) -> SourceConfig:
     """The source for a git URL: ``repo`` when its root has AI4OS metadata, ``git`` when it lists submodules.
 
-    Clones it once (shallow) to look; SourceError with git's reason when it cannot.
+    Clones it once (shallow) to look; PlatformError with git's reason when it cannot.
     """
     if not NAME_RE.match(name):
-        raise SourceError(f"invalid source name {name!r}: use lower-case letters, digits, '.', '_' or '-'")
+        raise PlatformError(400, f"invalid source name {name!r}: use lower-case letters, digits, '.', '_' or '-'")
     if kind not in (None, "module", "tool"):
-        raise SourceError(f"kind must be module or tool, not {kind!r}")
+        raise PlatformError(400, f"kind must be module or tool, not {kind!r}")
     work = Path(tempfile.mkdtemp(prefix="ai4lab-source-"))
     try:
         try:
             shallow_clone(url, branch, work / "repo", timeout=300)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-            raise SourceError(f"cannot clone {url}: {e}") from None
+            raise PlatformError(400, f"cannot clone {url}: {e}") from None
         if find_metadata_file(work / "repo") is not None:
             return SourceConfig(name=name, type="repo", url=url, branch=branch, kind=kind)  # type: ignore[arg-type]
         if (work / "repo" / ".gitmodules").is_file():
             guessed = kind or ("tool" if "tool" in url.rsplit("/", 1)[-1] else "module")
             return SourceConfig(name=name, type="git", url=url, branch=branch, kind=guessed)  # type: ignore[arg-type]
-        raise SourceError(f"{url} is neither a module repository (no ai4-metadata.yml at its root) nor an AI4OS "
+        raise PlatformError(400, f"{url} is neither a module repository (no ai4-metadata.yml at its root) nor an AI4OS "
                           "catalog (no .gitmodules)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -87,7 +80,7 @@ def add(settings: Settings, cfg: SourceConfig) -> None:
     added = read(path)
     taken = {s.name for s in settings.catalog_sources} | {s.name for s in added} | {"published"}
     if cfg.name in taken:
-        raise SourceError(f"a catalog source named {cfg.name!r} exists already", 409)
+        raise PlatformError(409, f"a catalog source named {cfg.name!r} exists already")
     _write(path, [*added, cfg])
 
 
@@ -97,8 +90,8 @@ def remove(settings: Settings, name: str) -> SourceConfig:
     found = next((s for s in added if s.name == name), None)
     if found is None:
         configured = any(s.name == name for s in settings.catalog_sources)
-        raise SourceError(f"{name!r} is set in the settings file: remove it there" if configured
-                          else f"no added catalog source {name!r}", 400 if configured else 404)
+        raise PlatformError(400 if configured else 404, f"{name!r} is set in the settings file: remove it there" if configured
+                          else f"no added catalog source {name!r}")
     _write(path, [s for s in added if s.name != name])
     shutil.rmtree(settings.catalog_cache / name, ignore_errors=True)
     return found

@@ -14,19 +14,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai4lab.core.errors import PlatformError
 from ai4lab.catalog import metadata as md
 from ai4lab.core.db import PublishedItem, session_scope
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,99}$")
 PUBLISH_ROLES = ("intermediate", "advanced")
-
-
-class PublishError(ValueError):
-    """A publish request that cannot be honoured; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class PublishRequest(BaseModel):
@@ -89,7 +82,7 @@ def _links_and_by_products(folder: str, names: list[str]) -> set[str]:
 def clone_as(ident: Any, url: str, ref: str | None) -> tuple[Path, str]:
     """A shallow clone of ``url`` made by the publisher's own account (``<tmp>/repo``) and its commit.
 
-    PublishError with git's reason when it cannot be cloned.
+    PlatformError with git's reason when it cannot be cloned.
 
     Why as the publisher: a ``file://`` URL (or a local path) is read with
     their rights, not the platform's, so nobody publishes a copy of files
@@ -109,12 +102,12 @@ def clone_as(ident: Any, url: str, ref: str | None) -> tuple[Path, str]:
                                      "--", url, str(work / "repo")], env=env, cwd=work, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as e:
         shutil.rmtree(work, ignore_errors=True)
-        raise PublishError(f"git_url: cannot clone {url}: {e}") from None
+        raise PlatformError(400, f"git_url: cannot clone {url}: {e}") from None
     if proc.returncode != 0:
         shutil.rmtree(work, ignore_errors=True)
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         reason = next((ln for ln in lines if ln.startswith("fatal:")), lines[0] if lines else "git failed")
-        raise PublishError(f"git_url: cannot clone {url}: {reason}")
+        raise PlatformError(400, f"git_url: cannot clone {url}: {reason}")
     commit = isolation.run(ident, ["git", "-C", str(work / "repo"), "rev-parse", "HEAD"], env=env, cwd=work,
                            timeout=60).stdout.strip()
     return work / "repo", commit
@@ -135,7 +128,7 @@ def from_clone(req: PublishRequest, clone: Path, commit: str, uid: int) -> Publi
         except OSError:
             found = None
         if found is None:
-            raise PublishError(f"git_url: no {' or '.join(md.METADATA_FILES)} at the root of {req.git_url}: "
+            raise PlatformError(400, f"git_url: no {' or '.join(md.METADATA_FILES)} at the root of {req.git_url}: "
                                "give metadata or metadata_yaml")
     update["lineage"] = {**req.lineage, "git_url": req.git_url, "git_commit": commit}
     return req.model_copy(update=update)
@@ -169,42 +162,42 @@ def publish(
     With ``packages_root``, the package is copied there (see :func:`copy_package`) after its checks.
     """
     if role not in PUBLISH_ROLES:
-        raise PublishError(f"publishing needs role intermediate or advanced; yours is {role}", 403)
+        raise PlatformError(403, f"publishing needs role intermediate or advanced; yours is {role}")
     if not ID_RE.match(req.id):
-        raise PublishError(f"invalid id {req.id!r}: use 2-100 lower-case letters, digits, '.', '_' or '-'")
+        raise PlatformError(400, f"invalid id {req.id!r}: use 2-100 lower-case letters, digits, '.', '_' or '-'")
     if req.visibility not in ("private", "vo"):
-        raise PublishError("visibility must be 'private' or 'vo'; an admin promotes items to public")
+        raise PlatformError(400, "visibility must be 'private' or 'vo'; an admin promotes items to public")
     if req.visibility == "vo" and not vo:
-        raise PublishError("you belong to no VO: publish as private")
+        raise PlatformError(400, "you belong to no VO: publish as private")
     if (req.metadata is None) == (req.metadata_yaml is None):
-        raise PublishError("give exactly one of metadata (JSON) or metadata_yaml (text)")
+        raise PlatformError(400, "give exactly one of metadata (JSON) or metadata_yaml (text)")
     data = req.metadata if req.metadata is not None else md.parse_text(req.metadata_yaml or "", "ai4-metadata.yml")
     try:
         data = md.validate(data)
     except md.MetadataError as e:
-        raise PublishError(f"invalid metadata: {e}") from None
+        raise PlatformError(400, f"invalid metadata: {e}") from None
     package: Path | None = None
     if req.package_path:
         package = resolve_package(req.package_path)
         if not (package / "pyproject.toml").is_file() and not (package / "setup.py").is_file():
-            raise PublishError(f"{req.package_path!r} holds no Python package (no pyproject.toml or setup.py)")
+            raise PlatformError(400, f"{req.package_path!r} holds no Python package (no pyproject.toml or setup.py)")
         try:
             md.to_item(data, item_id=req.id, kind=kind, source="published", package_path=package)  # type: ignore[arg-type]
         except md.MetadataError as e:
-            raise PublishError(str(e)) from None
+            raise PlatformError(400, str(e)) from None
     if not package and not req.docker_image and not (data.get("links") or {}).get("docker_image"):
-        raise PublishError("say how to run it: package_path, docker_image or links.docker_image in the metadata")
+        raise PlatformError(400, "say how to run it: package_path, docker_image or links.docker_image in the metadata")
     with session_scope(db_url) as db:
         row = db.get(PublishedItem, req.id)
         if row is not None and row.owner != owner:
-            raise PublishError(f"id {req.id!r} is taken by another user's item", 409)
+            raise PlatformError(409, f"id {req.id!r} is taken by another user's item")
         if row is None and req.id in existing_ids:
-            raise PublishError(f"id {req.id!r} is already in the catalog: choose another", 409)
+            raise PlatformError(409, f"id {req.id!r} is already in the catalog: choose another")
         if row is None:
             row = PublishedItem(id=req.id, kind=kind, owner=owner)
             db.add(row)
         elif row.kind != kind:
-            raise PublishError(f"{req.id!r} is a {row.kind}, not a {kind}", 409)
+            raise PlatformError(409, f"{req.id!r} is a {row.kind}, not a {kind}")
         row.vo = vo
         row.visibility = req.visibility
         row.item_metadata = data
@@ -218,7 +211,7 @@ def publish(
 
 def set_visibility(db_url: str, item_id: str, visibility: str) -> PublishedItem | None:
     if visibility not in ("private", "vo", "public"):
-        raise PublishError("visibility must be private, vo or public")
+        raise PlatformError(400, "visibility must be private, vo or public")
     with session_scope(db_url) as db:
         row = db.get(PublishedItem, item_id)
         if row is not None:

@@ -215,6 +215,11 @@ class Catalog:
         return self.errors()
 
     # -- queries --------------------------------------------------------------------------
+    def ids_not_published(self) -> set[str]:
+        """Ids the catalog's sources (not publications) hold: a publication may not take them."""
+        self.ensure_loaded()
+        return {item_id for (_, item_id), item in self._items.items() if item.source != "published"}
+
     def items_of(self, source: str) -> list[CatalogItem]:
         """Every item a source gave, whoever may see it (for admins and the command line)."""
         self.ensure_loaded()

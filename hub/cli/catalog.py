@@ -15,6 +15,7 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
+from ai4lab.core.errors import PlatformError
 from ai4lab.core import db
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import metadata as md
@@ -204,7 +205,7 @@ def add_source(
     try:
         cfg = added_sources.detect(name, git, branch, kind)
         added_sources.add(settings, cfg)
-    except added_sources.SourceError as e:
+    except PlatformError as e:
         _fail(str(e))
     catalog = _catalog()
     catalog.remotes[name].refresh()
@@ -224,7 +225,7 @@ def remove_source(name: str = typer.Argument(..., help="a source added with add-
 
     try:
         added_sources.remove(load_settings(), name)
-    except added_sources.SourceError as e:
+    except PlatformError as e:
         _fail(str(e))
     out.print(f"removed source {name}")
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from ai4lab.core.statuses import ACTIVE_STATUSES
+
 
 class ApiError(RuntimeError):
     """The API refused a request; ``status`` is the HTTP status, the message its reason."""
@@ -138,7 +140,7 @@ class Client:
         if not wait:
             return dep
         deadline = time.monotonic() + timeout
-        while dep["status"] in ("queued", "starting", "running"):
+        while dep["status"] in ACTIVE_STATUSES:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"training {dep['id']} still {dep['status']} after {timeout:g}s")
             time.sleep(1)

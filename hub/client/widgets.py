@@ -24,9 +24,10 @@ from typing import Any
 
 import ipywidgets as w
 
+from ai4lab.core.statuses import ACTIVE_STATUSES
 from ai4lab.client import ApiError, Client
 
-ACTIVE = ("queued", "starting", "running")
+ACTIVE = ACTIVE_STATUSES
 
 
 def _error_html(message: str) -> str:

@@ -107,8 +107,7 @@ class PublishedItem(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
-ACTIVE_STATUSES = ("queued", "starting", "running")
-FINAL_STATUSES = ("succeeded", "failed", "stopped", "cancelled")
+from ai4lab.core.statuses import ACTIVE_STATUSES, FINAL_STATUSES  # noqa: E402,F401 - the names it always had
 
 
 def private_sqlite_file(url: str) -> None:

@@ -6,6 +6,7 @@ so that status transitions and timestamps are written the same way everywhere.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,19 @@ SHUTDOWN_REASON = "platform shutdown"
 SECRET_STATE_KEYS = ("token", "cvat_password")
 # the id (not the value) of the hub token given to the deployment's process: revoked when it ends
 HUB_TOKEN_KEY = "hub_token_id"
+
+
+#: Methods called with (deployment id, new status) after each change made in this process (weakly held).
+_listeners: list[weakref.WeakMethod[Callable[[str, str], None]]] = []
+
+
+def on_status_change(method: Callable[[str, str], None]) -> None:
+    """Call ``method(dep_id, status)`` after every status change this process makes (a bound method, held weakly).
+
+    Why: the API keeps running deployments in memory so that a proxied request
+    costs no query; whichever lifecycle changes a status, the copy must follow.
+    """
+    _listeners.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
 
 
 def create(
@@ -70,7 +84,12 @@ def set_status(
                 # it is what revokes the token once the deployment ends
                 value = {HUB_TOKEN_KEY: dep.backend_state[HUB_TOKEN_KEY], **value}
             setattr(dep, key, value)
-        return dep
+    for ref in list(_listeners):
+        if (listener := ref()) is None:
+            _listeners.remove(ref)
+        else:
+            listener(dep_id, status)
+    return dep
 
 
 def remember_hub_token(db_url: str, dep_id: str, token_id: str) -> None:

@@ -19,9 +19,14 @@ from typing import Any
 
 import fsspec
 
+from ai4lab.core.errors import PlatformError
 
-class StoragePathError(ValueError):
-    """A path that points outside the user's storage or is malformed."""
+
+class StoragePathError(PlatformError, ValueError):
+    """A path that points outside the user's storage or is malformed (400: the caller's to fix)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
 
 
 def clean_relpath(path: str) -> str:
@@ -65,6 +70,19 @@ def resolve_in_storage(root: str | os.PathLike[str], path: str) -> Path:
             raise StoragePathError(f"{rel!r} goes through a symlink that cannot be resolved")
         probe = os.path.dirname(probe)
     return Path(real)
+
+
+def in_user_storage(root: str | os.PathLike[str], path: str, what: str = "path") -> Path:
+    """The real location of ``path`` (a ``storage/`` prefix is optional) in the user storage ``root``.
+
+    The one way the platform joins a path a user gave to their storage: every
+    request field naming a dataset, an output folder, weights or a package comes
+    through here, and a refusal names the field (``dataset: 'x' leaves your storage ...``).
+    """
+    try:
+        return resolve_in_storage(root, path.removeprefix("storage/"))
+    except StoragePathError as e:
+        raise StoragePathError(f"{what}: {e}") from None
 
 
 @dataclass

@@ -27,35 +27,64 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 from jupyterhub.utils import random_port
+from pydantic import Field
 
-from ai4lab.core import deployments as deps
+from ai4lab.core.statuses import STARTING_STATUSES
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
-from ai4lab.core.runtime import readable_copy
 from ai4lab.catalog.model import CatalogItem
+from ai4lab.core import deployments as deps
 from ai4lab.core.db import Deployment
 from ai4lab.core.envs import EnvBuildError, ensure_env, env_bin
+from ai4lab.core.errors import PlatformError
 from ai4lab.core.isolation import read_written_by
-from ai4lab.flower.config import FlowerConfigError, validate_config
 from ai4lab.core.process_tokens import issue_process_token
+from ai4lab.core.runtime import readable_copy
 from ai4lab.core.secret_box import box_for
 from ai4lab.core.settings import Settings, bundled_catalog_path
-from ai4lab.core.storage import resolve_in_storage
+from ai4lab.core.storage import in_user_storage
+from ai4lab.deploy.lifecycle import (
+    Caller, DeploymentRequest, Hardware, Lifecycle, Platform, chosen_hardware, cpu_only,
+)
+from ai4lab.flower.config import FlowerConfig, FlowerConfigError, validate_config
 
 log = logging.getLogger("ai4lab.tools")
 READY_TIMEOUT = 120.0
+FLOWER_ITEM = "ai4lab-flower"
+CVAT_ITEM = "ai4lab-cvat"
+#: Roles that may start tools (Flower servers, CVAT): the overview's intermediate and advanced users.
+TOOL_ROLES = ("intermediate", "advanced")
+#: The keys of each tool's ``config``.
+CONFIG_FIELDS: dict[str, tuple[str, ...]] = {FLOWER_ITEM: tuple(FlowerConfig.model_fields), CVAT_ITEM: ("storage",)}
 
 
-class ToolError(ValueError):
-    """A tool request that cannot be honoured: ``status`` is the HTTP status to answer."""
+class ToolRequest(DeploymentRequest):
+    kind: Literal["tool"]
+    item: str | None = Field(default=None, description="catalog id of the tool, e.g. ai4lab-flower")
+    title: str = Field(default="", description="a title to find the deployment again")
+    hardware: Hardware = Field(default_factory=Hardware, description="within the tool's deploy form")
+    config: dict[str, Any] | None = Field(
+        default=None, description="the tool's settings, e.g. ai4lab-flower: {rounds, strategy, ...}; "
+                                  "ai4lab-cvat: {storage: {type, url, user, password}}")
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    def backend(self, platform: Platform) -> str:
+        return "nomad" if self.item == CVAT_ITEM else "local"
+
+
+def tool_item(platform: Platform, request: ToolRequest, caller: Caller) -> CatalogItem:
+    """The tool a request names, once the request's config keys and the caller's role allow it."""
+    if request.item in CONFIG_FIELDS and request.config:
+        allowed = CONFIG_FIELDS[request.item]
+        if unknown := set(request.config) - set(allowed):
+            raise PlatformError.unknown_fields(("body", "config"), unknown, allowed, "config")
+    item = platform.item("tool", request.item, caller, "start")
+    if caller.role not in TOOL_ROLES:
+        raise PlatformError(403, f"starting tools needs role {' or '.join(TOOL_ROLES)}; yours is {caller.role}")
+    return item
 
 
 def _hash(token: str) -> str:
@@ -67,7 +96,7 @@ def _hash(token: str) -> str:
 class FlowerTool:
     """The ``ai4lab-flower`` tool: a Flower server with per-deployment tokens."""
 
-    item_id = "ai4lab-flower"
+    item_id = FLOWER_ITEM
 
     def __init__(self, settings: Settings, backend: LocalBackend | None = None) -> None:
         self.settings = settings
@@ -81,7 +110,7 @@ class FlowerTool:
         try:
             return validate_config(config).model_dump()
         except FlowerConfigError as e:
-            raise ToolError(str(e)) from None
+            raise PlatformError(400, str(e)) from None
 
     def advertised_host(self) -> str:
         return self.settings.flower_advertised_host or urlparse(self.settings.public_url).hostname or "127.0.0.1"
@@ -93,8 +122,8 @@ class FlowerTool:
         (workdir / "config.json").write_text(json.dumps(config))
         self.write_tokens(workdir, [token])
         # the server writes the final model there: no symlink may lead it out of the owner's storage
-        output = self.backend.user_dir(dep.owner, resolve_in_storage(self.settings.user_storage(dep.owner),
-                                                                     f"models/{self.item_id}/{dep.id}"),
+        output = self.backend.user_dir(dep.owner, in_user_storage(self.settings.user_storage(dep.owner),
+                                                                  f"models/{self.item_id}/{dep.id}", "output"),
                                        self.settings.storage_root)
         mlflow_token = await issue_process_token(self.settings.db_url, dep, "flower")
         return JobSpec(
@@ -152,7 +181,7 @@ class FlowerTool:
             "tls": bool(self.certificate(dep)),
             "status": dep.status,
             "status_reason": dep.status_reason,
-            "state": status.get("state", "starting" if dep.status in ("queued", "starting") else dep.status),
+            "state": status.get("state", "starting" if dep.status in STARTING_STATUSES else dep.status),
             "config": dep.spec["config"],
             "metric": metric,
             "rounds_total": dep.spec["config"]["rounds"],
@@ -192,61 +221,66 @@ class FlowerTool:
         )
 
 
-class ToolDeployments:
-    """Lifecycle of ``kind="tool"`` deployments on the local backend, dispatched to each tool's driver."""
+class LocalTools(Lifecycle):
+    """``kind="tool"`` deployments on the local backend, dispatched to each tool's driver."""
 
-    def __init__(self, settings: Settings, backend: LocalBackend) -> None:
-        self.settings = settings
-        self.backend = backend
-        self.drivers: dict[str, FlowerTool] = {FlowerTool.item_id: FlowerTool(settings, backend)}
-        self.box = box_for(settings.state)  # the Flower token is sealed in the database
-        self._tasks: set[asyncio.Task[None]] = set()
+    kinds: ClassVar[tuple[str, ...]] = ("tool",)
+    backend: ClassVar[str] = "local"
+    requests: ClassVar[tuple[type[DeploymentRequest], ...]] = (ToolRequest,)
+
+    def __init__(self, platform: Platform) -> None:
+        super().__init__(platform)
+        self.local = platform.local
+        self.drivers: dict[str, FlowerTool] = {FlowerTool.item_id: FlowerTool(self.settings, self.local)}
+        self.box = box_for(self.settings.state)  # the Flower token is sealed in the database
 
     def driver(self, item_id: str) -> FlowerTool:
         try:
             return self.drivers[item_id]
         except KeyError:
-            raise ToolError(f"tool {item_id!r} cannot be deployed on this platform; deployable tools: "
-                            f"{', '.join(self.drivers)}") from None
+            raise PlatformError(400, f"tool {item_id!r} cannot be deployed on this platform; deployable tools: "
+                                f"{', '.join(self.drivers)}") from None
 
-    def create(self, owner: str, item: CatalogItem, config: dict[str, Any] | None, hardware: dict[str, Any],
-               title: str = "", vo: str | None = None, warnings: list[str] | None = None) -> Deployment:
+    async def create(self, request: ToolRequest, caller: Caller) -> Deployment:
+        item = tool_item(self.platform, request, caller)
+        # the same checks as a module's: the role's quota and the tool's own minimum resources
+        form = self.platform.form(item, caller)
+        asked = request.hardware.chosen()
+        hardware = chosen_hardware(form, asked)
+        warnings = cpu_only(form, hardware, asked, "tools")
         driver = self.driver(item.id)
-        spec = {"item": item.id, "title": title or item.title, "config": driver.check(config),
+        spec = {"item": item.id, "title": request.title or item.title, "config": driver.check(request.config),
                 "cpu": hardware.get("cpu_num", 1), "ram_mb": hardware.get("ram", 1000), "gpu_ids": [],
-                "warnings": warnings or []}
-        dep = deps.create(self.settings.db_url, owner=owner, kind="tool", name=item.id, spec=spec,
-                          status="starting", vo=vo)
+                "warnings": warnings}
+        dep = deps.create(self.settings.db_url, owner=caller.name, kind="tool", name=item.id, spec=spec,
+                          status="starting", vo=caller.vo)
         deps.set_status(self.settings.db_url, dep.id, "starting", "starting the server",
                         backend_state={"token": self.box.seal(secrets.token_urlsafe(32))})
-        task = asyncio.get_running_loop().create_task(self._start(dep.id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return deps.get(self.settings.db_url, dep.id) or dep
+        dep = deps.get(self.settings.db_url, dep.id) or dep
+        self.spawn(self.start(dep))
+        return dep
 
-    async def _start(self, dep_id: str) -> None:
-        dep = deps.get(self.settings.db_url, dep_id)
-        if dep is None:
-            return
+    async def start(self, dep: Deployment) -> None:
+        dep_id = dep.id
         driver = self.driver(dep.spec["item"])
         try:
             token = self.box.open(dep.backend_state["token"]) or ""
-            workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
+            workdir = self.local.user_dir(dep.owner, self.settings.deployments_root / dep_id,
                                             self.settings.deployments_root)
             port = random_port()
             deps.set_status(self.settings.db_url, dep_id, "starting", "building the tool's environment")
             job = await driver.job(dep, workdir, port, token)
             if (cur := deps.get(self.settings.db_url, dep_id)) is None or cur.status != "starting":
                 return  # stopped while its environment was being built
-            state = await self.backend.submit(job)
+            state = await self.local.submit(job)
             state.update(port=port, token=self.box.seal(token), status_file=str(workdir / "status.json"),
                          workdir=str(workdir))
             deps.set_status(self.settings.db_url, dep_id, "starting", "starting the server", backend_state=state)
             deadline = time.monotonic() + READY_TIMEOUT
             while time.monotonic() < deadline:
-                status = await self.backend.status(state)
+                status = await self.local.status(state)
                 if not status.running:
-                    tail = await self.backend.logs(state, tail=20)
+                    tail = await self.local.logs(state, tail=20)
                     deps.set_status(self.settings.db_url, dep_id, "failed",
                                     f"the server {status.reason}; last log lines:\n{tail}")
                     return
@@ -258,7 +292,7 @@ class ToolDeployments:
                             "outputs": f"storage/models/{driver.item_id}/{dep_id}"})
                     return
                 await asyncio.sleep(0.2)
-            await self.backend.stop(state)
+            await self.local.stop(state)
             deps.set_status(self.settings.db_url, dep_id, "failed", f"not ready within {READY_TIMEOUT:g}s")
         except EnvBuildError as e:
             deps.set_status(self.settings.db_url, dep_id, "failed", f"environment build failed: {e}")
@@ -281,7 +315,7 @@ class ToolDeployments:
     def rotate(self, dep: Deployment) -> dict[str, Any]:
         """A new token; the old one is refused from the server's next request on."""
         if dep.status != "running":
-            raise ToolError(f"deployment {dep.id} is {dep.status}: a token can be rotated while it runs", 409)
+            raise PlatformError(409, f"deployment {dep.id} is {dep.status}: a token can be rotated while it runs")
         token = secrets.token_urlsafe(32)
         state = {**dep.backend_state, "token": self.box.seal(token)}
         self.driver(dep.spec["item"]).write_tokens(Path(state["workdir"]), [token])
@@ -290,19 +324,17 @@ class ToolDeployments:
 
     async def stop(self, dep: Deployment, reason: str) -> None:
         if dep.backend_state.get("pid"):
-            await self.backend.stop(dep.backend_state)
-        if dep.status in ("queued", "starting", "running"):
-            deps.set_status(self.settings.db_url, dep.id, "stopped", reason)
+            await self.local.stop(dep.backend_state)
+        await super().stop(dep, reason)
 
     # -- watch ------------------------------------------------------------------------------
-    async def watch_once(self) -> None:
-        for dep in deps.list_deployments(self.settings.db_url, kind="tool", active_only=True):
-            if dep.status != "running" or dep.backend == "nomad":  # Nomad tools: ClusterDeployments follows them
+    async def watch(self) -> None:
+        for dep in self.mine(active_only=True):
+            if dep.status != "running":
                 continue
-            status = await self.backend.status(dep.backend_state)
-            if status.running:
-                continue
-            await self._finished(dep, status.exit_code)
+            status = await self.local.status(dep.backend_state)
+            if not status.running:
+                await self._finished(dep, status.exit_code)
 
     async def _finished(self, dep: Deployment, exit_code: int | None) -> None:
         info = self.info(dep)
@@ -316,23 +348,24 @@ class ToolDeployments:
                             f"{len(info['rounds'])} round(s) done; {info['metric']} = {info['result']}",
                             endpoints=endpoints)
             return
-        tail = await self.backend.logs(dep.backend_state, tail=15)
+        tail = await self.local.logs(dep.backend_state, tail=15)
         reason = info.get("error") or (f"the server exited (code {exit_code})" if exit_code is not None
-                                       else "the platform restarted and the server process is gone")
+                                       else "the server ended while the platform was down, without finishing")
         deps.set_status(self.settings.db_url, dep.id, "failed", f"{reason}; last log lines:\n{tail}",
                         endpoints=endpoints)
 
     async def recover(self) -> None:
         """After an API restart: a server still running is watched again; one that ended meanwhile is read back
-        from its status file (succeeded or failed); one caught starting is failed."""
-        for dep in deps.list_deployments(self.settings.db_url, kind="tool", active_only=True):
-            if dep.backend == "nomad":
-                continue
-            alive = bool(dep.backend_state.get("pid")) and (await self.backend.status(dep.backend_state)).running
+        from its status file (succeeded or failed); one caught starting is ended, if it was launched at all,
+        and started again."""
+        for dep in self.mine(active_only=True):
+            alive = bool(dep.backend_state.get("pid")) and (await self.local.status(dep.backend_state)).running
             if dep.status == "running":
                 if not alive:
                     await self._finished(dep, None)
                 continue
             if alive:
-                await self.backend.stop(dep.backend_state)
-            deps.set_status(self.settings.db_url, dep.id, "failed", "the platform restarted while the server started")
+                await self.local.stop(dep.backend_state)
+            await self.local.stop_job(f"tool-{dep.id}")
+            deps.set_status(self.settings.db_url, dep.id, "starting", "starting again after a platform restart")
+            self.spawn(self.start(dep))

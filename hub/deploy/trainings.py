@@ -1,11 +1,16 @@
-"""Trainings: a module's ``train()`` on the user's data as a batch job, queued by quota.
+"""Trainings and batch jobs (kinds ``training`` and ``batch``) on the local backend, queued by quota.
 
-A training is a deployment of kind ``training``. Its arguments are checked
-against the module's own ``get_train_args`` before anything starts; it waits in
-a first-come queue while the owner's role quota (or the GPUs) are taken; it
-runs ``train_runner.py`` in the module's environment on the local backend
-with an MLflow run tagged with the deployment, and writes its outputs to
-``storage/models/<module>/<deployment id>/`` in the owner's storage.
+A training runs a module's ``train()`` on the user's data. Its arguments are
+checked against the module's own ``get_train_args`` before anything starts; it
+waits in a first-come queue (shared with batch jobs) while the owner's role
+quota (or the GPUs) are taken; it runs ``train_runner.py`` in the module's
+environment with an MLflow run tagged with the deployment, and writes its
+outputs to ``storage/models/<module>/<deployment id>/`` in the owner's storage.
+A batch job runs ``batch_runner.py``: the module's ``predict()`` over a folder.
+
+Both runners write ``result.json`` last. That file, not the process's exit
+code, says how a job ended: after a platform restart the job is no child of
+the API any more and its exit code is unknown.
 """
 
 from __future__ import annotations
@@ -17,32 +22,89 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from ai4lab.core import accounts, isolation
+from pydantic import Field
+
+from ai4lab.core.statuses import RUNNING_STATUSES
+from ai4lab.core import isolation
 from ai4lab.core import deployments as deps
 from ai4lab.backends.base import JobSpec
-from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.core.db import Deployment
+from ai4lab.core.db import ACTIVE_STATUSES, Deployment
+from ai4lab.core.errors import PlatformError
 from ai4lab.deploy import module_env, runner, runner_result
+from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, Hardware, Lifecycle, Platform
 from ai4lab.deploy.module_code import link_folder, runner_env, working_copy
+from ai4lab.catalog.deploy_config import check_choice
 from ai4lab.core.envs import ensure_env, env_bin, env_repo
 from ai4lab.core.isolation import give_tree
 from ai4lab.core.process_tokens import issue_process_token
 from ai4lab.core.settings import Settings
-from ai4lab.core.storage import StoragePathError, resolve_in_storage
+from ai4lab.core.storage import in_user_storage
 
 log = logging.getLogger("ai4lab.trainings")
 JOB_KINDS = ("training", "batch")
 
 
-class TrainingError(ValueError):
-    """A training request that cannot be honoured: ``status`` is the HTTP status to answer."""
+class TrainingRequest(DeploymentRequest):
+    kind: Literal["training"]
+    item: str | None = Field(default=None, description="catalog id of the module to train")
+    title: str = Field(default="", description="a title to find the training again")
+    hardware: Hardware = Field(default_factory=Hardware, description="within the module's training form")
+    dataset: str | None = Field(default=None, description="folder or file in your storage")
+    args: dict[str, Any] = Field(default_factory=dict, description="the module's train arguments")
+    init_weights: str | None = Field(default=None, description="start from the model of this training (its id)")
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    def backend(self, platform: Platform) -> str:
+        return platform.settings.backend
+
+
+class BatchRequest(DeploymentRequest):
+    kind: Literal["batch"]
+    item: str | None = Field(default=None, description="catalog id of the module to predict with")
+    title: str = Field(default="", description="a title to find the job again")
+    hardware: Hardware = Field(default_factory=Hardware, description="within the module's training form")
+    input: str | None = Field(default=None, description="folder of files in your storage to predict on")
+    output: str | None = Field(default=None, description="folder in your storage for the results")
+    fields: dict[str, Any] = Field(default_factory=dict, description="other predict arguments")
+    file_field: str | None = Field(default=None, description="the predict field that takes each file")
+    weights: str | None = Field(default=None, description="weights to predict with: a training id")
+
+    def backend(self, platform: Platform) -> str:
+        return platform.settings.backend
+
+
+def in_storage(settings: Settings, owner: str, path: str, what: str) -> Path:
+    """The real location of ``path`` in ``owner``'s storage (400 naming ``what`` when it leaves it).
+
+    Why: jobs read and write these folders, so a symlink the user placed must
+    not lead them elsewhere. Checked when the job is created and again when it
+    starts: links can change while it waits in the queue.
+    """
+    return in_user_storage(settings.user_storage(owner), path, what)
+
+
+def model_file(settings: Settings, owner: str, training_id: str) -> Path:
+    """The model file a succeeded training of ``owner`` wrote (for deploying or continuing it)."""
+    dep = deps.get(settings.db_url, training_id)
+    if dep is None or dep.owner != owner or dep.kind != "training":
+        raise PlatformError(404, f"no training {training_id!r} of yours")
+    if dep.status != "succeeded":
+        raise PlatformError(409, f"training {training_id} is {dep.status}, not succeeded")
+    path = dep.endpoints.get("model_path")
+    if not path:
+        raise PlatformError(400, f"training {training_id} left no model file")
+    # the path comes from the training's own code: only a file in the owner's storage is used
+    root = Path(os.path.realpath(settings.user_storage(owner)))
+    try:
+        rel = Path(os.path.realpath(path)).relative_to(root)
+    except ValueError:
+        raise PlatformError(400, f"training {training_id} names a model file outside your storage") from None
+    model = in_storage(settings, owner, rel.as_posix(), "model")
+    if not model.is_file():
+        raise PlatformError(400, f"training {training_id} left no model file")
+    return model
 
 
 def _extras(package: Path) -> tuple[str, ...]:
@@ -55,11 +117,17 @@ def _extras(package: Path) -> tuple[str, ...]:
     return ("mlflow",) if "mlflow" in data.get("project", {}).get("optional-dependencies", {}) else ()
 
 
-class Trainings:
-    def __init__(self, settings: Settings, backend: LocalBackend) -> None:
-        self.settings = settings
-        self.backend = backend
-        self._lock = asyncio.Lock()
+class LocalJobs(Lifecycle):
+    """Trainings and batch jobs on this machine: one queue, one scheduler."""
+
+    kinds: ClassVar[tuple[str, ...]] = JOB_KINDS
+    backend: ClassVar[str] = "local"
+    requests: ClassVar[tuple[type[DeploymentRequest], ...]] = (TrainingRequest, BatchRequest)
+
+    def __init__(self, platform: Platform) -> None:
+        super().__init__(platform)
+        self.local = platform.local
+        self._lock = platform.lock("local-jobs")
 
     # -- environment and arguments ---------------------------------------------------------
     def env_for(self, item: CatalogItem) -> Path:
@@ -68,7 +136,7 @@ class Trainings:
 
     def _runner(self, env: Path, request: dict[str, Any], flag: str, owner: str | None = None) -> Any:
         """Run the train runner once (describe or check the arguments) as ``owner``, or as nobody."""
-        ident = self.backend.identity(owner) if owner else self.backend.accounts.nobody()
+        ident = self.local.identity(owner) if owner else self.local.accounts.nobody()
         work = Path(tempfile.mkdtemp(prefix="ai4lab-args-"))
         try:
             (work / "request.json").write_text(json.dumps(request))
@@ -83,116 +151,96 @@ class Trainings:
             shutil.rmtree(work, ignore_errors=True)
         result = runner_result(proc.stdout)
         if result is None:
-            raise TrainingError(f"the module could not be loaded: {proc.stderr.strip()[-500:]}", 500)
+            raise PlatformError(500, f"the module could not be loaded: {proc.stderr.strip()[-500:]}")
         return result
 
     def describe_args(self, item: CatalogItem) -> dict[str, Any]:
         return self._runner(self.env_for(item), {"model": item.run.entry_point}, "--describe")
 
-    def model_file(self, owner: str, training_id: str) -> Path:
-        """The model file a succeeded training of ``owner`` wrote (for deploying or continuing it)."""
-        dep = deps.get(self.settings.db_url, training_id)
-        if dep is None or dep.owner != owner or dep.kind != "training":
-            raise TrainingError(f"no training {training_id!r} of yours", 404)
-        if dep.status != "succeeded":
-            raise TrainingError(f"training {training_id} is {dep.status}, not succeeded", 409)
-        path = dep.endpoints.get("model_path")
-        if not path:
-            raise TrainingError(f"training {training_id} left no model file")
-        # the path comes from the training's own code: only a file in the owner's storage is used
-        root = Path(os.path.realpath(self.settings.user_storage(owner)))
-        try:
-            rel = Path(os.path.realpath(path)).relative_to(root)
-        except ValueError:
-            raise TrainingError(f"training {training_id} names a model file outside your storage") from None
-        model = self.in_storage(owner, rel.as_posix(), "model")
-        if not model.is_file():
-            raise TrainingError(f"training {training_id} left no model file")
-        return model
-
     # -- create ---------------------------------------------------------------------------
-    async def create(
-        self, owner: str, item: CatalogItem, *, dataset: str | None, args: dict[str, Any],
-        hardware: dict[str, Any], init_weights: str | None = None, title: str = "", warnings: list[str] | None = None,
-    ) -> Deployment:
-        acc = accounts.get_user(self.settings.db_url, owner) or accounts.ensure_user(self.settings.db_url, owner)
-        quota = self.settings.quotas[acc.role]
+    async def create(self, request: TrainingRequest | BatchRequest, caller: Caller) -> Deployment:
+        """Check the request against the module's training form, then queue it."""
+        item = self.platform.item("module", request.item, caller, "train" if request.kind == "training" else "run")
+        form = self.platform.form(item, caller, purpose="training")
+        asked = request.hardware.chosen()
+        if problems := check_choice(form, asked):
+            raise PlatformError(400, "hardware: " + "; ".join(problems))
+        if isinstance(request, BatchRequest):
+            if not request.input or not request.output:
+                raise PlatformError(400, "batch jobs need input and output folders in your storage")
+            dep = await self._create_batch(caller, item, request)
+        else:
+            hardware = {k: f["value"] for k, f in form["hardware"].items() if "range" in f} | asked
+            dep = await self._create_training(caller, item, request, hardware, form["warnings"])
+        await self.schedule()
+        return deps.get(self.settings.db_url, dep.id) or dep
+
+    async def _create_training(self, caller: Caller, item: CatalogItem, request: TrainingRequest,
+                               hardware: dict[str, Any], warnings: list[str]) -> Deployment:
+        owner, dataset, init_weights = caller.name, request.dataset, request.init_weights
+        quota = self.settings.quotas[caller.role]
         if quota.trainings < 1:
-            raise TrainingError(f"training needs role intermediate or advanced; yours is {acc.role}", 403)
+            raise PlatformError(403, f"training needs role intermediate or advanced; yours is {caller.role}")
         if not item.run.package_path or not item.run.entry_point:
-            raise TrainingError(f"{item.id} has no local package: it can only be trained from its image on a cluster")
+            raise PlatformError(400, f"{item.id} has no local package: it can only be trained from its image on a cluster")
         gpu = int(hardware.get("gpu_num", 0) or 0)
         if gpu > min(quota.gpu, len(self.settings.gpus)):
-            raise TrainingError(f"{gpu} GPU(s) asked: the {acc.role} quota allows {quota.gpu}, "
+            raise PlatformError(400, f"{gpu} GPU(s) asked: the {caller.role} quota allows {quota.gpu}, "
                                 f"this platform has {len(self.settings.gpus)}")
-        args = dict(args)
+        args = dict(request.args)
         platform_args: dict[str, str] = {}
         if dataset is not None:
             found = self.in_storage(owner, dataset, "dataset")
             if not found.exists():
-                raise TrainingError(f"dataset: no {dataset!r} in your storage")
+                raise PlatformError(400, f"dataset: no {dataset!r} in your storage")
             platform_args["dataset"] = str(found)
         if init_weights:
-            platform_args["init_weights"] = str(self.model_file(owner, init_weights))
+            platform_args["init_weights"] = str(model_file(self.settings, owner, init_weights))
         env = await asyncio.to_thread(self.env_for, item)
         verdict = await asyncio.to_thread(self._runner, env, {"model": item.run.entry_point, "args": args,
                                                               "platform_args": platform_args}, "--check", owner)
         if not verdict["ok"]:
-            raise TrainingError(verdict["reason"])
+            raise PlatformError(400, verdict["reason"])
         spec = {
             "item": item.id, "entry_point": item.run.entry_point, "package_path": item.run.package_path,
-            "title": title or f"train {item.id}", "dataset": dataset, "args": args, "init_weights": init_weights,
-            "platform_args": platform_args, "warnings": warnings or [],
+            "title": request.title or f"train {item.id}", "dataset": dataset, "args": args,
+            "init_weights": init_weights, "platform_args": platform_args, "warnings": warnings,
             "cpu": hardware.get("cpu_num", 1), "ram_mb": hardware.get("ram", 2000), "gpu": gpu, "gpu_ids": [],
         }
-        dep = deps.create(self.settings.db_url, owner=owner, kind="training", name=item.id, spec=spec,
-                          status="queued", vo=acc.vo)
-        await self.schedule()
-        return deps.get(self.settings.db_url, dep.id) or dep
+        return deps.create(self.settings.db_url, owner=owner, kind="training", name=item.id, spec=spec,
+                           status="queued", vo=caller.vo)
 
-    async def create_batch(
-        self, owner: str, item: CatalogItem, *, input_path: str, output_path: str, fields: dict[str, Any],
-        file_field: str | None = None, weights: str | None = None, title: str = "",
-    ) -> Deployment:
+    async def _create_batch(self, caller: Caller, item: CatalogItem, request: BatchRequest) -> Deployment:
         """Predict over a folder of the user's storage, results to another folder, as a queued job."""
-        acc = accounts.get_user(self.settings.db_url, owner) or accounts.ensure_user(self.settings.db_url, owner)
-        if self.settings.quotas[acc.role].trainings < 1:
-            raise TrainingError(f"batch jobs need role intermediate or advanced; yours is {acc.role}", 403)
+        owner, input_path, output_path = caller.name, request.input or "", request.output or ""
+        if self.settings.quotas[caller.role].trainings < 1:
+            raise PlatformError(403, f"batch jobs need role intermediate or advanced; yours is {caller.role}")
         if not item.run.package_path or not item.run.entry_point:
-            raise TrainingError(f"{item.id} has no local package")
+            raise PlatformError(400, f"{item.id} has no local package")
         root = self.in_storage(owner, "", "input")
         src, dst = self.in_storage(owner, input_path, "input"), self.in_storage(owner, output_path, "output")
         if src == root or not src.is_dir():
-            raise TrainingError(f"input: no folder {input_path!r} in your storage")
+            raise PlatformError(400, f"input: no folder {input_path!r} in your storage")
         if dst == root or dst == src or src in dst.parents:
-            raise TrainingError("output: give a folder outside the input folder")
-        fields = dict(fields)
-        if weights:
-            fields["weights"] = str(self.model_file(owner, weights))
+            raise PlatformError(400, "output: give a folder outside the input folder")
+        fields = dict(request.fields)
+        if request.weights:
+            fields["weights"] = str(model_file(self.settings, owner, request.weights))
         spec = {"item": item.id, "entry_point": item.run.entry_point, "package_path": item.run.package_path,
-                "title": title or f"batch {item.id}", "input": input_path, "output": output_path,
+                "title": request.title or f"batch {item.id}", "input": input_path, "output": output_path,
                 "input_abs": str(src), "output_abs": str(dst), "fields": fields,
-                "file_field": file_field, "gpu": 0, "gpu_ids": []}
-        dep = deps.create(self.settings.db_url, owner=owner, kind="batch", name=item.id, spec=spec, status="queued",
-                          vo=acc.vo)
-        await self.schedule()
-        return deps.get(self.settings.db_url, dep.id) or dep
+                "file_field": request.file_field, "gpu": 0, "gpu_ids": []}
+        return deps.create(self.settings.db_url, owner=owner, kind="batch", name=item.id, spec=spec, status="queued",
+                           vo=caller.vo)
 
     def in_storage(self, owner: str, path: str, what: str) -> Path:
-        """The real location of ``path`` (``storage/`` prefix optional) in ``owner``'s storage.
+        return in_storage(self.settings, owner, path, what)
 
-        Why: jobs read and write these folders with the platform's rights, so a
-        symlink the user placed must not lead them elsewhere (TrainingError 400).
-        Checked when the job is created and again when it starts: links can
-        change while it waits in the queue.
-        """
-        try:
-            return resolve_in_storage(self.settings.user_storage(owner), path.removeprefix("storage/"))
-        except StoragePathError as e:
-            raise TrainingError(f"{what}: {e}") from None
-
-    def progress(self, dep: Deployment, log_text: str) -> dict[str, int] | None:
-        for line in reversed(log_text.splitlines()):
+    async def progress(self, dep: Deployment) -> dict[str, int] | None:
+        """A batch job's files done so far, from the ``progress n/m`` lines its runner prints."""
+        if dep.kind != "batch" or not dep.backend_state:
+            return None
+        for line in reversed((await self.logs(dep, tail=50)).splitlines()):
             if line.startswith("progress "):
                 done, total = line.split()[1].split("/")
                 return {"done": int(done), "total": int(total)}
@@ -202,14 +250,12 @@ class Trainings:
     async def schedule(self) -> None:
         """Start queued trainings, oldest first, while their owner's quota and the GPUs allow."""
         async with self._lock:
-            active = [d for kind in JOB_KINDS
-                      for d in deps.list_deployments(self.settings.db_url, kind=kind, active_only=True, backend="local")]
-            running = [d for d in active if d.status in ("starting", "running")]
+            active = self.mine(active_only=True)
+            running = [d for d in active if d.status in RUNNING_STATUSES]
             queued = sorted((d for d in active if d.status == "queued"), key=lambda d: d.created_at)
             used_gpus = deps.gpus_in_use(self.settings.db_url)
             for dep in queued:
-                acc = accounts.get_user(self.settings.db_url, dep.owner)
-                quota = self.settings.quotas[acc.role if acc else "basic"]
+                quota = self.settings.quotas[Caller.of(self.settings, dep.owner).role]
                 mine = sum(1 for d in running if d.owner == dep.owner)
                 free = [g.id for g in self.settings.gpus if g.id not in used_gpus]
                 if mine >= quota.trainings:
@@ -235,9 +281,9 @@ class Trainings:
         spec = dict(dep.spec)
         try:
             env = await asyncio.to_thread(self.env_for, self._item_stub(spec))
-            workdir = self.backend.user_dir(dep.owner, self.settings.deployments_root / dep_id,
+            workdir = self.local.user_dir(dep.owner, self.settings.deployments_root / dep_id,
                                             self.settings.deployments_root)
-            ident = self.backend.identity(dep.owner)
+            ident = self.local.identity(dep.owner)
             repo = await asyncio.to_thread(working_copy, env, workdir, ident)
             if dep.kind == "batch":
                 request: dict[str, Any] = {
@@ -247,7 +293,7 @@ class Trainings:
                     "result": str(workdir / "result.json"),
                 }
             else:
-                out = self.backend.user_dir(dep.owner, self.in_storage(dep.owner, f"models/{spec['item']}/{dep_id}",
+                out = self.local.user_dir(dep.owner, self.in_storage(dep.owner, f"models/{spec['item']}/{dep_id}",
                                                                        "outputs"), self.settings.storage_root)
                 platform_args = {**spec.get("platform_args", {}), "output_dir": str(out)}
                 dataset = None
@@ -267,7 +313,7 @@ class Trainings:
             (workdir / "request.json").write_text(json.dumps(request))
             token = await issue_process_token(self.settings.db_url, dep, dep.kind)
             env_vars = module_env(
-                self.settings, self.backend, dep.owner, env, workdir, repo=repo, app=spec["entry_point"],
+                self.settings, self.local, dep.owner, env, workdir, repo=repo, app=spec["entry_point"],
                 MLFLOW_TRACKING_URI=self.settings.public_url + "/services/mlflow",
                 MLFLOW_TRACKING_TOKEN=token,
                 MLFLOW_EXPERIMENT_NAME=spec["item"],
@@ -279,7 +325,7 @@ class Trainings:
                           env=env_vars, cwd=repo, log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
                           cpu=spec.get("cpu"), ram_gb=(spec.get("ram_mb") or 0) / 1000, gpu_ids=spec["gpu_ids"],
                           owner=dep.owner, owned_paths=[workdir])
-            state = await self.backend.submit(job)
+            state = await self.local.submit(job)
             state["result"] = request["result"]
             outputs = spec["output"] if dep.kind == "batch" else f"storage/models/{spec['item']}/{dep_id}"
             deps.set_status(self.settings.db_url, dep_id, "running", "", backend_state=state,
@@ -319,74 +365,81 @@ class Trainings:
                            run=RunInfo(package_path=spec["package_path"], entry_point=spec["entry_point"]))
 
     # -- watch ----------------------------------------------------------------------------
-    async def watch_once(self) -> None:
-        for dep in [d for kind in JOB_KINDS for d in deps.list_deployments(self.settings.db_url, kind=kind,
-                                                                            active_only=True, backend="local")]:
+    async def watch(self) -> None:
+        for dep in self.mine(active_only=True):
             if dep.status != "running" or not dep.backend_state:
                 continue
-            status = await self.backend.status(dep.backend_state)
-            if status.running:
-                continue
-            await self._finish(dep, status.exit_code, status.reason)
+            status = await self.local.status(dep.backend_state)
+            if not status.running:
+                await self._finish(dep, status.exit_code, status.reason)
         await self.schedule()
 
-    async def _finish(self, dep: Deployment, exit_code: int | None, ended: str = "") -> None:
-        result_path = Path(dep.backend_state.get("result", ""))
+    def _result(self, dep: Deployment) -> dict[str, Any]:
+        """What the job's runner wrote last (``result.json``), or {} when it wrote nothing readable."""
+        path = Path(dep.backend_state.get("result", ""))
         try:  # written by the job, as its user: never followed out of the job's folder
-            result = json.loads(isolation.read_written_by(result_path, self.backend.identity(dep.owner).uid, 2**22))
+            result = json.loads(isolation.read_written_by(path, self.local.identity(dep.owner).uid, 2**22))
         except (OSError, ValueError, isolation.IsolationError):
-            result = {}
-        if not isinstance(result, dict):
-            result = {}
+            return {}
+        return result if isinstance(result, dict) else {}
+
+    async def _finish(self, dep: Deployment, exit_code: int | None, ended: str = "") -> None:
+        """Record how the job ended, from what it left behind.
+
+        ``exit_code`` None: the process was no child of this API (it was started
+        before a restart), so only ``result.json`` tells whether it finished.
+        """
+        result = self._result(dep)
         endpoints = dict(dep.endpoints)
         run_id = result.get("mlflow_run_id")
         if run_id:
             endpoints["mlflow_run_id"] = run_id
             exp = result.get("mlflow_experiment_id") or "0"
             endpoints["mlflow_run"] = f"{self.settings.public_url}/services/mlflow/#/experiments/{exp}/runs/{run_id}"
-        output = result.get("output") or {}
+        output = result.get("output")
         if isinstance(output, dict):
             for key in ("model_path", "metrics_path"):
                 if output.get(key):
                     endpoints[key] = output[key]
             endpoints["result"] = {k: v for k, v in output.items() if isinstance(v, (int, float, str))}
-        if exit_code == 0 and "output" in result:
-            deps.set_status(self.settings.db_url, dep.id, "succeeded", "", endpoints=endpoints)
-            return
-        if dep.kind == "batch" and "output" in result:
-            failed = result["output"].get("failed", 0)
-            deps.set_status(self.settings.db_url, dep.id, "failed",
-                            f"{failed} of {result['output'].get('files')} file(s) could not be predicted; "
-                            "their reasons are in the output folder", endpoints=endpoints)
-            return
-        tail = await self.backend.logs(dep.backend_state, tail=15)
+            failed = output.get("failed", 0) if dep.kind == "batch" else 0
+            if exit_code == 0 or (exit_code is None and not failed):
+                deps.set_status(self.settings.db_url, dep.id, "succeeded", "", endpoints=endpoints)
+                return
+            if dep.kind == "batch":
+                deps.set_status(self.settings.db_url, dep.id, "failed",
+                                f"{failed} of {output.get('files')} file(s) could not be predicted; "
+                                "their reasons are in the output folder", endpoints=endpoints)
+                return
+        tail = await self.local.logs(dep.backend_state, tail=15)
         # the backend's reason first when the kernel ended it ("out of memory: limit 2 GB")
-        reason = ended if ended.startswith("out of memory") else result.get("error") or "the training process died"
+        if ended.startswith("out of memory"):
+            reason = ended
+        elif result.get("error"):
+            reason = result["error"]
+        elif exit_code is None:
+            reason = f"the {dep.kind} process ended without a result"
+        else:
+            reason = f"the {dep.kind} process died"
         deps.set_status(self.settings.db_url, dep.id, "failed",
                         f"{reason} (exit code {exit_code}); last log lines:\n{tail}", endpoints=endpoints)
 
-    async def cancel(self, dep: Deployment, by: str) -> None:
-        if dep.status in ("starting", "running") and dep.backend_state:
-            await self.backend.stop(dep.backend_state)
-        if dep.status in ("queued", "starting", "running"):
-            deps.set_status(self.settings.db_url, dep.id, "cancelled", f"cancelled by {by}")
+    async def stop(self, dep: Deployment, reason: str) -> None:
+        if dep.status in RUNNING_STATUSES and dep.backend_state:
+            await self.local.stop(dep.backend_state)
+        if dep.status in ACTIVE_STATUSES:
+            deps.set_status(self.settings.db_url, dep.id, "cancelled", reason)
         await self.schedule()
 
     async def recover(self) -> None:
-        """After a restart: a training still running is watched again; one whose process is gone failed."""
-        for dep in [d for kind in JOB_KINDS for d in deps.list_deployments(self.settings.db_url, kind=kind,
-                                                                            active_only=True, backend="local")]:
+        """After a restart: a job still running is watched again; one that ended meanwhile is read back from
+        its ``result.json``; one caught starting (its process may have been launched, or not) is ended and
+        queued again, since it never ran."""
+        for dep in self.mine(active_only=True):
             if dep.status == "starting" or (dep.status == "running" and not dep.backend_state):
-                deps.set_status(self.settings.db_url, dep.id, "failed", "the platform restarted while it started")
-            elif dep.status == "running" and not (await self.backend.status(dep.backend_state)).running:
-                result = Path(dep.backend_state.get("result", ""))
-                if result.is_file():
-                    try:
-                        written = isolation.read_written_by(result, self.backend.identity(dep.owner).uid, 2**22)
-                    except (OSError, isolation.IsolationError):
-                        written = b""
-                    await self._finish(dep, 0 if b'"output"' in written else 1)
-                else:
-                    deps.set_status(self.settings.db_url, dep.id, "failed",
-                                    "the platform restarted and the training process is gone")
+                await self.local.stop_job(f"{dep.kind}-{dep.id}")
+                deps.set_status(self.settings.db_url, dep.id, "queued",
+                                "queued again: the platform restarted while it started", spec={**dep.spec, "gpu_ids": []})
+            elif dep.status == "running" and not (await self.local.status(dep.backend_state)).running:
+                await self._finish(dep, None)
         await self.schedule()

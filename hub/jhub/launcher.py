@@ -24,6 +24,7 @@ from rich.console import Console
 
 from ai4lab.core import accounts, db
 from ai4lab.core import deployments as deps
+from ai4lab.deploy.registry import resumes_after_restart
 from ai4lab.backends.local import kill_tree
 from ai4lab.client.hub import HubClient, HubError
 from ai4lab.jhub.hubconfig import default_config_file, prepare_state
@@ -102,10 +103,12 @@ def sweep_local_processes(settings: Settings) -> int:
             kill_tree(int(pid), float(ctime) if ctime else None, timeout=5,
                       ticks=dep.backend_state.get("start_ticks"))
             killed += 1
-        if dep.kind == "training":  # a batch job cannot resume where it was
-            deps.set_status(settings.db_url, dep.id, "failed", "the platform was stopped during the training")
-        else:
+        if resumes_after_restart(dep.kind, dep.backend):  # sessions and servers start again with the platform
             deps.set_status(settings.db_url, dep.id, "stopped", deps.SHUTDOWN_REASON)
+        elif dep.kind in ("training", "batch"):  # a job cannot resume where it was
+            deps.set_status(settings.db_url, dep.id, "failed", f"the platform was stopped during the {dep.kind}")
+        else:
+            deps.set_status(settings.db_url, dep.id, "stopped", "the platform was stopped")
     return killed
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ai4lab.core.errors import PlatformError
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import publish as pub
 from ai4lab.catalog.registry import ANONYMOUS, Viewer
@@ -93,7 +94,7 @@ def test_promoted_item_is_public(db_url: str, catalog: Catalog) -> None:
         assert sees(catalog, viewer)
     assert catalog.facets("module")["sources"] == ["published"]
     assert pub.set_visibility(db_url, "no-such-item", "public") is None
-    with pytest.raises(pub.PublishError):
+    with pytest.raises(PlatformError):
         pub.set_visibility(db_url, "alice-demo", "everyone")
 
 
@@ -144,8 +145,8 @@ def test_v1_metadata_is_converted_when_published(db_url: str, catalog: Catalog) 
 # -- refused requests -----------------------------------------------------------------
 
 
-def refused(db_url: str, **kw: Any) -> pub.PublishError:
-    with pytest.raises(pub.PublishError) as e:
+def refused(db_url: str, **kw: Any) -> PlatformError:
+    with pytest.raises(PlatformError) as e:
         do_publish(db_url, **kw)
     return e.value
 
@@ -172,7 +173,7 @@ def test_invalid_metadata_gives_the_validators_reason(db_url: str) -> None:
 
 
 def test_metadata_text_that_does_not_parse(db_url: str) -> None:
-    """Not a PublishError: the API answers 400 'invalid metadata' for any ValueError."""
+    """Not a PlatformError: the API answers 400 'invalid metadata' for any ValueError."""
     with pytest.raises(ValueError, match="mapping values are not allowed here"):
         do_publish(db_url, metadata_yaml=(DATA / "modules" / "phyto-plankton-classification.yml").read_text())
 
@@ -180,7 +181,7 @@ def test_metadata_text_that_does_not_parse(db_url: str) -> None:
 def test_exactly_one_metadata_field(db_url: str) -> None:
     e = refused(db_url, metadata=metadata(), metadata_yaml="title: x")
     assert e.status == 400 and "exactly one" in str(e)
-    with pytest.raises(pub.PublishError, match="exactly one"):
+    with pytest.raises(PlatformError, match="exactly one"):
         pub.publish(db_url, pub.PublishRequest(id="alice-demo"), kind="module", owner="alice",
                     role="intermediate", vo=None, resolve_package=None, existing_ids=set())
 
@@ -225,7 +226,7 @@ def test_id_of_another_kind(db_url: str) -> None:
 
 def test_refused_requests_store_nothing(db_url: str) -> None:
     for kw in ({"role": "basic"}, {"id": "Bad"}, {"metadata": {"title": "x"}}, {"visibility": "vo", "vo": None}):
-        with pytest.raises(pub.PublishError):
+        with pytest.raises(PlatformError):
             do_publish(db_url, **kw)
     with session_scope(db_url) as s:
         assert s.query(PublishedItem).count() == 0
@@ -237,7 +238,7 @@ def test_broken_pyproject_in_a_published_package_does_not_break_the_catalog(
     pkg = tmp_path / "storage" / "pkg"
     pkg.mkdir(parents=True)
     (pkg / "pyproject.toml").write_text("[project\nname = 'x'\n")
-    with pytest.raises(pub.PublishError, match="not valid TOML"):
+    with pytest.raises(PlatformError, match="not valid TOML"):
         do_publish(db_url, tmp_path / "storage", id="broken-pkg", package_path="pkg")
     # a package broken after it was published does not break the catalog either
     (pkg / "pyproject.toml").write_text("[project]\nname = 'x'\n")

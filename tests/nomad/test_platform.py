@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import sys
 import time
 from collections.abc import Iterator
@@ -121,6 +123,9 @@ def test_gpu_session_on_nomad(platform: Platform, nomad: FakeNomadServer, tokens
         assert api.get("/user/bob/api/status").status_code == 200
         dep = next(d for d in api.get(f"{API}/deployments", params={"kind": "ide"}).json())
         assert dep["backend"] == "nomad" and dep["status"] == "running"
+        # its logs come from the Nomad job (they once fell through to the local backend, empty)
+        fake.set_logs(job["ID"], "Jupyter Server is running\n")
+        assert api.get(f"{API}/deployments/{dep['id']}/logs").text == "Jupyter Server is running\n"
         r = api.delete("/hub/api/users/bob/server")
         assert r.status_code in (202, 204)
         deadline = time.monotonic() + 60
@@ -308,3 +313,72 @@ def test_module_and_training_deployments_on_nomad(platform: Platform, nomad: Fak
         assert failed["status_reason"].startswith(f"lost: alloc is lost since its node {other} is down; "
                                                   "not rescheduled: no node can run it")
 
+
+
+@contextmanager
+def deepaas_at(port: int, body: bytes, content_type: str) -> Iterator[list[str]]:
+    """A stand-in for a module image's DEEPaaS at an allocation's port (images cannot run here): it answers
+    every request with ``body`` and records the paths asked."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            asked.append(f"{self.command} {self.path}")
+            self.send_response(200)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_nomad_modules_in_a_pipeline_and_ended_ones_not_proxied(platform: Platform, nomad: FakeNomadServer,
+                                                                tokens: dict[str, str]) -> None:
+    """A pipeline calls Nomad modules where their allocation serves them (it once asked for a local port and
+    failed with a 500); a module Nomad ended is no longer proxied (it once stayed in the proxy's memory)."""
+    fake = nomad.fake
+    png = (ROOT / "docs" / "screenshots" / "lab-marketplace.png").read_bytes()[:2048]
+    with platform.api(tokens["bob"]) as api:
+        deps_, ports = {}, {}
+        for item in ("ai4lab-image-prep", "ai4lab-digits"):
+            r = api.post(f"{API}/deployments", json={"kind": "module", "item": item, "hardware": {"cpu_num": 1}})
+            assert r.status_code == 201, r.text
+            deps_[item] = wait_status(api, r.json()["id"], "running")
+            job = job_of(fake, deployment=deps_[item]["id"])
+            ports[item] = fake.alloc_of(job["ID"])["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
+        prep, digits = deps_["ai4lab-image-prep"], deps_["ai4lab-digits"]
+        with deepaas_at(ports["ai4lab-image-prep"], png, "image/png") as prep_asked, \
+                deepaas_at(ports["ai4lab-digits"], b'{"predictions": {"label": 3}}', "application/json") as asked:
+            r = api.post(f"{API}/deployments", json={"kind": "pipeline", "steps": [
+                {"deployment": prep["id"], "output": "file"}, {"deployment": digits["id"]}]})
+            assert r.status_code == 201, r.text
+            pipe = r.json()
+            r = api.post(f"{API}/deployments/{pipe['id']}/predict", files={"file": ("x.png", png, "image/png")})
+            assert r.status_code == 200, r.text
+            assert r.json()["predictions"] == {"label": 3}
+            assert prep_asked == [f"POST /v2/models/{prep['spec']['entry_point']}/predict/"]
+            assert asked[0].startswith(f"POST /v2/models/{digits['spec']['entry_point']}/predict/")
+            # the module's own API, proxied while it runs
+            assert api.get(f"{API}/deployments/{digits['id']}/api/v2/models/").status_code == 200
+            assert asked[-1] == "GET /v2/models/"
+            # Nomad ends it: the platform follows, and the proxy refuses
+            fake.finish(job_of(fake, deployment=digits["id"])["ID"], 1)
+            wait_status(api, digits["id"], "failed")
+            r = api.get(f"{API}/deployments/{digits['id']}/api/v2/models/")
+            assert r.status_code == 409 and "is failed" in r.json()["detail"]
+            assert asked[-1] == "GET /v2/models/" and len([a for a in asked if a.startswith("GET")]) == 1
+        api.delete(f"{API}/deployments/{prep['id']}")

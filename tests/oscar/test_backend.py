@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ai4lab.core.errors import PlatformError
 from ai4lab.backends.oscar import OscarBackend, OscarConfig, OscarError
 from ai4lab.catalog.metadata import load_folder
-from ai4lab.deploy.serverless import ServerlessDeployments, InferenceError
+from ai4lab.deploy.lifecycle import Platform
+from ai4lab.deploy.serverless import OscarServices
 from ai4lab.oscar import build_service, decode_output, encode_request, service_name
 from ai4lab.core.settings import Settings, bundled_catalog_path
 from tests.fakes import oscar_spec
@@ -118,6 +120,6 @@ async def test_oidc_token_and_wrong_credentials(server: FakeOscarServer) -> None
 
 
 def test_not_configured_says_how(tmp_path: Path) -> None:
-    with pytest.raises(InferenceError) as err:
-        ServerlessDeployments(Settings(state_dir=tmp_path, oscar_endpoint=None)).backend()
+    with pytest.raises(PlatformError) as err:
+        OscarServices(Platform.for_settings(Settings(state_dir=tmp_path, oscar_endpoint=None))).oscar()
     assert err.value.status == 400 and "oscar_endpoint" in str(err.value)

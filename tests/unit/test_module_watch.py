@@ -10,7 +10,8 @@ from ai4lab.core import db
 from ai4lab.core import deployments as deps
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
-from ai4lab.deploy.modules import ModuleDeployments
+from ai4lab.deploy.lifecycle import Platform
+from ai4lab.deploy.modules import ModuleServers
 from ai4lab.core.isolation import Accounts
 from ai4lab.core.settings import Settings
 
@@ -27,7 +28,7 @@ async def test_idle_deployments_are_stopped_and_dead_ones_failed(tmp_path: Path)
     settings = Settings(state_dir=tmp_path / "s", deployment_idle_timeout=60)
     db.upgrade(settings.db_url)
     backend = LocalBackend(Accounts(enabled=False))  # the watcher's logic, not who runs the process
-    watcher = ModuleDeployments(settings, backend)
+    watcher = ModuleServers(Platform.for_settings(settings, backend))
     idle = await start(backend, settings, ["sleep", "300"])
     busy = await start(backend, settings, ["sleep", "300"])
     dead = await start(backend, settings, ["sh", "-c", "echo boom; exit 3"])
@@ -38,7 +39,7 @@ async def test_idle_deployments_are_stopped_and_dead_ones_failed(tmp_path: Path)
     import asyncio
 
     await asyncio.sleep(0.3)  # let the failing one exit
-    await watcher.watch_once()
+    await watcher.watch()
     stopped = deps.get(settings.db_url, idle)
     assert stopped.status == "stopped" and "without requests" in stopped.status_reason
     assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -10,10 +11,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ai4lab.core.errors import PlatformError
 from ai4lab.core import db
 from ai4lab.core import deployments as deps
 from ai4lab.backends.local import LocalBackend
-from ai4lab.deploy.tools import ToolDeployments, ToolError, _hash
+from ai4lab.deploy.lifecycle import Platform
+from ai4lab.deploy.tools import LocalTools, _hash
 from ai4lab.core.settings import Settings
 
 CONFIG = {"rounds": 2, "strategy": "FedAvg", "metric": "accuracy"}
@@ -31,6 +34,13 @@ def make(settings: Settings, tmp: Path, name: str, state: dict, status: dict | N
     return dep.id
 
 
+async def _not_started(dep: deps.Deployment) -> None:
+    _not_started.asked.append(dep.id)  # type: ignore[attr-defined]
+
+
+_not_started.asked = []  # type: ignore[attr-defined]
+
+
 async def test_recover_after_restart(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state")
     db.upgrade(settings.db_url)
@@ -43,7 +53,8 @@ async def test_recover_after_restart(tmp_path: Path) -> None:
         "rounds": [{"round": 1, "metrics": {"accuracy": 0.5}}, {"round": 2, "metrics": {"accuracy": 0.8}}]})
     lost_id = make(settings, tmp_path, "lost", gone, {"state": "round 1 done", "rounds": []})
     starting_id = make(settings, tmp_path, "starting", {}, None, dep_status="starting")
-    tools = ToolDeployments(settings, LocalBackend())
+    tools = LocalTools(Platform.for_settings(settings, LocalBackend()))
+    tools.start = _not_started  # type: ignore[method-assign]  # what recovery asks, not a real start
     try:
         await tools.recover()
         assert deps.get(settings.db_url, alive_id).status == "running"
@@ -51,8 +62,12 @@ async def test_recover_after_restart(tmp_path: Path) -> None:
         assert done.status == "succeeded" and "2 round(s) done; accuracy = 0.8" in done.status_reason
         assert done.endpoints["mlflow_run_id"] == "abc"
         lost = deps.get(settings.db_url, lost_id)
-        assert lost.status == "failed" and "server process is gone" in lost.status_reason
-        assert deps.get(settings.db_url, starting_id).status == "failed"
+        assert lost.status == "failed" and "ended while the platform was down" in lost.status_reason
+        # caught starting: started again
+        starting = deps.get(settings.db_url, starting_id)
+        assert starting.status == "starting" and "again after a platform restart" in starting.status_reason
+        await asyncio.gather(*tools._tasks)
+        assert _not_started.asked == [starting_id]
 
         # rotation: a new token, the server's hash file holds only the new one; not for ended deployments
         dep = deps.get(settings.db_url, alive_id)
@@ -60,7 +75,7 @@ async def test_recover_after_restart(tmp_path: Path) -> None:
         assert new["token"] != "t0" and new["address"].endswith(":1234")
         hashes = json.loads((tmp_path / "alive" / "tokens.json").read_text())
         assert hashes == [_hash(new["token"])]
-        with pytest.raises(ToolError, match="succeeded"):
+        with pytest.raises(PlatformError, match="succeeded"):
             tools.rotate(deps.get(settings.db_url, done_id))
     finally:
         alive.kill()

@@ -12,7 +12,8 @@ import psutil
 from ai4lab.core import db
 from ai4lab.core import deployments as deps
 from ai4lab.backends.local import LocalBackend
-from ai4lab.deploy.trainings import Trainings
+from ai4lab.deploy.lifecycle import Platform
+from ai4lab.deploy.trainings import LocalJobs
 from ai4lab.core.isolation import give
 from ai4lab.core.settings import Settings
 
@@ -41,10 +42,10 @@ async def test_recover_after_restart(tmp_path: Path) -> None:
     backend = LocalBackend()
     give(result, backend.identity("ann"))  # the job wrote it, as its owner (anything else is not read)
     try:
-        await Trainings(settings, backend).recover()
+        await LocalJobs(Platform.for_settings(settings, backend)).recover()
         assert deps.get(settings.db_url, alive_id).status == "running"
         gone = deps.get(settings.db_url, gone_id)
-        assert gone.status == "failed" and "restarted" in gone.status_reason
+        assert gone.status == "failed" and "ended without a result" in gone.status_reason
         done = deps.get(settings.db_url, done_id)
         assert done.status == "succeeded" and done.endpoints["mlflow_run_id"] == "abc"
         assert done.endpoints["model_path"] == "/x/model.joblib"

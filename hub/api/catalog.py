@@ -1,30 +1,32 @@
-"""Catalog routes of the platform API: browse and search (anyone), deploy forms, publish, admin."""
+"""``/catalog``: browse and search (anyone), deploy forms, *Try*, training arguments, packages, publish, admin."""
 
 import asyncio
 import os
 import shutil
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ai4lab.core import accounts
 from ai4lab.api.auth import HubUser
-from ai4lab.catalog import Catalog
+from ai4lab.api.context import ApiContext
 from ai4lab.catalog import added_sources
 from ai4lab.catalog import publish as pub
 from ai4lab.catalog.check import last_reports, run_check
 from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.catalog.model import KINDS, CatalogItem
+from ai4lab.catalog.package import package_folder, package_tarball
 from ai4lab.catalog.registry import ANONYMOUS, Viewer
 from ai4lab.catalog.render import description_html
+from ai4lab.core.errors import PlatformError
 from ai4lab.core.isolation import Accounts
-from ai4lab.core.settings import Settings
-from ai4lab.core.storage import StoragePathError, resolve_in_storage
+from ai4lab.core.storage import in_user_storage
+from ai4lab.deploy.lifecycle import Caller
+from ai4lab.deploy.on_nomad import NomadJobs
+from ai4lab.deploy.trainings import LocalJobs
+from ai4lab.deploy.trying import try_module
 
 KindPath = Literal["modules", "tools"]
 
@@ -38,33 +40,19 @@ class AddSource(BaseModel):
     branch: str | None = Field(default=None, description="branch or tag (default: the repository's default)")
 
 
-def build_router(
-    prefix: str,
-    settings: Settings,
-    catalog: Catalog,
-    current_user: Callable[..., Awaitable[HubUser]],
-    optional_user: Callable[..., Awaitable[HubUser | None]],
-    cluster: Any = None,
-) -> APIRouter:
-    router = APIRouter(prefix=f"{prefix}/catalog", tags=["catalog"])
-    User = Annotated[HubUser, Depends(current_user)]
-    MaybeUser = Annotated[HubUser | None, Depends(optional_user)]
+def build_router(api: ApiContext) -> APIRouter:
+    settings, catalog = api.settings, api.catalog
+    router = APIRouter(prefix=f"{api.prefix}/catalog", tags=["catalog"])
+    User = api.user_dependency()
+    MaybeUser = api.maybe_user_dependency()
+    max_bytes = int(settings.max_upload_mb * 2**20)
 
-    recent: dict[str, tuple[float, str, str | None]] = {}
-
-    def account(user: HubUser | None, max_age: float = 10) -> tuple[str, str | None]:
-        """Role and VO, remembered a few seconds: browsing must not cost a query per request."""
+    def account(user: HubUser | None) -> tuple[str, str | None]:
+        """Role and VO of the caller (anonymous callers are basic, of no VO)."""
         if user is None:
             return "basic", None
-        now = time.monotonic()
-        hit = recent.get(user.name)
-        if hit and now - hit[0] < max_age:
-            return hit[1], hit[2]
-        acc = accounts.get_user(settings.db_url, user.name) or accounts.ensure_user(
-            settings.db_url, user.name, admin=user.admin
-        )
-        recent[user.name] = (now, acc.role, acc.vo)
-        return acc.role, acc.vo
+        caller = api.caller(user)
+        return caller.role, caller.vo
 
     def viewer(user: HubUser | None) -> Viewer:
         if user is None:
@@ -74,12 +62,12 @@ def build_router(
     def find(kind: KindPath, item_id: str, user: HubUser | None) -> CatalogItem:
         item = catalog.get(KINDS[kind], item_id, viewer(user))
         if item is None:
-            raise HTTPException(404, f"no {KINDS[kind]} {item_id!r} in the catalog")
+            raise PlatformError(404, f"no {KINDS[kind]} {item_id!r} in the catalog")
         return item
 
     def require_admin(user: HubUser) -> None:
         if not user.admin:
-            raise HTTPException(403, "admins only")
+            raise PlatformError(403, "admins only")
 
     @router.get("/sources", summary="The catalog sources, with their items and last fetch (admin)")
     async def list_sources(user: User) -> list[dict[str, Any]]:
@@ -89,11 +77,8 @@ def build_router(
     @router.post("/sources", status_code=201, summary="Add a module or AI4OS catalog repository from git (admin)")
     async def add_source(body: AddSource, user: User) -> dict[str, Any]:
         require_admin(user)
-        try:
-            cfg = await asyncio.to_thread(added_sources.detect, body.name, body.git, body.branch, body.kind)
-            added_sources.add(settings, cfg)
-        except added_sources.SourceError as e:
-            raise HTTPException(e.status, str(e)) from None
+        cfg = await asyncio.to_thread(added_sources.detect, body.name, body.git, body.branch, body.kind)
+        added_sources.add(settings, cfg)
         catalog.reload()
         await asyncio.to_thread(catalog.remotes[cfg.name].refresh)
         catalog.reload()
@@ -102,10 +87,7 @@ def build_router(
     @router.delete("/sources/{name}", summary="Remove a source added at run time (admin)")
     async def delete_source(name: str, user: User) -> dict[str, str]:
         require_admin(user)
-        try:
-            added_sources.remove(settings, name)
-        except added_sources.SourceError as e:
-            raise HTTPException(e.status, str(e)) from None
+        added_sources.remove(settings, name)
         catalog.reload()
         return {"removed": name}
 
@@ -150,7 +132,7 @@ def build_router(
                 return Response(catalog.search_json(KINDS[kind], **query), media_type="application/json")
             result = catalog.search(KINDS[kind], **query)
         except ValueError as e:
-            raise HTTPException(400, str(e)) from None
+            raise PlatformError(400, str(e)) from None
         result["facets"] = catalog.facets(KINDS[kind], viewer(user))
         return JSONResponse(result)
 
@@ -160,35 +142,31 @@ def build_router(
 
         def resolve(path: str) -> Path:
             root = settings.user_storage(user.name)
-            try:
-                folder = resolve_in_storage(root, path.removeprefix("storage/"))
-                if not folder.is_dir():
-                    raise pub.PublishError(f"no folder {path!r} in your storage")
-                # the package is read again later (builds, downloads): no link in it may lead out
-                for inner in pub.symlinks_in(folder):
-                    resolve_in_storage(root, inner.relative_to(os.path.realpath(root)).as_posix())
-            except StoragePathError as e:
-                raise pub.PublishError(f"package_path: {e}") from None
+            folder = in_user_storage(root, path, "package_path")
+            if not folder.is_dir():
+                raise PlatformError(400, f"no folder {path!r} in your storage")
+            # the package is read again later (builds, downloads): no link in it may lead out
+            for inner in pub.symlinks_in(folder):
+                in_user_storage(root, inner.relative_to(os.path.realpath(root)).as_posix(), "package_path")
             return folder
 
-        catalog.ensure_loaded()
-        taken = {i for (k, i), item in catalog._items.items() if item.source != "published"}
+        taken = catalog.ids_not_published()
         clone: Path | None = None
         try:
             publisher = Accounts.from_settings(settings).ensure(user.name)
             if body.git_url:
                 if body.package_path:
-                    raise pub.PublishError("give package_path or git_url, not both")
+                    raise PlatformError(400, "give package_path or git_url, not both")
                 clone, commit = await asyncio.to_thread(pub.clone_as, publisher, body.git_url, body.git_ref)
                 body = pub.from_clone(body, clone, commit, publisher.uid)
                 resolve = lambda _path: clone  # noqa: E731 - the clone stands for the storage folder
             row = pub.publish(settings.db_url, body, kind=KINDS[kind], owner=user.name, role=role, vo=vo,
                               resolve_package=resolve, existing_ids=taken, packages_root=settings.published_root,
                               owner_ids=(publisher.uid, publisher.gid) if settings.isolating else None)
-        except pub.PublishError as e:
-            raise HTTPException(e.status, str(e)) from None
+        except PlatformError:
+            raise
         except ValueError as e:  # metadata text that does not parse
-            raise HTTPException(400, f"invalid metadata: {e}") from None
+            raise PlatformError(400, f"invalid metadata: {e}") from None
         finally:
             if clone is not None:
                 shutil.rmtree(clone.parent, ignore_errors=True)
@@ -208,10 +186,10 @@ def build_router(
     ) -> dict[str, Any]:
         item = find(kind, item_id, user)
         role, vo = account(user)
-        if cluster is not None:  # a Nomad cluster: its GPUs and the datacenters of the user's project
-            offer = await cluster.offer(vo)
-            return deploy_config(item, quota=settings.quotas[role], role=role, gpus=offer["gpus"], purpose=purpose,
-                                 backends=["nomad"], datacenters=offer["datacenters"], hard=settings.resources_hard)
+        if settings.backend == "nomad":  # a Nomad cluster: its GPUs and the datacenters of the user's project
+            nomad = api.registry.lifecycles[("module", "nomad")]
+            assert isinstance(nomad, NomadJobs)
+            return await nomad.form(item, api.caller(user) if user else Caller(name=""), purpose)
         return deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus, purpose=purpose,
                              hard=settings.resources_hard)
 
@@ -225,7 +203,7 @@ def build_router(
         require_admin(user)
         item = find(kind, item_id, user)
         if item.source != "published":
-            raise HTTPException(400, f"{item_id!r} comes from source {item.source!r}, not a publication")
+            raise PlatformError(400, f"{item_id!r} comes from source {item.source!r}, not a publication")
         pub.set_visibility(settings.db_url, item_id, "public")
         catalog.reload()
         return _detail(find(kind, item_id, user))
@@ -234,12 +212,50 @@ def build_router(
     async def withdraw(kind: KindPath, item_id: str, user: User) -> dict[str, str]:
         item = find(kind, item_id, user)
         if item.source != "published":
-            raise HTTPException(400, f"{item_id!r} comes from source {item.source!r}: only publications can be withdrawn")
+            raise PlatformError(400, f"{item_id!r} comes from source {item.source!r}: only publications can be withdrawn")
         if item.owner != user.name and not user.admin:
-            raise HTTPException(403, "only its owner or an admin can withdraw it")
+            raise PlatformError(403, "only its owner or an admin can withdraw it")
         pub.unpublish(settings.db_url, item_id)
         catalog.reload()
         return {"withdrawn": item_id}
+
+    # -- a module's code: training arguments, the package, Try ------------------------------------
+    def local_module(item_id: str, user: HubUser) -> CatalogItem:
+        item = find("modules", item_id, user)
+        if not item.run.package_path:
+            code = item.links.get("source_code")
+            where = f": clone its code from {code}" if code else ""
+            raise PlatformError(400, f"{item_id} has no package on this platform{where}")
+        return item
+
+    @router.get("/modules/{item_id}/train-args", summary="The module's training arguments (types, ranges)")
+    async def train_args(item_id: str, user: User) -> dict[str, Any]:
+        item = local_module(item_id, user)
+        jobs = api.registry.lifecycles[("training", "local")]
+        assert isinstance(jobs, LocalJobs)
+        return await asyncio.to_thread(jobs.describe_args, item)
+
+    @router.get("/modules/{item_id}/package", summary="The module's source package as .tar.gz (open in IDE)")
+    async def package(item_id: str, user: User) -> Response:
+        item = local_module(item_id, user)
+        try:
+            folder = package_folder(settings, Path(item.run.package_path or ""))
+        except PlatformError as e:
+            raise PlatformError(e.status, f"{item_id}: {e}") from None
+        data = await asyncio.to_thread(package_tarball, folder)
+        return Response(data, media_type="application/gzip",
+                        headers={"Content-Disposition": f'attachment; filename="{item_id}.tar.gz"'})
+
+    @router.post("/modules/{item_id}/try", summary="One prediction without a deployment (try me)")
+    async def try_it(item_id: str, request: Request, user: User) -> Response:
+        item = find("modules", item_id, user)
+        if int(request.headers.get("content-length") or 0) > max_bytes:
+            raise PlatformError(413, f"upload larger than {settings.max_upload_mb:g} MB")
+        form = await request.form(max_part_size=max_bytes)
+        answer = await try_module(api.platform, item, form, user.name, request.headers.get("accept", ""), max_bytes)
+        if answer.content is not None:
+            return Response(answer.content, media_type=answer.content_type)
+        return JSONResponse(answer.json)
 
     return router
 

@@ -14,10 +14,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse
 
+from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
 from ai4lab.core import accounts
 from ai4lab.core import deployments as deps
 from ai4lab.api.auth import HubUser
-from ai4lab.api.marketplace_pages import _env
+from ai4lab.api.pages import _env
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.check import last_reports
 from ai4lab.core.isolation import describe_mode
@@ -32,7 +33,7 @@ def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     per_user: dict[str, dict[str, float]] = defaultdict(lambda: {"active": 0, "cpu": 0.0, "ram_gb": 0.0, "gpu": 0})
     per_vo: dict[str, dict[str, float]] = defaultdict(lambda: {"active": 0, "cpu": 0.0, "ram_gb": 0.0, "gpu": 0})
     for dep in every:
-        if dep.status not in ("starting", "running"):
+        if dep.status not in RUNNING_STATUSES:
             continue
         spec = dep.spec
         ram = spec.get("ram_gb") if spec.get("ram_gb") is not None else (spec.get("ram_mb") or 0) / 1000
@@ -81,7 +82,7 @@ def build_router(
         require_admin(user)
         data = usage(settings, catalog)
         shown = [d for d in data["deployments"]
-                 if status == "all" or (status == "active") == (d["status"] in ("queued", "starting", "running"))]
+                 if status == "all" or (status == "active") == (d["status"] in ACTIVE_STATUSES)]
         html = _env.get_template("admin.html").render(prefix=prefix, hub_home=hub_home, user=user, data=data,
                                                       shown=shown, status=status)
         return HTMLResponse(html)
