@@ -62,6 +62,10 @@ class Platform:
     proc: subprocess.Popen[str] | None = None
     output: str = ""
     admin_password: str = ""
+    #: where ``ai4lab`` is run from: the suite's venv, or another install (tests/integration/test_wheel.py)
+    bin_dir: Path = VENV_BIN
+    #: working directory of ``ai4lab up`` and the CLI (None: the test's own)
+    cwd: Path | None = None
 
     @classmethod
     def create(cls, state: Path, **settings: str) -> "Platform":
@@ -89,8 +93,8 @@ class Platform:
 
     def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
-            [str(VENV_BIN / "ai4lab"), *args], env=self.env, capture_output=True, text=True, input=input,
-            timeout=120,
+            [str(self.bin_dir / "ai4lab"), *args], env=self.env, capture_output=True, text=True, input=input,
+            timeout=120, cwd=self.cwd,
         )
         if check and r.returncode != 0:
             raise AssertionError(f"ai4lab {' '.join(args)} failed ({r.returncode}): {r.stderr}")
@@ -100,8 +104,8 @@ class Platform:
         self.state.mkdir(parents=True, exist_ok=True)
         self._log = open(self.state / "up.out", "w+")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "ai4lab"), "up"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            text=True,
+            [str(self.bin_dir / "ai4lab"), "up"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            text=True, cwd=self.cwd,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -188,6 +192,28 @@ class Platform:
                     return srv
                 time.sleep(0.3)
         raise TimeoutError(f"server {user}/{server} not ready: {json.dumps(model)[:500]}\n{self.hub_log()[-2000:]}")
+
+
+def platform_processes(state: Path) -> list[psutil.Process]:
+    """Processes started for this platform: their command line or HOME points into its state folder."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if str(state) in " ".join(proc.cmdline()) or proc.environ().get("HOME", "").startswith(str(state)):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def gone(procs: list[psutil.Process], timeout: float = 10) -> list[psutil.Process]:
+    """Those of ``procs`` still alive (zombies count as gone) after waiting up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.2)
+    return alive
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:

@@ -31,6 +31,20 @@ class OscarError(RuntimeError):
         super().__init__(message)
         self.status = status
 
+    @property
+    def answer_status(self) -> int:
+        """The status the platform answers its own caller with.
+
+        OSCAR's refusals of the request (400, 404, 409 conflict, ...) pass through; OSCAR failing, not
+        answering (0, 5xx) or refusing the platform's own credentials (401, 403: nothing the caller can
+        fix) is a bad gateway, 502, or 504 when it did not answer in time.
+        """
+        if self.status == 504:
+            return 504
+        if 400 <= self.status < 500 and self.status not in (401, 403):
+            return self.status
+        return 502
+
 
 @dataclass
 class OscarConfig:
@@ -84,8 +98,17 @@ class OscarBackend:
             raise OscarError(resp.status_code, f"OSCAR answered {resp.status_code}: {text}") from None
         except requests.RequestException as e:
             raise OscarError(0, f"OSCAR at {self.config.endpoint} does not answer: {e}") from None
-        except ValueError as e:  # oscar-python: "already present"
-            raise OscarError(409, str(e)) from None
+        except json.JSONDecodeError as e:  # an answer oscar-python reads as JSON and is not
+            raise OscarError(502, f"OSCAR answered something that is not JSON: {e}") from None
+        except ValueError as e:
+            # oscar-python's own checks, before or instead of a request: only "already present" (a service
+            # of that name exists) is a conflict; the others keep their reason
+            message = str(e)
+            if "already present" in message:
+                raise OscarError(409, message) from None
+            if "not present" in message:  # update_service of a service the cluster does not have
+                raise OscarError(404, message) from None
+            raise OscarError(400, f"oscar-python refused the call: {message}") from None
 
     # -- services ------------------------------------------------------------------
     async def create_service(self, service: dict[str, Any]) -> None:

@@ -101,7 +101,7 @@ class OscarServices(Lifecycle):
             await backend.create_service(service)
         except OscarError as e:
             deps.set_status(self.settings.db_url, dep.id, "failed", str(e), spec=spec, backend_state=state)
-            raise PlatformError(502 if e.status in (0, 500, 502) else 400, str(e)) from None
+            raise PlatformError(e.answer_status, str(e)) from None
         self._log(state, f"created OSCAR service {name} ({service['image']}) on {backend.config.endpoint}")
         public = f"{self.settings.public_url}/services/ai4lab/deployments/{dep.id}"
         return deps.set_status(

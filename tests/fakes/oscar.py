@@ -13,6 +13,11 @@ with the single file left in ``$TMP_OUTPUT_DIR`` base64-encoded (several:
 a zip; none: the script's output). ``POST /job/{service}`` does the same in
 the background and records a job whose logs ``/system/logs`` serves.
 
+Failures on demand: ``faults[(method, path)] = (status, text)`` makes the next
+such request (checked against the spec and the credentials first) answer
+``status`` with ``text``, once; for the errors a real cluster gives and this one
+never would (a 500 of its own, a conflict between two creations).
+
 The container is the one thing imitated: instead of pulling the service's
 image, the script runs with the cached environment of the catalog module that
 image was built from (``images`` maps image -> module folder, built with
@@ -73,6 +78,7 @@ class FakeOscar:
     jobs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
     refused: list[str] = field(default_factory=list)  # reasons of 400s, for tests
+    faults: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)  # one-shot answers, for tests
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -174,6 +180,9 @@ class FakeOscar:
                 schemes = oscar_spec.security(request.method, request.url.path)
                 if schemes and not fake._authorized(request, schemes):
                     response = PlainTextResponse("Unauthorized", status_code=401)
+                elif (request.method, request.url.path) in fake.faults:
+                    status, text = fake.faults.pop((request.method, request.url.path))
+                    response = PlainTextResponse(text, status_code=status)
                 else:
                     response = await call_next(request)
             fake.requests.append((request.method, request.url.path, response.status_code))

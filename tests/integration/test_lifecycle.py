@@ -10,18 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.platform_harness import Platform
+from tests.platform_harness import Platform, gone, platform_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lifecycle")]
-
-
-def gone(procs: list[psutil.Process], timeout: float = 10) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    alive = procs
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        time.sleep(0.2)
-    return alive
 
 
 def wait_for(api, dep_id: str, status: str, timeout: float = 180) -> dict:  # type: ignore[no-untyped-def]
@@ -32,18 +23,6 @@ def wait_for(api, dep_id: str, status: str, timeout: float = 180) -> dict:  # ty
             return dep
         time.sleep(0.5)
     raise TimeoutError(f"{dep_id} not {status}: {dep}")
-
-
-def platform_processes(state: Path) -> list[psutil.Process]:
-    """Processes started for this platform: their command line or HOME points into its state folder."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if str(state) in " ".join(proc.cmdline()) or proc.environ().get("HOME", "").startswith(str(state)):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:

@@ -228,9 +228,13 @@ def test_api_errors_are_sentences_in_the_panel(lab: Lab) -> None:
 
 
 def test_flower_server_from_the_panel(lab: Lab, platform: Platform, tmp_path: Path) -> None:
-    if platform.api(platform.token(USER)).get(f"{API}/catalog/tools/ai4lab-flower").status_code == 404:
-        pytest.skip("this platform has no Flower tool yet (issue 7): the panel's start is checked after the merge")
-    from ai4lab.flower.client import join  # the Flower tool's own client (issue 7)
+    # the Flower tool is bundled (config/catalog/tools/ai4lab-flower): its absence is a broken platform, not a skip
+    with platform.api(platform.token(USER)) as api:
+        r = api.get(f"{API}/catalog/tools/ai4lab-flower")
+    assert r.status_code == 200, (f"the bundled Flower tool ai4lab-flower is not in the platform's catalog "
+                                  f"(HTTP {r.status_code}: {r.text[:300]}); check config/catalog/tools/ai4lab-flower "
+                                  "and the bundled catalog source")
+    from ai4lab.flower.client import join  # the Flower tool's own client
     from tests.flower.data import digit_splits
 
     panel = lab.open_panel("flower")
