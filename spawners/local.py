@@ -23,6 +23,7 @@ from traitlets import Dict, Float, List, Unicode, default
 from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.core import deployments as deps
 from ai4lab.backends.local import LocalBackend
+from ai4lab.core import deployments as deps
 from ai4lab.core.isolation import give, private_dir
 from ai4lab.core.settings import get_settings
 from ai4lab.spawners.profiles import SessionOptions, render_form
@@ -73,7 +74,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
 
     @default("tools_bin")
     def _default_tools_bin(self) -> str:
-        return str(get_settings().tools_dir / "bin")
+        return str(get_settings().tools_bin)
 
     @default("mlflow_url")
     def _default_mlflow_url(self) -> str:
@@ -148,7 +149,8 @@ class LocalSessionSpawner(ProfileFormSpawner):
         if not link.exists():
             link.symlink_to(self.storage, target_is_directory=True)
             give(link, ident)
-        news = self.workspace / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
+        news = (self.workspace / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension"
+                / "notification.jupyterlab-settings")
         if not news.exists():
             # the platform may be offline: do not ask every user about fetching Jupyter news
             private_dir(news.parent, ident, self.workspace)

@@ -26,10 +26,12 @@ from traitlets import Bool, Dict, Float, List, Unicode, default
 from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.core import deployments as deps
 from ai4lab.backends.nomad import NomadBackend, NomadError, endpoints_from_allocation
-from ai4lab.nomad import MAIN_TASK, NomadJobSpec, load_defaults, load_federation
+from ai4lab.core import deployments as deps
 from ai4lab.core.settings import GpuDevice, get_settings
+from ai4lab.nomad import MAIN_TASK, NomadJobSpec, load_defaults, load_federation
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
+
 
 class NomadSpawnError(RuntimeError):
     """A session Nomad could not start; JupyterHub shows ``jupyterhub_message`` to the user."""
@@ -52,8 +54,12 @@ class NomadSpawner(ProfileFormSpawner):
         help="Nomad ACL token (default: platform setting nomad.token). Needs submit-job, read-job and "
         "read-logs on the namespace, and node:read for the GPU capacity shown in the form.",
     )
-    tls_ca_cert = Unicode(config=True, help="CA bundle verifying Nomad's TLS certificate (default: setting nomad.ca_cert).")
-    tls_client_cert = Unicode(config=True, help="Client certificate for Nomad mutual TLS (default: setting nomad.client_cert).")
+    tls_ca_cert = Unicode(
+        config=True, help="CA bundle verifying Nomad's TLS certificate (default: setting nomad.ca_cert)."
+    )
+    tls_client_cert = Unicode(
+        config=True, help="Client certificate for Nomad mutual TLS (default: setting nomad.client_cert)."
+    )
     tls_client_key = Unicode(config=True, help="Client key for Nomad mutual TLS (default: setting nomad.client_key).")
     tls_skip_verify = Bool(False, config=True, help="Do not verify Nomad's TLS certificate (tests only).")
     namespace = Unicode(config=True, help="Nomad namespace of the session jobs (default: setting nomad.namespace).")
@@ -77,8 +83,12 @@ class NomadSpawner(ProfileFormSpawner):
         Unicode(), config=True, help="GPU models offered in the form (empty: every model the cluster's nodes have)."
     )
     purge = Bool(config=True, help="Purge the job when the session stops (False keeps it as a dead job to inspect).")
-    defaults_file = Unicode("", config=True, help="Nomad job defaults file ('' : setting nomad.defaults_file or the bundled one).")
-    federation_file = Unicode("", config=True, help="Federation file: datacenters per project ('' : setting nomad.federation_file).")
+    defaults_file = Unicode(
+        "", config=True, help="Nomad job defaults file ('' : setting nomad.defaults_file or the bundled one)."
+    )
+    federation_file = Unicode(
+        "", config=True, help="Federation file: datacenters per project ('' : setting nomad.federation_file)."
+    )
     watch_wait = Float(30, config=True, help="Seconds a Nomad blocking query waits for a change before asking again.")
     ready_timeout = Float(300, config=True, help="Seconds to wait for the server to answer once its task runs.")
 

@@ -8,7 +8,7 @@ and the ``ide`` deployment record are the same, so a user sees one form.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from inspect import isawaitable
 from typing import Any
 
@@ -34,6 +34,9 @@ class ProfileFormSpawner(Spawner):
     )
     ides = Dict(config=True, help="IDEs offered: {key: {display_name, default_url}}.")
     quotas = Dict(config=True, help="Per-role quotas {role: {cpu, ram_gb, gpu, sessions}}.")
+
+    # jupyterhub's Dict trait (jupyterhub has no type hints): the options of the session being started
+    user_options: dict[str, Any]
 
     # kept across hub restarts (get_state/load_state): the backend's job and the deployment record
     job_state = Dict()
@@ -64,7 +67,9 @@ class ProfileFormSpawner(Spawner):
         role = self._account().role
         return role, Quota(**self.quotas[role])
 
-    def validate(self, raw: dict[str, Any], free_gpus: int, free_by_model: dict[str, int] | None = None) -> SessionOptions:
+    def validate(
+        self, raw: dict[str, Any], free_gpus: int, free_by_model: dict[str, int] | None = None
+    ) -> SessionOptions:
         """The user's options checked against profiles, quota, free GPUs and running sessions."""
         role, quota = self._role_and_quota()
         options = validate_options(
@@ -145,7 +150,7 @@ class ProfileFormSpawner(Spawner):
         self._events.append({"progress": progress, "message": message})
         self._events_changed.set()
 
-    async def progress(self):  # type: ignore[override]
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
         seen = 0
         while True:
             events = getattr(self, "_events", [])

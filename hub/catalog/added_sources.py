@@ -65,10 +65,10 @@ def detect(name: str, url: str, branch: str | None = None, kind: str | None = No
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
             raise PlatformError(400, f"cannot clone {url}: {e}") from None
         if find_metadata_file(work / "repo") is not None:
-            return SourceConfig(name=name, type="repo", url=url, branch=branch, kind=kind)  # type: ignore[arg-type]
+            return SourceConfig(name=name, type="repo", url=url, branch=branch, kind=kind)
         if (work / "repo" / ".gitmodules").is_file():
             guessed = kind or ("tool" if "tool" in url.rsplit("/", 1)[-1] else "module")
-            return SourceConfig(name=name, type="git", url=url, branch=branch, kind=guessed)  # type: ignore[arg-type]
+            return SourceConfig(name=name, type="git", url=url, branch=branch, kind=guessed)
         raise PlatformError(400, f"{url} is neither a module repository (no ai4-metadata.yml at its root) nor an AI4OS "
                           "catalog (no .gitmodules)")
     finally:

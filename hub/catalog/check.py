@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ai4lab.core import isolation
 from ai4lab.catalog import metadata as md
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.deploy import runner, runner_result
-from ai4lab.deploy.module_code import runner_env, working_copy
+from ai4lab.core import isolation
 from ai4lab.core.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.core.isolation import Accounts
 from ai4lab.core.settings import Settings
+from ai4lab.deploy import runner, runner_result
+from ai4lab.deploy.module_code import runner_env, working_copy
 
 CHECK_TIMEOUT = 600.0
 

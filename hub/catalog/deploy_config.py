@@ -103,7 +103,7 @@ def deploy_config(
     gpu_models = sorted({g.model for g in gpus})
     image = item.run.docker_image or ""
     services = ["deepaas"] if item.kind == "module" else ["tool"]
-    form = {
+    form: dict[str, Any] = {
         "item": {"id": item.id, "kind": item.kind, "title": item.title},
         "purpose": purpose,
         "deployable": not problems,

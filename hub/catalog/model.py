@@ -21,7 +21,7 @@ class Resources(BaseModel):
     disk_mb: int | None = None
 
     @classmethod
-    def from_metadata(cls, raw: dict[str, Any] | None) -> "Resources":
+    def from_metadata(cls, raw: dict[str, Any] | None) -> Resources:
         raw = raw or {}
         return cls(
             cpu=raw.get("cpu"),

@@ -114,7 +114,8 @@ def clone_as(ident: Any, url: str, ref: str | None) -> tuple[Path, str]:
 
 
 def from_clone(req: PublishRequest, clone: Path, commit: str, uid: int) -> PublishRequest:
-    """The request for a repository cloned from ``git_url``: its metadata file when none was given, and where it came from.
+    """The request for a repository cloned from ``git_url``: its metadata file when none was given, and where it
+    came from.
 
     ``uid``: the publisher's, who wrote the clone; its files are read without following links.
     """

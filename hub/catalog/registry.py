@@ -21,8 +21,8 @@ from sqlalchemy import select
 from ai4lab.catalog import metadata as md
 from ai4lab.catalog.model import CatalogItem, ItemError, Kind
 from ai4lab.catalog.sources import LoadResult, RemoteCatalog, RepoSource, load_folder_source
-from ai4lab.core.settings import Settings, SourceConfig
 from ai4lab.core.db import PublishedItem, session_scope
+from ai4lab.core.settings import Settings, SourceConfig
 
 SORTS = ("relevance", "title", "updated", "-updated")
 _WORD = re.compile(r"[\w.+-]+")
@@ -56,7 +56,7 @@ class Indexed:
     summary_json: bytes
 
     @classmethod
-    def of(cls, item: CatalogItem) -> "Indexed":
+    def of(cls, item: CatalogItem) -> Indexed:
         fields = {
             "title": item.title.lower(),
             "tags": " ".join(item.tags).lower(),
@@ -86,7 +86,9 @@ def score(words: list[str], entry: Indexed) -> float:
 class Catalog:
     def __init__(self, sources: list[SourceConfig], cache_root: Path, db_url: str,
                  added_file: Path | None = None) -> None:
-        """``added_file``: the sources admins added at run time (``ai4lab.catalog.added_sources``), re-read on change."""
+        """``added_file``: the sources admins added at run time (``ai4lab.catalog.added_sources``), re-read on
+        change.
+        """
         self.configured = list(sources)
         self.added_file = added_file
         self.cache_root = cache_root
@@ -104,7 +106,7 @@ class Catalog:
         self._restricted = False
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> "Catalog":
+    def for_settings(cls, settings: Settings) -> Catalog:
         from ai4lab.catalog.added_sources import sources_file
 
         return cls(settings.catalog_sources, settings.catalog_cache, settings.db_url, sources_file(settings))

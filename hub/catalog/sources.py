@@ -23,8 +23,17 @@ from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 import httpx
-from ai4lab.catalog.metadata import (LEGACY_FILE, METADATA_FILES, MetadataError, find_metadata_file, load_folder,
-                                     parse_text, to_item, validate)
+
+from ai4lab.catalog.metadata import (
+    LEGACY_FILE,
+    METADATA_FILES,
+    MetadataError,
+    find_metadata_file,
+    load_folder,
+    parse_text,
+    to_item,
+    validate,
+)
 from ai4lab.catalog.model import KINDS, CatalogItem, ItemError, Kind
 from ai4lab.core.settings import SourceConfig
 
@@ -235,6 +244,7 @@ class RemoteCatalog(CachedSource):
         self.cfg = cfg
         self.cache = cache_root / cfg.name
         self.kind: Kind = cfg.kind
+        self.url: str = cfg.url
 
     def load_cached(self) -> LoadResult:
         status = self.status()
@@ -255,8 +265,8 @@ class RemoteCatalog(CachedSource):
     # -- fetch --------------------------------------------------------------------------
     def _gitmodules(self, work: Path) -> str:
         if self.cfg.type == "git":
-            return _git_read_file(self.cfg.url, self.cfg.branch, (".gitmodules",), work / "catalog")[1]
-        r = self._http.get(self.cfg.url.rstrip("/") + "/.gitmodules")
+            return _git_read_file(self.url, self.cfg.branch, (".gitmodules",), work / "catalog")[1]
+        r = self._http.get(self.url.rstrip("/") + "/.gitmodules")
         r.raise_for_status()
         return r.text
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markdown import Markdown
@@ -19,9 +18,10 @@ from ai4lab.core.errors import PlatformError
 from ai4lab.core import db
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import metadata as md
-from ai4lab.catalog.model import KINDS
+from ai4lab.catalog.model import KINDS, Kind
 from ai4lab.cli.output import err, out
 from ai4lab.cli.output import fail as _fail
+from ai4lab.core import db
 
 app = typer.Typer(help="The marketplace: modules and tools.", no_args_is_help=True)
 KIND_HELP = "modules or tools"
@@ -36,7 +36,7 @@ def _catalog() -> Catalog:
     return Catalog.for_settings(settings)
 
 
-def _kind(kind: str) -> str:
+def _kind(kind: str) -> Kind:
     if kind not in KINDS:
         _fail(f"unknown kind {kind!r}: use modules or tools")
     return KINDS[kind]
@@ -56,9 +56,9 @@ def _table(result: dict, as_json: bool) -> None:
 @app.command("list")
 def list_items(
     kind: str = typer.Argument("modules", help=KIND_HELP),
-    task: Optional[str] = typer.Option(None), category: Optional[str] = typer.Option(None),
-    tag: Optional[str] = typer.Option(None), library: Optional[str] = typer.Option(None),
-    gpu: Optional[bool] = typer.Option(None, "--gpu/--no-gpu"), source: Optional[str] = typer.Option(None),
+    task: str | None = typer.Option(None), category: str | None = typer.Option(None),
+    tag: str | None = typer.Option(None), library: str | None = typer.Option(None),
+    gpu: bool | None = typer.Option(None, "--gpu/--no-gpu"), source: str | None = typer.Option(None),
     sort: str = typer.Option("title"), limit: int = typer.Option(200, min=1),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -87,7 +87,7 @@ def show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Everything about one item."""
-    item = _catalog().get(_kind(kind), item_id)  # type: ignore[arg-type]
+    item = _catalog().get(_kind(kind), item_id)
     if item is None:
         _fail(f"no {_kind(kind)} {item_id!r} in the catalog: try 'ai4lab catalog search'", 1)
     if as_json:
@@ -161,12 +161,11 @@ def check(
     Exit code 0 when every step passed or was skipped, 1 when one failed.
     """
     from ai4lab.catalog.check import run_check
+    from ai4lab.catalog.registry import Viewer
     from ai4lab.cli.main import load_settings
 
-    from ai4lab.catalog.registry import Viewer
-
     # whoever can run this command on the platform's machine sees every item, private ones too
-    item = _catalog().get(_kind(kind), item_id, Viewer(name="", admin=True))  # type: ignore[arg-type]
+    item = _catalog().get(_kind(kind), item_id, Viewer(name="", admin=True))
     if item is None:
         _fail(f"no {_kind(kind)} {item_id!r} in the catalog: try 'ai4lab catalog search'", 1)
     report = run_check(item, load_settings())
@@ -194,8 +193,8 @@ def _source_summary(catalog: Catalog, name: str) -> str:
 def add_source(
     name: str = typer.Argument(..., help="a short name for the source, shown as its items' source"),
     git: str = typer.Option(..., "--git", help="git URL of a module repository or of an AI4OS catalog repository"),
-    kind: Optional[str] = typer.Option(None, help="module or tool (default: from the metadata or the catalog name)"),
-    branch: Optional[str] = typer.Option(None, help="branch or tag (default: the repository's default branch)"),
+    kind: str | None = typer.Option(None, help="module or tool (default: from the metadata or the catalog name)"),
+    branch: str | None = typer.Option(None, help="branch or tag (default: the repository's default branch)"),
 ) -> None:
     """Add a module repository (it runs here) or an AI4OS catalog repository, without editing the settings file."""
     from ai4lab.catalog import added_sources
@@ -211,10 +210,10 @@ def add_source(
     catalog.remotes[name].refresh()
     catalog.reload()
     what = "module repository" if cfg.type == "repo" else f"AI4OS catalog of {cfg.kind}s"
-    problems = [e for e in catalog.errors() if e.source == name]
+    problems = [problem for problem in catalog.errors() if problem.source == name]
     out.print(f"added source {name} ({what}): {_source_summary(catalog, name)}", highlight=False)
-    for e in problems:
-        err.print(f"  {e.item}: {e.reason}", highlight=False)
+    for problem in problems:
+        err.print(f"  {problem.item}: {problem.reason}", highlight=False)
 
 
 @app.command("remove-source")

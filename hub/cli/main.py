@@ -10,7 +10,6 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import httpx
 import typer
@@ -19,9 +18,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from ai4lab.cli.output import fail
 from ai4lab.core import accounts, db
 from ai4lab.core import deployments as deps
-from ai4lab.cli.output import fail
 from ai4lab.core.isolation import describe_mode
 from ai4lab.core.settings import ROLES, Settings
 
@@ -62,7 +61,7 @@ def ready_db(settings: Settings) -> str:
 
 @app.command()
 def up(
-    config_file: Optional[Path] = typer.Option(None, "--hub-config", help="JupyterHub config file to use."),
+    config_file: Path | None = typer.Option(None, "--hub-config", help="JupyterHub config file to use."),
 ) -> None:
     """Start the platform in the foreground (hub, proxy, API, MLflow); Ctrl-C stops it all."""
     from ai4lab.jhub.launcher import up as run_up
@@ -119,10 +118,10 @@ def users_add(
     name: str = typer.Argument(..., help="User name (lower case)."),
     role: str = typer.Option("basic", "--role", help=f"One of {', '.join(ROLES)}."),
     admin: bool = typer.Option(False, "--admin", help="Make the user a JupyterHub admin."),
-    password: Optional[str] = typer.Option(
+    password: str | None = typer.Option(
         None, "--password", help="Password (at least 8 characters); asked for when not given."
     ),
-    vo: Optional[str] = typer.Option(None, "--vo", help="Project / virtual organisation."),
+    vo: str | None = typer.Option(None, "--vo", help="Project / virtual organisation."),
 ) -> None:
     """Add a local account."""
     settings = load_settings()
@@ -146,9 +145,9 @@ def users_add(
 @users_app.command("set")
 def users_set(
     name: str = typer.Argument(...),
-    role: Optional[str] = typer.Option(None, "--role", help=f"One of {', '.join(ROLES)}."),
-    admin: Optional[bool] = typer.Option(None, "--admin/--no-admin"),
-    password: Optional[str] = typer.Option(None, "--password"),
+    role: str | None = typer.Option(None, "--role", help=f"One of {', '.join(ROLES)}."),
+    admin: bool | None = typer.Option(None, "--admin/--no-admin"),
+    password: str | None = typer.Option(None, "--password"),
 ) -> None:
     """Change a user's role, admin flag or password."""
     settings = load_settings()
@@ -162,7 +161,7 @@ def users_set(
 @users_app.command("password")
 def users_password(
     name: str = typer.Argument(..., help="The account whose password to set."),
-    password: Optional[str] = typer.Option(
+    password: str | None = typer.Option(
         None, "--password", help="The new password (at least 8 characters); asked for on a terminal, "
         "generated and printed once otherwise."),
     generate: bool = typer.Option(False, "--generate", help="Generate the password and print it once."),
@@ -209,7 +208,7 @@ def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def users_token(
     name: str = typer.Argument(...),
     note: str = typer.Option("ai4lab cli", "--note"),
-    expires_in: Optional[int] = typer.Option(None, "--expires-in", help="Seconds until the token expires."),
+    expires_in: int | None = typer.Option(None, "--expires-in", help="Seconds until the token expires."),
 ) -> None:
     """Issue a JupyterHub API token for a user (the platform must be running)."""
     from ai4lab.client.hub import HubClient, HubError
@@ -249,7 +248,7 @@ def config_show(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @config_app.command("reference")
 def config_reference(
-    write: Optional[Path] = typer.Option(
+    write: Path | None = typer.Option(
         None, "--write", help="Update the reference between the config-reference markers of this file."
     ),
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,15 +113,15 @@ class Client:
                 raise TimeoutError(f"deployment {dep_id} still {dep['status']} after {timeout:g}s")
             time.sleep(0.5)
 
-    def predict(self, dep_id: str, files: dict[str, str | Path] | None = None, **fields: Any) -> Any:
+    def predict(self, dep_id: str, files: Mapping[str, str | Path] | None = None, **fields: Any) -> Any:
         """Predict with a deployment: ``files`` maps field names to local paths, the rest are fields."""
         return self._send_predict(f"/deployments/{dep_id}/predict", files, fields)
 
-    def try_module(self, item_id: str, files: dict[str, str | Path] | None = None, **fields: Any) -> Any:
+    def try_module(self, item_id: str, files: Mapping[str, str | Path] | None = None, **fields: Any) -> Any:
         """One prediction without a deployment (the marketplace's "try me")."""
         return self._send_predict(f"/catalog/modules/{item_id}/try", files, fields, form=True)
 
-    def _send_predict(self, path: str, files: dict[str, str | Path] | None, fields: dict[str, Any],
+    def _send_predict(self, path: str, files: Mapping[str, str | Path] | None, fields: dict[str, Any],
                       form: bool = False) -> Any:
         if not files and not form:
             return self._call("POST", path, json=fields)

@@ -115,7 +115,6 @@ class PredictWidget(w.VBox):
         self.item_id = item_id
         self.output = w.HTML()
         self.inputs: dict[str, w.Text] = {}
-        self.file_field = file_field
         try:
             described = self.client._call("GET", f"/marketplace/modules/{item_id}/predict-args")
         except ApiError as e:
@@ -123,10 +122,10 @@ class PredictWidget(w.VBox):
             self.output.value = _error_html(str(e))
         for f in described:
             if f["file"]:
-                self.file_field = self.file_field or f["name"]
+                file_field = file_field or f["name"]
             elif f["name"] != "weights":
                 self.inputs[f["name"]] = w.Text(description=f["name"], placeholder=f.get("description", "")[:80])
-        self.file_field = self.file_field or "file"
+        self.file_field: str = file_field or "file"
         self.upload = w.FileUpload(description=f"{self.file_field}", multiple=False)
         self.predict_button = w.Button(description="Predict", button_style="primary")
         self.predict_button.on_click(lambda _: self.predict())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ai4lab.core.settings import Settings, bundled_catalog_path
+from traitlets import HasTraits
 
+from ai4lab.core.settings import Settings, bundled_catalog_path
 
 #: Settings whose default depends on the machine (root or not, where Python lies).
 PER_MACHINE = ("tools_dir", "runtime_dir", "user_python", "session_env", "envs_dir", "cgroup_parent")
@@ -24,7 +25,7 @@ def _settings_rows() -> list[str]:
     return rows
 
 
-def _traitlet_rows(cls: type) -> list[str]:
+def _traitlet_rows(cls: type[HasTraits]) -> list[str]:
     rows = ["| trait | description |", "|---|---|"]
     for name, trait in sorted(cls.class_own_traits(config=True).items()):
         helptext = " ".join((trait.help or "").split()).replace("|", "\\|")
@@ -41,8 +42,8 @@ def markdown() -> str:
     parts = [
         "### Platform settings",
         "",
-        "Set in `ai4lab.yaml` (or the file named by `AI4LAB_CONFIG`) or as environment variables; "
-        "nested values use `__`, e.g. `AI4LAB_QUOTAS__BASIC__CPU=1`.",
+        ("Set in `ai4lab.yaml` (or the file named by `AI4LAB_CONFIG`) or as environment variables; "
+         "nested values use `__`, e.g. `AI4LAB_QUOTAS__BASIC__CPU=1`."),
         "",
         *_settings_rows(),
         "",

@@ -57,10 +57,25 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ai4lab.core.isolation import (NOBODY, Identity, chown_tree, give_tree, identity_of, preexec, private_dir,
-                              reachable_by_others, user_env)
-from ai4lab.core.runtime import (default_runtime_dir, default_user_python, make_readable, public_dir, python_version,
-                            readable_copy)
+from ai4lab.core.isolation import (
+    NOBODY,
+    Identity,
+    chown_tree,
+    give_tree,
+    identity_of,
+    preexec,
+    private_dir,
+    reachable_by_others,
+    user_env,
+)
+from ai4lab.core.runtime import (
+    default_runtime_dir,
+    default_user_python,
+    make_readable,
+    public_dir,
+    python_version,
+    readable_copy,
+)
 
 __all__ = ["EnvBuildError", "default_cache_root", "ensure_env", "env_bin", "env_info", "env_repo", "find_uv",
            "installs_editable", "source_hash"]

@@ -23,9 +23,9 @@ import logging
 
 import httpx
 
+from ai4lab.client.hub import HubClient, HubError
 from ai4lab.core import deployments as deps
 from ai4lab.core.db import Deployment
-from ai4lab.client.hub import HubClient, HubError
 
 log = logging.getLogger("ai4lab.core.process_tokens")
 MLFLOW_SCOPES = ["access:services!service=mlflow"]

@@ -76,7 +76,7 @@ def public_dir(path: Path, mode: int = 0o755) -> Path:
 
 def make_readable(path: Path) -> None:
     """Owner may write; everyone may read and traverse (and execute what is executable)."""
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chmod(root, 0o755)
         for name in files:
             p = os.path.join(root, name)

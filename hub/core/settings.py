@@ -154,7 +154,9 @@ class Settings(BaseSettings):
         default="local",
         description="Where module and training deployments run: 'local' processes or a 'nomad' cluster.",
     )
-    nomad: NomadSettings = Field(default_factory=NomadSettings, description="Nomad cluster (AI4LAB_NOMAD__ADDRESS, ...).")
+    nomad: NomadSettings = Field(
+        default_factory=NomadSettings, description="Nomad cluster (AI4LAB_NOMAD__ADDRESS, ...)."
+    )
     quotas: dict[str, Quota] = Field(
         default_factory=_default_quotas, description="Per-role resource limits."
     )
@@ -262,7 +264,7 @@ class Settings(BaseSettings):
     oscar_timeout: float = Field(default=300, description="Seconds to wait for one synchronous OSCAR invocation.")
 
     @model_validator(mode="after")
-    def _fill_runtime_paths(self) -> "Settings":
+    def _fill_runtime_paths(self) -> Settings:
         """Defaults that live below ``runtime_dir`` (one setting moves them all)."""
         if self.envs_dir is None:
             self.envs_dir = Path(os.environ["AI4LAB_ENVS_DIR"]) if os.environ.get("AI4LAB_ENVS_DIR") \
@@ -324,6 +326,11 @@ class Settings(BaseSettings):
     @property
     def hub_db_url(self) -> str:
         return f"sqlite:///{self.state / 'jupyterhub.sqlite'}"
+
+    @property
+    def tools_bin(self) -> Path:
+        """``bin/`` of ``tools_dir``: configurable-http-proxy, code-server."""
+        return (self.tools_dir or self.runtime_dir / "tools") / "bin"
 
     @property
     def storage_root(self) -> Path:

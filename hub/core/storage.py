@@ -33,7 +33,7 @@ def clean_relpath(path: str) -> str:
     """The normalised relative path, or StoragePathError saying why it is refused."""
     if "\x00" in path:
         raise StoragePathError("path contains a NUL byte")
-    if path.startswith("/") or path.startswith("\\") or (len(path) > 1 and path[1] == ":"):
+    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
         raise StoragePathError(f"absolute paths are not allowed: {path!r}; give a path inside your storage")
     parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
     if ".." in parts:
@@ -121,7 +121,8 @@ class UserStorage:
         """What a listing shows of one entry; ``rel`` is the path the user knows it by."""
         mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
         if isinstance(mtime, (int, float)):
-            mtime = datetime.fromtimestamp(mtime).isoformat()
+            # the machine's wall-clock time, without an offset (as the listing always showed it)
+            mtime = datetime.fromtimestamp(mtime).isoformat()  # noqa: DTZ006
         elif isinstance(mtime, datetime):
             mtime = mtime.isoformat()
         kind = "directory" if info.get("type") == "directory" else "file"

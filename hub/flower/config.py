@@ -63,7 +63,7 @@ class FlowerConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "FlowerConfig":
+    def _consistent(self) -> FlowerConfig:
         allowed = STRATEGY_PARAMS[self.strategy]
         unknown = sorted(set(self.strategy_params) - set(allowed))
         if unknown:

@@ -22,7 +22,6 @@ import os
 import sys
 from typing import Any
 
-
 #: Exit code when the server refused the token.
 REFUSED = 3
 

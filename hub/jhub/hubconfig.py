@@ -107,7 +107,7 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = secrets["proxy_auth_token"]
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
-    chp = s.tools_dir / "bin" / "configurable-http-proxy"
+    chp = s.tools_bin / "configurable-http-proxy"
     if chp.exists():
         c.ConfigurableHTTPProxy.command = [str(chp)]
 

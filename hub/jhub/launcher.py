@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -27,11 +28,13 @@ from ai4lab.core import deployments as deps
 from ai4lab.deploy.registry import resumes_after_restart
 from ai4lab.backends.local import kill_tree
 from ai4lab.client.hub import HubClient, HubError
-from ai4lab.jhub.hubconfig import default_config_file, prepare_state
+from ai4lab.core import accounts, db
+from ai4lab.core import deployments as deps
 from ai4lab.core.isolation import describe_mode
 from ai4lab.core.limits import CgroupLimits
 from ai4lab.core.secrets_store import load_or_create
 from ai4lab.core.settings import Settings
+from ai4lab.jhub.hubconfig import default_config_file, prepare_state
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 ADMIN_NAME = "admin"
@@ -54,7 +57,7 @@ def ensure_admin(settings: Settings) -> tuple[str, str | None]:
 def hub_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["AI4LAB_STATE_DIR"] = str(settings.state)
-    tools = str(settings.tools_dir / "bin")
+    tools = str(settings.tools_bin)
     env["PATH"] = os.pathsep.join([tools, str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
@@ -82,7 +85,8 @@ async def resume_sessions(settings: Settings) -> int:
     for dep in deps.list_deployments(settings.db_url, kind="ide"):
         if dep.status != "stopped" or dep.status_reason != deps.SHUTDOWN_REASON:
             continue
-        options = {k: dep.spec[k] for k in ("profile", "ide", "cpu", "ram_gb", "gpu", "gpu_model") if k in dep.spec}
+        keys = ("profile", "ide", "cpu", "ram_gb", "gpu", "gpu_model")
+        options: dict[str, Any] = {k: dep.spec[k] for k in keys if k in dep.spec}
         try:
             await client.ensure_user(dep.owner)
             await client.start_server(dep.owner, "" if dep.name == "default" else dep.name, options)

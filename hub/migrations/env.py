@@ -6,7 +6,7 @@ from sqlalchemy import create_engine
 from ai4lab.core.db import Base
 
 config = context.config
-engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url"))
+engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url", ""))
 with engine.connect() as connection:
     context.configure(
         connection=connection,

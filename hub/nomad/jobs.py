@@ -176,17 +176,20 @@ def _placement(spec: NomadJobSpec, federation: Federation | None) -> dict[str, A
     regions = sorted({d.region for d in allowed})
     if spec.region:
         if spec.region not in regions:
-            raise ValueError(f"project {spec.project!r} has no datacenter in region {spec.region!r} (regions: {', '.join(regions)})")
+            raise ValueError(f"project {spec.project!r} has no datacenter in region {spec.region!r} "
+                             f"(regions: {', '.join(regions)})")
         allowed = [d for d in allowed if d.region == spec.region]
     elif len(regions) > 1:
-        raise ValueError(f"the datacenters of project {spec.project!r} are in several regions ({', '.join(regions)}): choose one")
+        raise ValueError(f"the datacenters of project {spec.project!r} are in several regions "
+                         f"({', '.join(regions)}): choose one")
     region = allowed[0].region
     dcs = [d.name for d in allowed]
     pools = sorted({p for d in allowed for p in d.node_pools})
     constraints = [_constraint("${node.datacenter}", "regexp", _one_of(dcs))]
     if spec.node_pool:
         if spec.node_pool not in pools:
-            raise ValueError(f"project {spec.project!r} may not use node pool {spec.node_pool!r}; it may use {', '.join(pools)}")
+            raise ValueError(f"project {spec.project!r} may not use node pool {spec.node_pool!r}; "
+                             f"it may use {', '.join(pools)}")
         pool = spec.node_pool
     elif len(pools) == 1:
         pool = pools[0]
@@ -277,7 +280,9 @@ def _storage_tasks(jid: str, storage: StorageSpec, defaults: NomadDefaults) -> l
     return tasks
 
 
-def _main_task(spec: NomadJobSpec, defaults: NomadDefaults, jid: str) -> tuple[dict[str, Any], dict[str, int], list[dict[str, Any]]]:
+def _main_task(
+    spec: NomadJobSpec, defaults: NomadDefaults, jid: str
+) -> tuple[dict[str, Any], dict[str, int], list[dict[str, Any]]]:
     """The main task, its ports (label -> container port) and its services."""
     provider = defaults.service_provider
     env = dict(spec.env)
@@ -309,7 +314,8 @@ def _main_task(spec: NomadJobSpec, defaults: NomadDefaults, jid: str) -> tuple[d
         if spec.tool is not None:
             tool = defaults.tools.get(spec.tool)
             if tool is None:
-                raise ValueError(f"unknown tool {spec.tool!r} (defaults.tools has {', '.join(defaults.tools) or 'none'})")
+                known = ", ".join(defaults.tools) or "none"
+                raise ValueError(f"unknown tool {spec.tool!r} (defaults.tools has {known})")
             image = image or tool.image
             mount = tool.storage_mount
             if not command:
@@ -375,7 +381,7 @@ def render_job(
     _check_gpus(spec, federation)
     placement = _placement(spec, federation)
     jid = job_id(spec)
-    jtype = "batch" if spec.kind == "training" else "service"
+    jtype: Literal["service", "batch"] = "batch" if spec.kind == "training" else "service"
 
     main, ports, services = _main_task(spec, defaults, jid)
     tasks: list[dict[str, Any]] = []
@@ -421,9 +427,11 @@ def render_job(
     if spec.preferred_datacenters:
         unusable = [dc for dc in spec.preferred_datacenters if federation and dc not in placement["Datacenters"]]
         if unusable:
-            raise ValueError(f"preferred datacenter(s) {', '.join(unusable)} not among the job's: {', '.join(placement['Datacenters'])}")
+            raise ValueError(f"preferred datacenter(s) {', '.join(unusable)} not among the job's: "
+                             f"{', '.join(placement['Datacenters'])}")
+        weight = defaults.preferred_datacenter_weight
         job["Affinities"] = [
-            {"LTarget": "${node.datacenter}", "Operand": "=", "RTarget": dc, "Weight": defaults.preferred_datacenter_weight}
+            {"LTarget": "${node.datacenter}", "Operand": "=", "RTarget": dc, "Weight": weight}
             for dc in spec.preferred_datacenters
         ]
     return job

@@ -170,7 +170,9 @@ class OscarResult:
     error: str | None = None  # the module refused the input (-> 400)
 
 
-_MAGIC = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif", b"PK\x03\x04": "application/zip"}
+_MAGIC = {
+    b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif", b"PK\x03\x04": "application/zip"
+}
 
 
 def decode_output(text: str) -> OscarResult:
