@@ -20,12 +20,11 @@ from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import Dict, Float, List, Unicode, default
 
-from ai4lab.core.statuses import RUNNING_STATUSES
-from ai4lab.core import deployments as deps
 from ai4lab.backends.local import LocalBackend
 from ai4lab.core import deployments as deps
 from ai4lab.core.isolation import give, private_dir
 from ai4lab.core.settings import get_settings
+from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
 
@@ -47,14 +46,10 @@ class LocalSessionSpawner(ProfileFormSpawner):
     storage_root = Unicode(
         config=True, help="Folder holding one storage folder per user; linked as storage/ in the session."
     )
-    tools_bin = Unicode(
-        config=True, help="Folder with code-server and other tools, put first on the session's PATH."
-    )
+    tools_bin = Unicode(config=True, help="Folder with code-server and other tools, put first on the session's PATH.")
     mlflow_url = Unicode(config=True, help="MLFLOW_TRACKING_URI given to sessions.")
     api_url = Unicode(config=True, help="AI4LAB_API_URL given to sessions (the platform API).")
-    gpu_inventory = List(
-        Dict(), config=True, help="Local GPUs [{id, model}], handed out through CUDA_VISIBLE_DEVICES."
-    )
+    gpu_inventory = List(Dict(), config=True, help="Local GPUs [{id, model}], handed out through CUDA_VISIBLE_DEVICES.")
     ready_timeout = Float(120, config=True, help="Seconds to wait for the session to answer HTTP.")
     backend = AnyTrait(help="The local backend running the process (shared by all sessions).")
 
@@ -149,8 +144,11 @@ class LocalSessionSpawner(ProfileFormSpawner):
         if not link.exists():
             link.symlink_to(self.storage, target_is_directory=True)
             give(link, ident)
-        news = (self.workspace / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension"
-                / "notification.jupyterlab-settings")
+        news = (
+            self.workspace
+            / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension"
+            / "notification.jupyterlab-settings"
+        )
         if not news.exists():
             # the platform may be offline: do not ask every user about fetching Jupyter news
             private_dir(news.parent, ident, self.workspace)
@@ -211,8 +209,11 @@ class LocalSessionSpawner(ProfileFormSpawner):
         self.user_options = options.dump()
         await asyncio.to_thread(self._prepare_workspace, options)
         self.notebook_dir = str(self.workspace)
-        self._event(20, f"Workspace ready with storage/ ({options.ide}, {options.cpu:g} CPU, "
-                        f"{options.ram_gb:g} GB, {options.gpu} GPU)")
+        self._event(
+            20,
+            f"Workspace ready with storage/ ({options.ide}, {options.cpu:g} CPU, "
+            f"{options.ram_gb:g} GB, {options.gpu} GPU)",
+        )
         async with _gpu_lock:
             gpu_ids = [g["id"] for g in self._free_gpus()][: options.gpu]
             if len(gpu_ids) < options.gpu:
@@ -222,8 +223,12 @@ class LocalSessionSpawner(ProfileFormSpawner):
                 deps.set_status(self.db_url, self.deployment_id, "starting", spec=spec)
             else:
                 dep = deps.create(
-                    self.db_url, owner=self.user.name, kind="ide", name=self.name or "default",
-                    spec=spec, status="starting",
+                    self.db_url,
+                    owner=self.user.name,
+                    kind="ide",
+                    name=self.name or "default",
+                    spec=spec,
+                    status="starting",
                 )
                 self.deployment_id = dep.id
         self.port = random_port()
@@ -246,9 +251,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
         self._event(50, f"Process started (pid {self.job_state['pid']})")
         await self._wait_answering(job.name)
         url = f"{self.user.url}{self.name}/" if self.name else self.user.url
-        deps.set_status(
-            self.db_url, self.deployment_id, "running", endpoints={"url": url.rstrip("/") + "/"}
-        )
+        deps.set_status(self.db_url, self.deployment_id, "running", endpoints={"url": url.rstrip("/") + "/"})
         self._event(90, "Server answering")
         return (self.ip or "127.0.0.1", self.port)
 

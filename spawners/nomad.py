@@ -23,11 +23,10 @@ import httpx
 from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from ai4lab.core.statuses import RUNNING_STATUSES
-from ai4lab.core import deployments as deps
 from ai4lab.backends.nomad import NomadBackend, NomadError, endpoints_from_allocation
 from ai4lab.core import deployments as deps
 from ai4lab.core.settings import GpuDevice, get_settings
+from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.nomad import MAIN_TASK, NomadJobSpec, load_defaults, load_federation
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
@@ -65,12 +64,14 @@ class NomadSpawner(ProfileFormSpawner):
     namespace = Unicode(config=True, help="Nomad namespace of the session jobs (default: setting nomad.namespace).")
     region = Unicode(config=True, help="Nomad region of the session jobs ('' : the agent's, or the federation's).")
     datacenters = List(
-        Unicode(), config=True,
+        Unicode(),
+        config=True,
         help="Datacenters sessions may run in (empty: all the user's project may use per the federation, else any).",
     )
     node_pool = Unicode("", config=True, help="Node pool of the session jobs ('' : per federation, else default).")
     project = Unicode(
-        "", config=True,
+        "",
+        config=True,
         help="Project (VO) of the sessions: Meta.project and federation access ('' : the user's VO, "
         "else setting nomad.default_project).",
     )
@@ -91,7 +92,6 @@ class NomadSpawner(ProfileFormSpawner):
     )
     watch_wait = Float(30, config=True, help="Seconds a Nomad blocking query waits for a change before asking again.")
     ready_timeout = Float(300, config=True, help="Seconds to wait for the server to answer once its task runs.")
-
 
     # -- defaults from the platform settings --------------------------------------------
     @default("nomad_address")
@@ -138,8 +138,13 @@ class NomadSpawner(ProfileFormSpawner):
             cert = (self.tls_client_cert, self.tls_client_key) if self.tls_client_cert else None
             federation = self.federation_file or (str(nomad.federation_file) if nomad.federation_file else "")
             self._backend = NomadBackend(
-                self.nomad_address, token=self.nomad_token or None, namespace=self.namespace,
-                region=self.region or None, purge=self.purge, verify=verify, cert=cert,
+                self.nomad_address,
+                token=self.nomad_token or None,
+                namespace=self.namespace,
+                region=self.region or None,
+                purge=self.purge,
+                verify=verify,
+                cert=cert,
                 defaults=load_defaults(self.defaults_file or nomad.defaults_file),
                 federation=load_federation(federation) if federation else None,
             )
@@ -177,8 +182,15 @@ class NomadSpawner(ProfileFormSpawner):
         role, quota = self._role_and_quota()
         offer = await self.gpu_offer()
         gpus = [GpuDevice(id=f"{m}-{i}", model=m) for m, o in offer.items() for i in range(o["total"])]
-        return render_form(quota=quota, role=role, profiles=self.profile_list, gpus=gpus,
-                           free_gpus=sum(o["free"] for o in offer.values()), ides=self.ides, gpu_models=offer)
+        return render_form(
+            quota=quota,
+            role=role,
+            profiles=self.profile_list,
+            gpus=gpus,
+            free_gpus=sum(o["free"] for o in offer.values()),
+            ides=self.ides,
+            gpu_models=offer,
+        )
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         return {k: v[0] if v else "" for k, v in formdata.items()}  # checked in apply_user_options
@@ -201,9 +213,14 @@ class NomadSpawner(ProfileFormSpawner):
         env["AI4LAB_API_URL"] = get_settings().public_url + "/services/ai4lab"
         env["AI4LAB_API_TOKEN"] = self.api_token
         if options:
-            env |= {"AI4LAB_IDE": options.ide, "AI4LAB_PROFILE": options.profile, "AI4LAB_CPU": f"{options.cpu:g}",
-                    "AI4LAB_RAM_GB": f"{options.ram_gb:g}", "AI4LAB_GPU": str(options.gpu),
-                    "OMP_NUM_THREADS": str(max(1, int(options.cpu)))}
+            env |= {
+                "AI4LAB_IDE": options.ide,
+                "AI4LAB_PROFILE": options.profile,
+                "AI4LAB_CPU": f"{options.cpu:g}",
+                "AI4LAB_RAM_GB": f"{options.ram_gb:g}",
+                "AI4LAB_GPU": str(options.gpu),
+                "OMP_NUM_THREADS": str(max(1, int(options.cpu))),
+            }
         return env
 
     def job_spec(self, options: SessionOptions) -> NomadJobSpec:
@@ -242,8 +259,16 @@ class NomadSpawner(ProfileFormSpawner):
         if self.deployment_id and deps.get(self.db_url, self.deployment_id):
             deps.set_status(self.db_url, self.deployment_id, "starting", spec=record)
         else:
-            dep = deps.create(self.db_url, owner=self.user.name, kind="ide", name=self.name or "default",
-                              spec=record, backend="nomad", status="starting", vo=spec.project)
+            dep = deps.create(
+                self.db_url,
+                owner=self.user.name,
+                kind="ide",
+                name=self.name or "default",
+                spec=record,
+                backend="nomad",
+                status="starting",
+                vo=spec.project,
+            )
             self.deployment_id = dep.id
         try:
             self.job_state = await self.backend.submit(spec)
@@ -259,8 +284,12 @@ class NomadSpawner(ProfileFormSpawner):
             await self.backend.stop(self.job_state)
             self._mark_failed(str(e) or type(e).__name__)
             raise
-        deps.set_status(self.db_url, self.deployment_id, "running",
-                        endpoints={"url": f"{self.user.url}{self.name + '/' if self.name else ''}", "server": url})
+        deps.set_status(
+            self.db_url,
+            self.deployment_id,
+            "running",
+            endpoints={"url": f"{self.user.url}{self.name + '/' if self.name else ''}", "server": url},
+        )
         self._event(95, f"Server answering at {url}")
         return url
 
@@ -277,7 +306,7 @@ class NomadSpawner(ProfileFormSpawner):
                 raise NomadSpawnError(f"Nomad cannot place this session: {alloc['unplaced']}")
             for task, ts in sorted((alloc.get("TaskStates") or {}).items()):
                 events = ts.get("Events") or []
-                for ev in events[seen.get(task, 0):]:
+                for ev in events[seen.get(task, 0) :]:
                     progress = min(progress + 8, 85)
                     text = ev.get("DisplayMessage") or ev.get("Message") or ""
                     self._event(progress, f"{task}: {ev.get('Type', 'event')}" + (f": {text}" if text else ""))
@@ -338,4 +367,3 @@ class NomadSpawner(ProfileFormSpawner):
             if dep is not None and dep.status in ("starting", "running", "queued"):
                 deps.set_status(self.db_url, self.deployment_id, "stopped", "stopped")
         self.job_state = {}
-

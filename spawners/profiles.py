@@ -124,22 +124,21 @@ def validate_options(
         if gpu and model and gpu > free_by_model[model]:
             raise ValueError(f"{gpu} GPU(s) of model {model} asked but {free_by_model[model]} free in the cluster")
         if gpu and not model and gpu > max(free_by_model.values(), default=0):
-            raise ValueError(f"{gpu} GPU(s) asked but at most {max(free_by_model.values(), default=0)} "
-                             "of one model free in the cluster")
+            raise ValueError(
+                f"{gpu} GPU(s) asked but at most {max(free_by_model.values(), default=0)} "
+                "of one model free in the cluster"
+            )
         return SessionOptions(profile=slug, ide=ide, cpu=cpu, ram_gb=ram, gpu=gpu, gpu_model=model if gpu else "")
     if model:
         raise ValueError("choosing a GPU model is only possible on a cluster spawner")
     if gpu > free_gpus:
         raise ValueError(
-            f"{gpu} GPU(s) asked but {free_gpus} free on this machine"
-            + (" (it has no GPU)" if free_gpus == 0 else "")
+            f"{gpu} GPU(s) asked but {free_gpus} free on this machine" + (" (it has no GPU)" if free_gpus == 0 else "")
         )
     return SessionOptions(profile=slug, ide=ide, cpu=cpu, ram_gb=ram, gpu=gpu)
 
 
-_env = Environment(
-    loader=PackageLoader("ai4lab", "templates"), autoescape=select_autoescape(["html"])
-)
+_env = Environment(loader=PackageLoader("ai4lab", "templates"), autoescape=select_autoescape(["html"]))
 
 
 def render_form(
@@ -158,6 +157,12 @@ def render_form(
     ``limits_note``: shown when the machine cannot enforce the CPU and RAM chosen ("limits not enforced: ...").
     """
     return _env.get_template("spawn_form.html").render(
-        quota=quota, role=role, profiles=profiles, gpus=gpus, free_gpus=free_gpus, ides=ides, gpu_models=gpu_models,
+        quota=quota,
+        role=role,
+        profiles=profiles,
+        gpus=gpus,
+        free_gpus=free_gpus,
+        ides=ides,
+        gpu_models=gpu_models,
         limits_note=limits_note,
     )

@@ -73,17 +73,21 @@ class ProfileFormSpawner(Spawner):
         """The user's options checked against profiles, quota, free GPUs and running sessions."""
         role, quota = self._role_and_quota()
         options = validate_options(
-            raw, quota=quota, role=role, profiles=self.profile_list, free_gpus=free_gpus, ides=self.ides,
+            raw,
+            quota=quota,
+            role=role,
+            profiles=self.profile_list,
+            free_gpus=free_gpus,
+            ides=self.ides,
             free_by_model=free_by_model,
         )
         running = [
-            d for d in deps.list_deployments(self.db_url, owner=self.user.name, kind="ide", active_only=True)
+            d
+            for d in deps.list_deployments(self.db_url, owner=self.user.name, kind="ide", active_only=True)
             if d.id != self.deployment_id
         ]
         if len(running) >= quota.sessions:
-            raise ValueError(
-                f"{len(running)} session(s) already running: the {role} quota allows {quota.sessions}"
-            )
+            raise ValueError(f"{len(running)} session(s) already running: the {role} quota allows {quota.sessions}")
         return options
 
     # -- the form: each spawner renders it and checks options with what it knows is free --

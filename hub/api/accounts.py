@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from ai4lab import __version__
 from ai4lab.api.answers import Account, Me
-from ai4lab.api.context import ApiContext
+from ai4lab.api.context import ApiContext, User
 from ai4lab.core import accounts
 from ai4lab.core.errors import PlatformError
 
@@ -16,7 +16,6 @@ from ai4lab.core.errors import PlatformError
 def build_router(api: ApiContext) -> APIRouter:
     settings = api.settings
     router = APIRouter(prefix=api.prefix, tags=["accounts"])
-    User = api.user_dependency()
 
     @router.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -25,14 +24,22 @@ def build_router(api: ApiContext) -> APIRouter:
     @router.get("/me", summary="Who am I: name, role, admin flag and quota", response_model=Me)
     async def me(user: User) -> dict[str, Any]:
         caller = api.caller(user, max_age=0)
-        return {"name": user.name, "admin": user.admin, "role": caller.role, "vo": caller.vo,
-                "quota": settings.quotas[caller.role], "gpus": settings.gpus}
+        return {
+            "name": user.name,
+            "admin": user.admin,
+            "role": caller.role,
+            "vo": caller.vo,
+            "quota": settings.quotas[caller.role],
+            "gpus": settings.gpus,
+        }
 
     @router.get("/users", summary="All platform accounts (admin)", response_model=list[Account])
     async def users(user: User) -> list[dict[str, Any]]:
         if not user.admin:
             raise PlatformError(403, "admins only")
-        return [{"name": u.name, "role": u.role, "admin": u.is_admin, "vo": u.vo}
-                for u in accounts.list_users(settings.db_url)]
+        return [
+            {"name": u.name, "role": u.role, "admin": u.is_admin, "vo": u.vo}
+            for u in accounts.list_users(settings.db_url)
+        ]
 
     return router

@@ -8,22 +8,23 @@ the JupyterLab admin panel and scripts; the page stops deployments through the o
 
 import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
-from ai4lab.core import accounts
-from ai4lab.core import deployments as deps
 from ai4lab.api.auth import HubUser
+from ai4lab.api.context import ApiContext, User
 from ai4lab.api.pages import _env
 from ai4lab.catalog import Catalog
 from ai4lab.catalog.check import last_reports
+from ai4lab.core import accounts
+from ai4lab.core import deployments as deps
+from ai4lab.core.errors import PlatformError
 from ai4lab.core.isolation import describe_mode
 from ai4lab.core.limits import CgroupLimits
 from ai4lab.core.settings import Settings
+from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
 
 
 def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
@@ -58,19 +59,14 @@ def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def build_router(
-    prefix: str,
-    settings: Settings,
-    catalog: Catalog,
-    current_user: Callable[..., Awaitable[HubUser]],
-) -> APIRouter:
+def build_router(api: ApiContext) -> APIRouter:
+    prefix, settings, catalog = api.prefix, api.settings, api.catalog
     router = APIRouter(prefix=f"{prefix}/admin", tags=["admin"])
-    User = Annotated[HubUser, Depends(current_user)]
     hub_home = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/home"
 
     def require_admin(user: HubUser) -> None:
         if not user.admin:
-            raise HTTPException(403, "admins only")
+            raise PlatformError(403, "admins only")
 
     @router.get("/usage", summary="All deployments, usage per user and VO, quotas, catalog errors (admin)")
     async def usage_json(user: User) -> dict[str, Any]:
@@ -81,10 +77,14 @@ def build_router(
     async def page(user: User, status: str = "active") -> HTMLResponse:
         require_admin(user)
         data = usage(settings, catalog)
-        shown = [d for d in data["deployments"]
-                 if status == "all" or (status == "active") == (d["status"] in ACTIVE_STATUSES)]
-        html = _env.get_template("admin.html").render(prefix=prefix, hub_home=hub_home, user=user, data=data,
-                                                      shown=shown, status=status)
+        shown = [
+            d
+            for d in data["deployments"]
+            if status == "all" or (status == "active") == (d["status"] in ACTIVE_STATUSES)
+        ]
+        html = _env.get_template("admin.html").render(
+            prefix=prefix, hub_home=hub_home, user=user, data=data, shown=shown, status=status
+        )
         return HTMLResponse(html)
 
     return router

@@ -38,8 +38,11 @@ from ai4lab.deploy.registry import Registry
 log = logging.getLogger("ai4lab.api")
 
 
-def create_app(settings: Settings | None = None, authenticator: HubAuthenticator | None = None,
-               lifecycles: list[type[Lifecycle]] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    authenticator: HubAuthenticator | None = None,
+    lifecycles: list[type[Lifecycle]] | None = None,
+) -> FastAPI:
     """The API of one platform. ``lifecycles``: the deployment kinds (default: ``registry.LIFECYCLES``)."""
     settings = settings or get_settings()
     auth = authenticator or HubAuthenticator(allow_token_in_url=settings.allow_token_in_url)
@@ -52,10 +55,12 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         box = box_for(settings.state)
         deps.seal_secrets(settings.db_url, box.seal, box.is_sealed)  # rows of older versions
         await registry.recover()
-        tasks = [asyncio.create_task(_every(60, lambda: asyncio.to_thread(platform.catalog.refresh, False))),
-                 asyncio.create_task(_every(1.0, registry.watch)),
-                 # after the recoveries above: deployments found finished lose their token too
-                 asyncio.create_task(_every(1.0, lambda: revoke_ended_tokens(settings.db_url)))]
+        tasks = [
+            asyncio.create_task(_every(60, lambda: asyncio.to_thread(platform.catalog.refresh, False))),
+            asyncio.create_task(_every(1.0, registry.watch)),
+            # after the recoveries above: deployments found finished lose their token too
+            asyncio.create_task(_every(1.0, lambda: revoke_ended_tokens(settings.db_url))),
+        ]
         try:
             yield
         finally:
@@ -73,12 +78,11 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         redoc_url=None,
     )
     auth.install(app)
+    app.state.api = api
     app.state.registry = registry
     app.state.catalog = platform.catalog
-    for module in (accounts, deployments, deployment_tools, catalog, storage):
+    for module in (accounts, deployments, deployment_tools, catalog, storage, pages, admin):
         app.include_router(module.build_router(api))
-    app.include_router(pages.build_router(auth.prefix, settings, platform.catalog, api.current_user))
-    app.include_router(admin.build_router(auth.prefix, settings, platform.catalog, api.current_user))
     install_error_handlers(app, registry)
     return app
 
@@ -94,8 +98,11 @@ def install_error_handlers(app: FastAPI, registry: Registry) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "status": exc.status_code}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"detail": exc.detail, "status": exc.status_code},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -120,8 +127,9 @@ def readable_errors(errors: Any, registry: Registry) -> list[dict[str, Any]]:
         loc = list(err.get("loc", ()))
         if err.get("type") in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ["body"]:
             given = err["input"].get("kind") if isinstance(err.get("input"), dict) else None
-            raise PlatformError(400, f"unknown deployment kind {given!r}: this platform runs "
-                                     f"{', '.join(registry.kinds)}")
+            raise PlatformError(
+                400, f"unknown deployment kind {given!r}: this platform runs {', '.join(registry.kinds)}"
+            )
         if len(loc) > 1 and loc[0] == "body" and loc[1] in registry.requests:
             model = registry.requests[loc[1]]
             loc = ["body", *loc[2:]]
@@ -159,7 +167,7 @@ async def _every(seconds: float, step: Callable[[], Awaitable[Any]]) -> None:
     while True:
         try:
             await step()
-        except Exception:  # noqa: BLE001 - keep going
+        except Exception:
             log.exception("background step failed")
         await asyncio.sleep(seconds)
 

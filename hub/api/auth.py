@@ -30,7 +30,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, HTTPException, Request
@@ -67,8 +67,13 @@ class NeedsLogin(Exception):
 class HubAuthenticator:
     """Validates hub tokens for one service (one per process, caches answers briefly)."""
 
-    def __init__(self, prefix: str | None = None, *, allow_token_in_url: bool = False,
-                 xsrf_cookies: tuple[str, ...] = (XSRF_COOKIE,)) -> None:
+    def __init__(
+        self,
+        prefix: str | None = None,
+        *,
+        allow_token_in_url: bool = False,
+        xsrf_cookies: tuple[str, ...] = (XSRF_COOKIE,),
+    ) -> None:
         """``xsrf_cookies``: the cookies the XSRF token is set in, for the service's pages to read
         (the MLflow gateway adds ``mlflow-request-header-X-XSRFToken``, which MLflow's UI turns
         into a header of its every request)."""
@@ -77,8 +82,11 @@ class HubAuthenticator:
         self.xsrf_cookies = xsrf_cookies
         # derived from the service's own secret: stable across restarts, so open pages keep working
         service_secret = os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        self._xsrf_key = (hashlib.sha256(b"ai4lab-xsrf\0" + service_secret.encode()).digest()
-                          if service_secret else secrets.token_bytes(32))
+        self._xsrf_key = (
+            hashlib.sha256(b"ai4lab-xsrf\0" + service_secret.encode()).digest()
+            if service_secret
+            else secrets.token_bytes(32)
+        )
         self.hub_auth = HubOAuth(
             api_token=os.environ.get("JUPYTERHUB_API_TOKEN", "unset"),
             cache_max_age=30,
@@ -119,11 +127,14 @@ class HubAuthenticator:
         given = given or request.query_params.get("_xsrf")
         if not given and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             # body() is cached on the request: the route can still read the form
-            given = (parse_qs((await request.body()).decode("utf-8", "replace")).get("_xsrf") or [None])[0]
+            given = next(iter(parse_qs((await request.body()).decode("utf-8", "replace")).get("_xsrf", [])), None)
         if not given:
-            raise HTTPException(403, f"{request.method} with the login cookie needs the page's XSRF token: "
-                                     "send it as the X-XSRFToken header (the _xsrf cookie holds it), "
-                                     "or use 'Authorization: token <token>'")
+            raise HTTPException(
+                403,
+                f"{request.method} with the login cookie needs the page's XSRF token: "
+                "send it as the X-XSRFToken header (the _xsrf cookie holds it), "
+                "or use 'Authorization: token <token>'",
+            )
         if not hmac.compare_digest(given.encode(), self.xsrf_token(cookie_token).encode()):
             raise HTTPException(403, "the XSRF token does not match this login session: reload the page")
 
@@ -154,8 +165,11 @@ class HubAuthenticator:
             from_cookie = bool(token)
         if not token:
             if request.query_params.get("token"):
-                self._refuse(request, "a token in the URL (?token=) is not accepted on this platform "
-                                      "(setting allow_token_in_url): send 'Authorization: token <token>'")
+                self._refuse(
+                    request,
+                    "a token in the URL (?token=) is not accepted on this platform "
+                    "(setting allow_token_in_url): send 'Authorization: token <token>'",
+                )
             self._refuse(request, "no token: send 'Authorization: token <hub API token>'")
         model = await self.hub_auth.user_for_token(token, sync=False)
         if not model:
@@ -166,7 +180,7 @@ class HubAuthenticator:
             raise HTTPException(403, "this service serves users, not services")
         return HubUser(name=model["name"], admin=bool(model.get("admin")), token=token, model=model)
 
-    def _refuse(self, request: Request, reason: str, from_cookie: bool = False) -> None:
+    def _refuse(self, request: Request, reason: str, from_cookie: bool = False) -> NoReturn:
         wants_html = "text/html" in request.headers.get("accept", "")
         if request.method == "GET" and wants_html:
             raise NeedsLogin(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
@@ -202,10 +216,8 @@ class HubAuthenticator:
             if not next_url.startswith(self.prefix):
                 next_url = self.prefix + "/"
             response = RedirectResponse(next_url, status_code=302)
-            response.set_cookie(
-                self.cookie_name, token, httponly=True, path=self.prefix + "/", samesite="lax"
-            )
-            for name, value in self.xsrf_set_cookies(self.xsrf_token(token), {}):
+            response.set_cookie(self.cookie_name, token, httponly=True, path=self.prefix + "/", samesite="lax")
+            for _name, value in self.xsrf_set_cookies(self.xsrf_token(token), {}):
                 response.raw_headers.append((b"set-cookie", value.encode("latin-1")))
             response.delete_cookie(STATE_COOKIE, path=self.prefix + "/")
             return response

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab.api.auth import HubUser
-from ai4lab.api.context import ApiContext
+from ai4lab.api.context import ApiContext, MaybeUser, User
 from ai4lab.catalog import added_sources
 from ai4lab.catalog import publish as pub
 from ai4lab.catalog.check import last_reports, run_check
@@ -43,8 +44,6 @@ class AddSource(BaseModel):
 def build_router(api: ApiContext) -> APIRouter:
     settings, catalog = api.settings, api.catalog
     router = APIRouter(prefix=f"{api.prefix}/catalog", tags=["catalog"])
-    User = api.user_dependency()
-    MaybeUser = api.maybe_user_dependency()
     max_bytes = int(settings.max_upload_mb * 2**20)
 
     def account(user: HubUser | None) -> tuple[str, str | None]:
@@ -125,8 +124,20 @@ def build_router(api: ApiContext) -> APIRouter:
         per_page: int = Query(20, ge=1, le=200),
         facets: bool = Query(False, description="also return the values each filter can take"),
     ) -> Response:
-        query = dict(q=q, task=task, category=category, tag=tag, library=library, data_type=data_type,
-                     gpu=gpu, source=source, sort=sort, page=page, per_page=per_page, viewer=viewer(user))
+        query: dict[str, Any] = {
+            "q": q,
+            "task": task,
+            "category": category,
+            "tag": tag,
+            "library": library,
+            "data_type": data_type,
+            "gpu": gpu,
+            "source": source,
+            "sort": sort,
+            "page": page,
+            "per_page": per_page,
+            "viewer": viewer(user),
+        }
         try:
             if not facets:  # the common case: pre-encoded items, no re-encoding
                 return Response(catalog.search_json(KINDS[kind], **query), media_type="application/json")
@@ -140,7 +151,7 @@ def build_router(api: ApiContext) -> APIRouter:
     async def publish(kind: KindPath, body: pub.PublishRequest, user: User) -> dict[str, Any]:
         role, vo = account(user)
 
-        def resolve(path: str) -> Path:
+        def in_storage(path: str) -> Path:
             root = settings.user_storage(user.name)
             folder = in_user_storage(root, path, "package_path")
             if not folder.is_dir():
@@ -150,6 +161,7 @@ def build_router(api: ApiContext) -> APIRouter:
                 in_user_storage(root, inner.relative_to(os.path.realpath(root)).as_posix(), "package_path")
             return folder
 
+        resolve: Callable[[str], Path] = in_storage
         taken = catalog.ids_not_published()
         clone: Path | None = None
         try:
@@ -157,12 +169,25 @@ def build_router(api: ApiContext) -> APIRouter:
             if body.git_url:
                 if body.package_path:
                     raise PlatformError(400, "give package_path or git_url, not both")
-                clone, commit = await asyncio.to_thread(pub.clone_as, publisher, body.git_url, body.git_ref)
-                body = pub.from_clone(body, clone, commit, publisher.uid)
-                resolve = lambda _path: clone  # noqa: E731 - the clone stands for the storage folder
-            row = pub.publish(settings.db_url, body, kind=KINDS[kind], owner=user.name, role=role, vo=vo,
-                              resolve_package=resolve, existing_ids=taken, packages_root=settings.published_root,
-                              owner_ids=(publisher.uid, publisher.gid) if settings.isolating else None)
+                cloned, commit = await asyncio.to_thread(pub.clone_as, publisher, body.git_url, body.git_ref)
+                clone = cloned
+                body = pub.from_clone(body, cloned, commit, publisher.uid)
+
+                def resolve(_path: str) -> Path:  # the clone stands for the storage folder
+                    return cloned
+
+            row = pub.publish(
+                settings.db_url,
+                body,
+                kind=KINDS[kind],
+                owner=user.name,
+                role=role,
+                vo=vo,
+                resolve_package=resolve,
+                existing_ids=taken,
+                packages_root=settings.published_root,
+                owner_ids=(publisher.uid, publisher.gid) if settings.isolating else None,
+            )
         except PlatformError:
             raise
         except ValueError as e:  # metadata text that does not parse
@@ -185,13 +210,19 @@ def build_router(api: ApiContext) -> APIRouter:
         purpose: Literal["inference", "training"] = "inference",
     ) -> dict[str, Any]:
         item = find(kind, item_id, user)
-        role, vo = account(user)
+        role = account(user)[0]
         if settings.backend == "nomad":  # a Nomad cluster: its GPUs and the datacenters of the user's project
             nomad = api.registry.lifecycles[("module", "nomad")]
             assert isinstance(nomad, NomadJobs)
             return await nomad.form(item, api.caller(user) if user else Caller(name=""), purpose)
-        return deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus, purpose=purpose,
-                             hard=settings.resources_hard)
+        return deploy_config(
+            item,
+            quota=settings.quotas[role],
+            role=role,
+            gpus=settings.gpus,
+            purpose=purpose,
+            hard=settings.resources_hard,
+        )
 
     @router.post("/{kind}/{item_id}/check", summary="Compatibility report: does the item run here, and why not (admin)")
     async def check_item(kind: KindPath, item_id: str, user: User) -> dict[str, Any]:
@@ -212,7 +243,9 @@ def build_router(api: ApiContext) -> APIRouter:
     async def withdraw(kind: KindPath, item_id: str, user: User) -> dict[str, str]:
         item = find(kind, item_id, user)
         if item.source != "published":
-            raise PlatformError(400, f"{item_id!r} comes from source {item.source!r}: only publications can be withdrawn")
+            raise PlatformError(
+                400, f"{item_id!r} comes from source {item.source!r}: only publications can be withdrawn"
+            )
         if item.owner != user.name and not user.admin:
             raise PlatformError(403, "only its owner or an admin can withdraw it")
         pub.unpublish(settings.db_url, item_id)
@@ -243,8 +276,11 @@ def build_router(api: ApiContext) -> APIRouter:
         except PlatformError as e:
             raise PlatformError(e.status, f"{item_id}: {e}") from None
         data = await asyncio.to_thread(package_tarball, folder)
-        return Response(data, media_type="application/gzip",
-                        headers={"Content-Disposition": f'attachment; filename="{item_id}.tar.gz"'})
+        return Response(
+            data,
+            media_type="application/gzip",
+            headers={"Content-Disposition": f'attachment; filename="{item_id}.tar.gz"'},
+        )
 
     @router.post("/modules/{item_id}/try", summary="One prediction without a deployment (try me)")
     async def try_it(item_id: str, request: Request, user: User) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -60,8 +60,22 @@ class ApiContext:
     def deployment(self, dep_id: str, user: HubUser) -> Deployment:
         return self.visible(deps.get(self.settings.db_url, dep_id), user)
 
-    def user_dependency(self) -> Any:
-        return Annotated[HubUser, Depends(self.current_user)]
 
-    def maybe_user_dependency(self) -> Any:
-        return Annotated[HubUser | None, Depends(self.optional_user)]
+def api_of(request: Request) -> ApiContext:
+    """The platform API's context (``create_app`` keeps it in ``app.state.api``)."""
+    api: ApiContext = request.app.state.api
+    return api
+
+
+async def _current_user(request: Request) -> HubUser:
+    return await api_of(request).current_user(request)
+
+
+async def _optional_user(request: Request) -> HubUser | None:
+    return await api_of(request).optional_user(request)
+
+
+#: A route parameter of this type is the authenticated caller (401 without a valid token or login cookie).
+User = Annotated[HubUser, Depends(_current_user)]
+#: The caller if they sent credentials, None for anonymous browsing (a bad token is still refused).
+MaybeUser = Annotated[HubUser | None, Depends(_optional_user)]

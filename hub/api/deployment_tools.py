@@ -14,13 +14,14 @@ task's annotations into ``datasets/<name>/`` of the owner's storage.
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab.api.auth import HubUser
-from ai4lab.api.context import ApiContext
+from ai4lab.api.context import ApiContext, User
 from ai4lab.core.db import Deployment
 from ai4lab.core.errors import PlatformError
 from ai4lab.core.isolation import Accounts, give, give_tree
@@ -41,7 +42,6 @@ class CvatExportRequest(BaseModel):
 def build_router(api: ApiContext) -> APIRouter:
     settings = api.settings
     router = APIRouter(prefix=f"{api.prefix}/deployments", tags=["tools"])
-    User = api.user_dependency()
     box = box_for(settings.state)  # opens the sealed CVAT password for its owner
     tools = api.registry.lifecycles[("tool", "local")]
     assert isinstance(tools, LocalTools)
@@ -68,8 +68,11 @@ def build_router(api: ApiContext) -> APIRouter:
     async def cvat_access(dep_id: str, user: User) -> dict[str, Any]:
         return NomadTools.cvat_access(of_tool(dep_id, user, CVAT_ITEM, "a CVAT deployment"), box)
 
-    @router.post("/{dep_id}/cvat/export", status_code=201,
-                 summary="Export a CVAT task's annotations into datasets/<name>/ of the owner's storage")
+    @router.post(
+        "/{dep_id}/cvat/export",
+        status_code=201,
+        summary="Export a CVAT task's annotations into datasets/<name>/ of the owner's storage",
+    )
     async def cvat_export(dep_id: str, body: CvatExportRequest, user: User) -> dict[str, Any]:
         from ai4lab.deploy.cvat_export import ExportError, export_task_annotations
 
@@ -81,16 +84,27 @@ def build_router(api: ApiContext) -> APIRouter:
             raise StoragePathError(f"name {body.name!r}: give one folder name, without '/' or '..'")
         try:
             folder = await asyncio.to_thread(
-                export_task_annotations, access["url"], (access["username"], access["password"]), body.task_id,
-                settings.user_storage(dep.owner), format_name=body.format, name=body.name)
+                export_task_annotations,
+                access["url"],
+                (access["username"], access["password"]),
+                body.task_id,
+                settings.user_storage(dep.owner),
+                format_name=body.format,
+                name=body.name,
+            )
         except ExportError as e:
             raise PlatformError(400, str(e)) from None
-        # the platform wrote it; it is the owner's data
-        owner = Accounts.from_settings(settings).ensure(dep.owner)
-        give_tree(folder, owner)
-        give(folder.parent, owner)
-        rel = folder.relative_to(os.path.realpath(settings.user_storage(dep.owner))).as_posix()
-        return {"dataset": rel, "files": sorted(p.relative_to(folder).as_posix()
-                                                for p in folder.rglob("*") if p.is_file())}
+        return await asyncio.to_thread(hand_over, folder, dep.owner)
+
+    def hand_over(folder: Path, owner: str) -> dict[str, Any]:
+        """The exported folder, written by the platform, becomes the owner's data; what it holds."""
+        ident = Accounts.from_settings(settings).ensure(owner)
+        give_tree(folder, ident)
+        give(folder.parent, ident)
+        rel = folder.relative_to(os.path.realpath(settings.user_storage(owner))).as_posix()
+        return {
+            "dataset": rel,
+            "files": sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()),
+        }
 
     return router

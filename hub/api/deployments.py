@@ -23,7 +23,7 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from ai4lab.api.answers import DeploymentView
-from ai4lab.api.context import ApiContext
+from ai4lab.api.context import ApiContext, User
 from ai4lab.api.mlflow_gateway import HOP_HEADERS
 from ai4lab.core import deployments as deps
 from ai4lab.core.db import ACTIVE_STATUSES, Deployment
@@ -57,7 +57,6 @@ class RunningDeployments:
 def build_router(api: ApiContext) -> APIRouter:
     settings, registry = api.settings, api.registry
     router = APIRouter(prefix=f"{api.prefix}/deployments", tags=["deployments"])
-    User = api.user_dependency()
     Body = registry.request_model()
     running = RunningDeployments(settings.db_url)
     max_bytes = int(settings.max_upload_mb * 2**20)
@@ -69,7 +68,8 @@ def build_router(api: ApiContext) -> APIRouter:
 
     @router.get("", summary="My deployments (admins: all=true for everyone's)", response_model=list[DeploymentView])
     async def list_deployments(
-        user: User, kind: str | None = None,
+        user: User,
+        kind: str | None = None,
         all: bool = Query(False, description="admins: list every user's deployments"),
     ) -> list[dict[str, Any]]:
         if all and not user.admin:
@@ -77,9 +77,10 @@ def build_router(api: ApiContext) -> APIRouter:
         owner = None if all else user.name
         return [view(d) for d in deps.list_deployments(settings.db_url, owner=owner, kind=kind)]
 
-    @router.post("", status_code=201, summary="Start a deployment (the body's kind says which)",
-                 response_model=DeploymentView)
-    async def create_deployment(body: Body, user: User) -> dict[str, Any]:
+    @router.post(
+        "", status_code=201, summary="Start a deployment (the body's kind says which)", response_model=DeploymentView
+    )
+    async def create_deployment(body: Body, user: User) -> dict[str, Any]:  # type: ignore[valid-type]  # union built at run time
         lifecycle = registry.for_request(body)
         return view(await lifecycle.create(body, api.caller(user)))
 
@@ -101,15 +102,20 @@ def build_router(api: ApiContext) -> APIRouter:
 
     @router.get("/{dep_id}/logs", summary="Logs of a deployment", response_class=PlainTextResponse)
     async def deployment_logs(
-        dep_id: str, user: User, tail: int | None = Query(None, ge=1, le=100_000),
+        dep_id: str,
+        user: User,
+        tail: int | None = Query(None, ge=1, le=100_000),
         follow: bool = Query(False, description="stream new lines as server-sent events until it ends"),
     ) -> Any:
         dep = api.deployment(dep_id, user)
         lifecycle = registry.of(dep)
         if not follow or dep.backend == "nomad":  # Nomad keeps the logs of its jobs: read them from there
             return PlainTextResponse(await lifecycle.logs(dep, tail=tail))
-        return StreamingResponse(_follow_logs(settings.db_url, dep_id, tail), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _follow_logs(settings.db_url, dep_id, tail),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     # -- predictions and the module's own API -------------------------------------------------------
     def running_module(dep_id: str, user: Any) -> Deployment:
@@ -136,8 +142,9 @@ def build_router(api: ApiContext) -> APIRouter:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def forward(dep: Deployment, method: str, path: str, params: Any, headers: dict[str, str],
-                      body: bytes, stream: bool = True) -> Response:
+    async def forward(
+        dep: Deployment, method: str, path: str, params: Any, headers: dict[str, str], body: bytes, stream: bool = True
+    ) -> Response:
         """``path`` (below the deployment's ``/api``) on its DEEPaaS server, wherever its lifecycle runs it."""
         url = registry.of(dep).api_base(dep) + path  # type: ignore[attr-defined]
         try:
@@ -147,14 +154,21 @@ def build_router(api: ApiContext) -> APIRouter:
             raise PlatformError(502, f"the deployment does not answer: {e}") from None
         out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP}
         if stream:
-            return StreamingResponse(upstream.aiter_bytes(), status_code=upstream.status_code, headers=out,
-                                     background=BackgroundTask(upstream.aclose))
+            return StreamingResponse(
+                upstream.aiter_bytes(),
+                status_code=upstream.status_code,
+                headers=out,
+                background=BackgroundTask(upstream.aclose),
+            )
         content = await upstream.aread()
         await upstream.aclose()
         return Response(content, status_code=upstream.status_code, headers=out)
 
-    @router.api_route("/{dep_id}/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
-                      summary="The deployment's own API (DEEPaaS, Swagger UI at ui), for its owner")
+    @router.api_route(
+        "/{dep_id}/api/{path:path}",
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
+        summary="The deployment's own API (DEEPaaS, Swagger UI at ui), for its owner",
+    )
     async def proxy(dep_id: str, path: str, request: Request, user: User) -> Response:
         dep = running_module(dep_id, user)
         body = await read_body(request)
@@ -212,8 +226,11 @@ def build_router(api: ApiContext) -> APIRouter:
             form = await request.form(max_part_size=max_bytes)
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    files[name] = Value(content=await value.read(), filename=value.filename or name,
-                                        content_type=value.content_type or "application/octet-stream")
+                    files[name] = Value(
+                        content=await value.read(),
+                        filename=value.filename or name,
+                        content_type=value.content_type or "application/octet-stream",
+                    )
                 else:
                     fields[name] = value
             return fields, files
@@ -247,8 +264,10 @@ def build_router(api: ApiContext) -> APIRouter:
         out: dict[str, list[dict[str, Any]]] = {}
         for m in run.get("data", {}).get("metrics", []):
             h = await client.get(f"{base}/metrics/get-history", params={"run_id": run_id, "metric_key": m["key"]})
-            out[m["key"]] = sorted(({"step": p.get("step", 0), "value": p["value"]} for p in h.json().get("metrics", [])),
-                                   key=lambda p: p["step"])
+            out[m["key"]] = sorted(
+                ({"step": p.get("step", 0), "value": p["value"]} for p in h.json().get("metrics", [])),
+                key=lambda p: p["step"],
+            )
         return {"run_id": run_id, "status": run.get("info", {}).get("status"), "metrics": out}
 
     async def run_of(dep: Deployment) -> str | None:
@@ -263,6 +282,15 @@ def build_router(api: ApiContext) -> APIRouter:
     return router
 
 
+def _read_from(path: Path, offset: int) -> tuple[str, int]:
+    """What the log has after ``offset``, and where it ends now."""
+    if not path.is_file():
+        return "", offset
+    with open(path, errors="replace") as f:
+        f.seek(offset)
+        return f.read(), f.tell()
+
+
 async def _follow_logs(db_url: str, dep_id: str, tail: int | None) -> AsyncIterator[str]:
     """Server-sent events: one ``data:`` per log line, then ``event: end`` with the final status."""
     offset = 0
@@ -270,11 +298,8 @@ async def _follow_logs(db_url: str, dep_id: str, tail: int | None) -> AsyncItera
     while True:
         dep = deps.get(db_url, dep_id)
         path = Path((dep.backend_state if dep else {}).get("log_path", ""))
-        if path.is_file():
-            with open(path, errors="replace") as f:
-                f.seek(offset)
-                chunk = f.read()
-                offset = f.tell()
+        chunk, offset = await asyncio.to_thread(_read_from, path, offset)
+        if chunk:
             lines = chunk.splitlines()
             if first and tail:
                 lines = list(deque(lines, maxlen=tail))

@@ -7,7 +7,6 @@ token as ``MLFLOW_TRACKING_TOKEN`` (a Bearer header), browsers log in through
 the hub's OAuth flow.
 """
 
-
 import asyncio
 import contextlib
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from ai4lab.api.auth import XSRF_COOKIE, HubAuthenticator
 from ai4lab.backends.local import kill_tree
@@ -28,8 +28,17 @@ from ai4lab.core.settings import Settings, get_settings
 MLFLOW_XSRF_COOKIE = "mlflow-request-header-X-XSRFToken"
 
 HOP_HEADERS = {
-    "host", "connection", "keep-alive", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "authorization", "cookie", "content-length",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "authorization",
+    "cookie",
+    "content-length",
 }
 
 
@@ -38,14 +47,21 @@ def mlflow_command(settings: Settings, prefix: str) -> list[str]:
     store = settings.mlflow_backend_store_uri or f"sqlite:///{state / 'mlflow.sqlite'}"
     artifacts = settings.mlflow_artifacts_destination or str(state / "mlflow-artifacts")
     return [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--host", "127.0.0.1",
-        "--port", str(settings.mlflow_backend_port),
-        "--backend-store-uri", store,
-        "--artifacts-destination", artifacts,
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.mlflow_backend_port),
+        "--backend-store-uri",
+        store,
+        "--artifacts-destination",
+        artifacts,
         "--serve-artifacts",
-        "--static-prefix", prefix,
-        "--workers", "1",
+        "--static-prefix",
+        prefix,
+        "--workers",
+        "1",
     ]
 
 
@@ -53,18 +69,23 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     settings = settings or get_settings()
     # MLflow's UI sends every cookie named mlflow-request-header-<Name> as the header <Name>: its
     # writes (runs/search is a POST) then carry the XSRF token that cookie-authenticated writes need
-    auth = authenticator or HubAuthenticator(allow_token_in_url=settings.allow_token_in_url,
-                                             xsrf_cookies=(XSRF_COOKIE, MLFLOW_XSRF_COOKIE))
+    auth = authenticator or HubAuthenticator(
+        allow_token_in_url=settings.allow_token_in_url, xsrf_cookies=(XSRF_COOKIE, MLFLOW_XSRF_COOKIE)
+    )
     prefix = auth.prefix
     upstream = f"http://127.0.0.1:{settings.mlflow_backend_port}"
     state: dict[str, object] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log = open(settings.logs_dir / "mlflow.log", "ab")
+        log = await asyncio.to_thread(open, settings.logs_dir / "mlflow.log", "ab")
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-        proc = subprocess.Popen(
-            mlflow_command(settings, prefix), env=env, stdout=log, stderr=subprocess.STDOUT,
+        proc = await asyncio.to_thread(
+            subprocess.Popen,
+            mlflow_command(settings, prefix),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         state["client"] = httpx.AsyncClient(base_url=upstream, timeout=300)
@@ -107,16 +128,12 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
         except httpx.TransportError:
             return JSONResponse({"detail": "MLflow is starting, retry in a few seconds"}, status_code=503)
         out_headers = {k: v for k, v in r.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
-        return StreamingResponse(
-            r.aiter_bytes(), status_code=r.status_code, headers=out_headers, background=_closer(r)
-        )
+        return StreamingResponse(r.aiter_bytes(), status_code=r.status_code, headers=out_headers, background=_closer(r))
 
     return app
 
 
-def _closer(r: httpx.Response):  # type: ignore[no-untyped-def]
-    from starlette.background import BackgroundTask
-
+def _closer(r: httpx.Response) -> BackgroundTask:
     return BackgroundTask(r.aclose)
 
 

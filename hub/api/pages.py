@@ -7,28 +7,26 @@ the browser already carries. Everything is escaped by Jinja (autoescape); item d
 rendered and sanitised by ``description_html``.
 """
 
-
 import asyncio
 import os
 import subprocess
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ai4lab.core import accounts
 from ai4lab.api.auth import HubUser
-from ai4lab.catalog import Catalog
+from ai4lab.api.context import ApiContext, User
 from ai4lab.catalog.deploy_config import deploy_config
 from ai4lab.catalog.model import KINDS, CatalogItem
 from ai4lab.catalog.registry import Viewer
 from ai4lab.catalog.render import description_html
-from ai4lab.deploy.predict_args import describe_predict as read_predict_args
+from ai4lab.core import accounts
 from ai4lab.core.envs import EnvBuildError
-from ai4lab.core.settings import Settings
+from ai4lab.core.errors import PlatformError
+from ai4lab.deploy.predict_args import describe_predict as read_predict_args
 
 PER_PAGE = 12
 FILTERS = ("task", "category", "tag", "library")
@@ -41,19 +39,15 @@ def _safe_link(url: str) -> str | None:
     return url if urlsplit(url).scheme.lower() in ("http", "https", "mailto") else None
 
 
-def build_router(
-    prefix: str,
-    settings: Settings,
-    catalog: Catalog,
-    current_user: Callable[..., Awaitable[HubUser]],
-) -> APIRouter:
+def build_router(api: ApiContext) -> APIRouter:
+    prefix, settings, catalog = api.prefix, api.settings, api.catalog
     router = APIRouter(prefix=f"{prefix}/marketplace", include_in_schema=False)
-    User = Annotated[HubUser, Depends(current_user)]
     hub_home = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/home"
 
     def who(user: HubUser) -> tuple[Viewer, str]:
         acc = accounts.get_user(settings.db_url, user.name) or accounts.ensure_user(
-            settings.db_url, user.name, admin=user.admin)
+            settings.db_url, user.name, admin=user.admin
+        )
         return Viewer(name=user.name, vo=acc.vo, admin=user.admin), acc.role
 
     def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -75,17 +69,30 @@ def build_router(
     @router.get("", response_class=HTMLResponse)
     @router.get("/", response_class=HTMLResponse)
     async def listing(
-        user: User, q: str = "", kind: str = "modules", task: str = "", category: str = "", tag: str = "",
-        library: str = "", gpu: str = "", page: str = "1",
+        user: User,
+        q: str = "",
+        kind: str = "modules",
+        task: str = "",
+        category: str = "",
+        tag: str = "",
+        library: str = "",
+        gpu: str = "",
+        page: str = "1",
     ) -> HTMLResponse:
         viewer, _ = who(user)
         kind = kind if kind in KINDS else "modules"
         gpu = gpu if gpu in ("yes", "no") else ""
-        filters = {"task": task, "category": category, "tag": tag, "library": library}
+        filters: dict[str, Any] = {"task": task, "category": category, "tag": tag, "library": library}
         number = max(1, int(page)) if page.isdigit() else 1
         result = catalog.search(
-            KINDS[kind], q=q.strip() or None, **{k: (v or None) for k, v in filters.items()},
-            gpu={"yes": True, "no": False}.get(gpu), page=number, per_page=PER_PAGE, viewer=viewer)
+            KINDS[kind],
+            q=q.strip() or None,
+            **{k: (v or None) for k, v in filters.items()},  # type: ignore[arg-type]  # the filters are str | None
+            gpu={"yes": True, "no": False}.get(gpu),
+            page=number,
+            per_page=PER_PAGE,
+            viewer=viewer,
+        )
         facets = catalog.facets(KINDS[kind], viewer)
         state = {"q": q, "kind": kind, **filters, "gpu": gpu}
 
@@ -94,7 +101,11 @@ def build_router(
             return f"{prefix}/marketplace?" + urlencode(params)
 
         return render(
-            "list.html", user=user, state=state, result=result, facets=facets,
+            "list.html",
+            user=user,
+            state=state,
+            result=result,
+            facets=facets,
             prev_url=link(page=number - 1) if number > 1 else None,
             next_url=link(page=number + 1) if number < result["pages"] else None,
             filter_names={"task": "tasks", "category": "categories", "tag": "tags", "library": "libraries"},
@@ -106,13 +117,22 @@ def build_router(
         item = catalog.get(KINDS[kind], item_id, viewer) if kind in KINDS else None
         if item is None:
             return render("missing.html", status=404, user=user, kind=kind, item_id=item_id)
-        form = deploy_config(item, quota=settings.quotas[role], role=role, gpus=settings.gpus,
-                             hard=settings.resources_hard)
+        form = deploy_config(
+            item, quota=settings.quotas[role], role=role, gpus=settings.gpus, hard=settings.resources_hard
+        )
         fields, fields_problem = await predict_fields(item) if item.kind == "module" else ([], None)
         links = [(name, url, _safe_link(url)) for name, url in item.links.items()]
         return render(
-            "detail.html", user=user, kind=kind, item=item, role=role, form=form, links=links,
-            description=description_html(item.description), fields=fields, fields_problem=fields_problem,
+            "detail.html",
+            user=user,
+            kind=kind,
+            item=item,
+            role=role,
+            form=form,
+            links=links,
+            description=description_html(item.description),
+            fields=fields,
+            fields_problem=fields_problem,
             runs_locally=bool(item.run.package_path and item.run.entry_point),
         )
 
@@ -122,12 +142,12 @@ def build_router(
         viewer, _ = who(user)
         item = catalog.get(KINDS[kind], item_id, viewer) if kind in KINDS else None
         if item is None:
-            raise HTTPException(404, f"no {kind} {item_id!r} in the catalog")
+            raise PlatformError(404, f"no {kind} {item_id!r} in the catalog")
         if item.kind != "module" or not item.run.package_path:
-            raise HTTPException(400, f"{item_id} has no local package")
+            raise PlatformError(400, f"{item_id} has no local package")
         fields, problem = await predict_fields(item)
         if problem:
-            raise HTTPException(500, problem)
+            raise PlatformError(500, problem)
         return fields
 
     return router

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 
 from ai4lab.api.answers import StorageEntry, StorageListing
 from ai4lab.api.auth import HubUser
-from ai4lab.api.context import ApiContext
+from ai4lab.api.context import ApiContext, User
 from ai4lab.core.errors import PlatformError
 from ai4lab.core.storage import OwnedStorage, UserStorage
 
@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 def _file_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """The file system's own errors as answers: missing 404, of the wrong type 409."""
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
@@ -42,7 +43,6 @@ def _file_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
 def build_router(api: ApiContext) -> APIRouter:
     settings = api.settings
     router = APIRouter(prefix=f"{api.prefix}/storage", tags=["storage"])
-    User = api.user_dependency()
 
     def storage_for(user: HubUser) -> UserStorage:
         store = OwnedStorage(f"file://{settings.user_storage(user.name)}", {}, api.platform.local.identity(user.name))
@@ -50,23 +50,32 @@ def build_router(api: ApiContext) -> APIRouter:
         return store
 
     @router.get("", summary="List the root of my storage", response_model=StorageListing)
-    @router.get("/{path:path}", summary="List a folder or download a file of my storage",
-                responses={200: {"model": StorageListing, "content": {"application/octet-stream": {}}}})
+    @router.get(
+        "/{path:path}",
+        summary="List a folder or download a file of my storage",
+        responses={200: {"model": StorageListing, "content": {"application/octet-stream": {}}}},
+    )
     @_file_errors
     async def storage_get(user: User, path: str = "") -> Any:
         store = storage_for(user)
         if not path.strip("/") or store.is_dir(path):
             return {"path": path.strip("/"), "type": "directory", "content": store.listdir(path)}
-        return Response(store.read(path), media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{Path(path).name}"'})
+        return Response(
+            store.read(path),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{Path(path).name}"'},
+        )
 
     @router.put("/{path:path}", summary="Upload a file (raw body) to my storage", response_model=StorageEntry)
     @_file_errors
     async def storage_put(path: str, request: Request, user: User) -> dict[str, Any]:
         return storage_for(user).write(path, await request.body())
 
-    @router.post("/{path:path}", summary="Upload files (multipart) into a folder, or create a folder",
-                 response_model=list[StorageEntry])
+    @router.post(
+        "/{path:path}",
+        summary="Upload files (multipart) into a folder, or create a folder",
+        response_model=list[StorageEntry],
+    )
     @_file_errors
     async def storage_post(path: str, user: User, files: list[UploadFile] | None = None) -> list[dict[str, Any]]:
         store = storage_for(user)

@@ -26,8 +26,8 @@ from typing import Any
 
 import psutil
 
-from ai4lab.core import isolation
 from ai4lab.backends.base import JobSpec, JobStatus
+from ai4lab.core import isolation
 from ai4lab.core.isolation import Accounts, Identity, IsolationError
 from ai4lab.core.limits import CgroupLimits, Group
 
@@ -68,8 +68,7 @@ def _same_process(state: dict[str, Any]) -> psutil.Process | None:
         return None
 
 
-def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10,
-              ticks: int | None = None) -> list[int]:
+def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, ticks: int | None = None) -> list[int]:
     """SIGTERM the process, its group and descendants; SIGKILL what is left after timeout.
 
     Returns the pids it signalled, for the caller's log.
@@ -104,6 +103,16 @@ def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10,
             pass
     psutil.wait_procs(alive, timeout=5)
     return [p.pid for p in procs]
+
+
+def read_log(path: Path, tail: int | None = None) -> str:
+    """A job's log, or its last ``tail`` lines; '' before it exists."""
+    if not path.is_file():
+        return ""
+    with open(path, errors="replace") as f:
+        if tail:
+            return "".join(deque(f, maxlen=tail))
+        return f.read()
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:
@@ -159,6 +168,14 @@ class LocalBackend:
         return isolation.private_dir(path, self.identity(owner), base)
 
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
+        """Start the job as its owner's system user; the state to find it again (pid, start time, log, cgroup).
+
+        In a worker thread: making the account, the folders and the cgroup, and
+        forking, are blocking work the event loop (the hub's, the API's) must not wait for.
+        """
+        return await asyncio.to_thread(self._launch, spec)
+
+    def _launch(self, spec: JobSpec) -> dict[str, Any]:
         ident = self.identity(spec.owner)
         home = spec.env.get("HOME") or str(spec.cwd or ident.home)
         env = isolation.user_env(ident, home, spec.env)
@@ -173,8 +190,11 @@ class LocalBackend:
             isolation.private_dir(Path(spec.cwd), ident)
         for path in spec.owned_paths:
             isolation.give_tree(Path(path), ident)
-        group = self.limits.create(spec.name, cpu=spec.cpu, ram_gb=spec.ram_gb or None) \
-            if self.limits.enforced and (spec.cpu or spec.ram_gb) else None
+        group = (
+            self.limits.create(spec.name, cpu=spec.cpu, ram_gb=spec.ram_gb or None)
+            if self.limits.enforced and (spec.cpu or spec.ram_gb)
+            else None
+        )
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 spec.command,
@@ -209,8 +229,9 @@ class LocalBackend:
         if code is None:
             if group is not None and group.oom_kills():
                 # a process of the job went over its memory: the job ends whole, as a pod would
-                await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, 2,
-                                        state.get("start_ticks"))
+                await asyncio.to_thread(
+                    kill_tree, pid, float(state.get("create_time", 0)) or None, 2, state.get("start_ticks")
+                )
                 if child is not None:
                     await asyncio.to_thread(child.wait)
                 return self._ended(group, -signal.SIGKILL, "out of memory")
@@ -226,25 +247,25 @@ class LocalBackend:
         return JobStatus(running=False, exit_code=code, reason=reason)
 
     async def logs(self, state: dict[str, Any], tail: int | None = None) -> str:
-        path = Path(state.get("log_path", ""))
-        if not path.is_file():
-            return ""
-        with open(path, errors="replace") as f:
-            if tail:
-                return "".join(deque(f, maxlen=tail))
-            return f.read()
+        return await asyncio.to_thread(read_log, Path(state.get("log_path", "")), tail)
 
     async def stop(self, state: dict[str, Any], timeout: float = 10) -> None:
         pid = int(state.get("pid", 0))
         if not pid:
             return
         child = self._children.get(pid)
-        signalled = await asyncio.to_thread(kill_tree, pid, float(state.get("create_time", 0)) or None, timeout,
-                                            state.get("start_ticks"))
+        signalled = await asyncio.to_thread(
+            kill_tree, pid, float(state.get("create_time", 0)) or None, timeout, state.get("start_ticks")
+        )
         if not signalled and psutil.pid_exists(pid):
             # said for the log: a stop that leaves a live process behind must be explainable afterwards
-            log.warning("stop of pid %s signalled nothing: its start is %s ticks, the job's %s (create time %s)",
-                        pid, start_ticks(pid), state.get("start_ticks"), state.get("create_time"))
+            log.warning(
+                "stop of pid %s signalled nothing: its start is %s ticks, the job's %s (create time %s)",
+                pid,
+                start_ticks(pid),
+                state.get("start_ticks"),
+                state.get("create_time"),
+            )
         if child is not None:
             try:  # bounded: a stop must never hang the hub's thread pool
                 await asyncio.to_thread(child.wait, timeout + 10)
@@ -261,6 +282,7 @@ class LocalBackend:
         leaves a job nobody knows the pid of. Its processes still carry the
         job's name, so recovery can end them before starting it again.
         """
+
         def roots() -> list[psutil.Process]:
             found = []
             for proc in psutil.process_iter(["pid"]):

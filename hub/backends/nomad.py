@@ -37,7 +37,11 @@ def _last_message(task_state: dict[str, Any] | None, failing_only: bool = False)
     """The newest task event worth showing (a failing one when asked)."""
     events = (task_state or {}).get("Events") or []
     for ev in reversed(events):
-        if failing_only and not (ev.get("FailsTask") or ev.get("DriverError") or ev.get("Type") in ("Driver Failure", "Setup Failure", "Failed Validation")):
+        if failing_only and not (
+            ev.get("FailsTask")
+            or ev.get("DriverError")
+            or ev.get("Type") in ("Driver Failure", "Setup Failure", "Failed Validation")
+        ):
             continue
         msg = ev.get("DisplayMessage") or ev.get("Message") or ev.get("DriverError") or ""
         if msg:
@@ -53,7 +57,7 @@ def _exit_code(task_state: dict[str, Any] | None) -> int | None:
 
 
 def _gpu_wish(job: dict[str, Any] | None) -> str:
-    """"1 GPU (Tesla T4)" from the job's device requests, for messages."""
+    """ "1 GPU (Tesla T4)" from the job's device requests, for messages."""
     for group in (job or {}).get("TaskGroups") or []:
         for t in group.get("Tasks") or []:
             for d in (t.get("Resources") or {}).get("Devices") or []:
@@ -94,7 +98,10 @@ def placement_failure(evals: list[dict[str, Any]], job: dict[str, Any] | None = 
 
 
 def status_from_allocations(
-    job: dict[str, Any] | None, allocs: list[dict[str, Any]], task: str = MAIN_TASK, unplaced: str | None = None,
+    job: dict[str, Any] | None,
+    allocs: list[dict[str, Any]],
+    task: str = MAIN_TASK,
+    unplaced: str | None = None,
 ) -> JobStatus:
     """A ``JobStatus`` from the job, its allocations and why it is not placed (pure, unit-tested).
 
@@ -151,7 +158,11 @@ def capacity_from_nodes(nodes: list[dict[str, Any]], allocs_by_node: dict[str, l
     """Free and total CPU (MHz), memory (MB) and GPUs per model, per datacenter (pure)."""
     dcs: dict[str, dict[str, Any]] = {}
     for node in nodes:
-        if node.get("Status") != "ready" or node.get("SchedulingEligibility", "eligible") != "eligible" or node.get("Drain"):
+        if (
+            node.get("Status") != "ready"
+            or node.get("SchedulingEligibility", "eligible") != "eligible"
+            or node.get("Drain")
+        ):
             continue
         res = node.get("NodeResources") or {}
         reserved = node.get("ReservedResources") or {}
@@ -161,7 +172,8 @@ def capacity_from_nodes(nodes: list[dict[str, Any]], allocs_by_node: dict[str, l
         for dev in res.get("Devices") or []:
             if f"{dev.get('Vendor')}/{dev.get('Type')}" == GPU_DEVICE:
                 gpus.setdefault(dev.get("Name") or "unknown", set()).update(
-                    i["ID"] for i in dev.get("Instances") or [] if i.get("Healthy", True))
+                    i["ID"] for i in dev.get("Instances") or [] if i.get("Healthy", True)
+                )
         used_cpu = used_mem = 0
         used_gpus: set[str] = set()
         for a in allocs_by_node.get(node["ID"], []):
@@ -172,9 +184,18 @@ def capacity_from_nodes(nodes: list[dict[str, Any]], allocs_by_node: dict[str, l
                 used_mem += (t.get("Memory") or {}).get("MemoryMB") or 0
                 for d in t.get("Devices") or []:
                     used_gpus.update(d.get("DeviceIDs") or [])
-        dc = dcs.setdefault(node.get("Datacenter", "?"), {
-            "nodes": 0, "cpu_mhz_total": 0, "cpu_mhz_free": 0, "memory_mb_total": 0, "memory_mb_free": 0,
-            "gpus": {}, "node_pools": []})
+        dc = dcs.setdefault(
+            node.get("Datacenter", "?"),
+            {
+                "nodes": 0,
+                "cpu_mhz_total": 0,
+                "cpu_mhz_free": 0,
+                "memory_mb_total": 0,
+                "memory_mb_free": 0,
+                "gpus": {},
+                "node_pools": [],
+            },
+        )
         dc["nodes"] += 1
         dc["cpu_mhz_total"] += cpu
         dc["cpu_mhz_free"] += max(0, cpu - used_cpu)
@@ -218,7 +239,12 @@ class NomadBackend:
         self.defaults = defaults
         self.federation = federation
         self._headers = {"X-Nomad-Token": token} if token else {}
-        self._client_args: dict[str, Any] = {"base_url": self.address, "headers": self._headers, "verify": verify, "timeout": timeout}
+        self._client_args: dict[str, Any] = {
+            "base_url": self.address,
+            "headers": self._headers,
+            "verify": verify,
+            "timeout": timeout,
+        }
         if cert:
             self._client_args["cert"] = cert
 
@@ -230,8 +256,14 @@ class NomadBackend:
         verify: bool | str = False if nomad.skip_verify else (nomad.ca_cert or True)
         cert = (nomad.client_cert, nomad.client_key) if nomad.client_cert else None
         return cls(
-            nomad.address, token=nomad.token or None, namespace=nomad.namespace, region=nomad.region or None,
-            purge=nomad.purge, verify=verify, cert=cert, defaults=load_defaults(nomad.defaults_file),
+            nomad.address,
+            token=nomad.token or None,
+            namespace=nomad.namespace,
+            region=nomad.region or None,
+            purge=nomad.purge,
+            verify=verify,
+            cert=cert,
+            defaults=load_defaults(nomad.defaults_file),
             federation=load_federation(nomad.federation_file) if nomad.federation_file else None,
         )
 
@@ -283,12 +315,23 @@ class NomadBackend:
     async def submit_job(self, job: dict[str, Any]) -> dict[str, Any]:
         """Register an already rendered job; returns the state to find it again."""
         body = register_request(job)
-        reply = await self._request("POST", "/v1/jobs", json=body, params=self._params({"namespace": job.get("Namespace", self.namespace), "region": job.get("Region")}))
-        return {"job_id": job["ID"], "namespace": job.get("Namespace", self.namespace),
-                "region": job.get("Region", self.region), "eval_id": reply.get("EvalID", "")}
+        reply = await self._request(
+            "POST",
+            "/v1/jobs",
+            json=body,
+            params=self._params({"namespace": job.get("Namespace", self.namespace), "region": job.get("Region")}),
+        )
+        return {
+            "job_id": job["ID"],
+            "namespace": job.get("Namespace", self.namespace),
+            "region": job.get("Region", self.region),
+            "eval_id": reply.get("EvalID", ""),
+        }
 
     async def allocations(self, state: dict[str, Any]) -> list[dict[str, Any]]:
-        allocs = await self._request("GET", f"/v1/job/{state['job_id']}/allocations", params=self._params(state), allow_404=True)
+        allocs = await self._request(
+            "GET", f"/v1/job/{state['job_id']}/allocations", params=self._params(state), allow_404=True
+        )
         return allocs or []
 
     async def latest_allocation(self, state: dict[str, Any]) -> dict[str, Any] | None:
@@ -298,8 +341,12 @@ class NomadBackend:
         return await self._request("GET", f"/v1/allocation/{stub['ID']}", params=self._params(state), allow_404=True)
 
     async def evaluations(self, state: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self._request("GET", f"/v1/job/{state['job_id']}/evaluations", params=self._params(state),
-                                   allow_404=True) or []
+        return (
+            await self._request(
+                "GET", f"/v1/job/{state['job_id']}/evaluations", params=self._params(state), allow_404=True
+            )
+            or []
+        )
 
     async def unplaced(self, state: dict[str, Any], job: dict[str, Any] | None = None) -> str | None:
         """Why the scheduler could not place the job (from its evaluations' ``FailedTGAllocs``), or None."""
@@ -329,7 +376,9 @@ class NomadBackend:
             stub = _latest(stubs or [])
             if stub is not None:
                 break
-            job = job or await self._request("GET", f"/v1/job/{state['job_id']}", params=self._params(state), allow_404=True)
+            job = job or await self._request(
+                "GET", f"/v1/job/{state['job_id']}", params=self._params(state), allow_404=True
+            )
             if job is None:
                 raise NomadError("GET", f"/v1/job/{state['job_id']}", 404, "job not found (deregistered?)")
             why = await self.unplaced(state, job)
@@ -349,7 +398,9 @@ class NomadBackend:
         parts = []
         for stream in ("stdout", "stderr"):
             params = self._params(state, task=task, type=stream, plain="true", origin="start", offset=0)
-            text = await self._request("GET", f"/v1/client/fs/logs/{alloc['ID']}", params=params, allow_404=True, text=True)
+            text = await self._request(
+                "GET", f"/v1/client/fs/logs/{alloc['ID']}", params=params, allow_404=True, text=True
+            )
             if text:
                 parts.append(text if text.endswith("\n") else text + "\n")
         out = "".join(parts)
@@ -359,8 +410,12 @@ class NomadBackend:
 
     async def stop(self, state: dict[str, Any], timeout: float = 10) -> None:
         purge = state.get("purge", self.purge)
-        await self._request("DELETE", f"/v1/job/{state['job_id']}",
-                            params=self._params(state, purge="true" if purge else "false"), allow_404=True)
+        await self._request(
+            "DELETE",
+            f"/v1/job/{state['job_id']}",
+            params=self._params(state, purge="true" if purge else "false"),
+            allow_404=True,
+        )
 
     async def endpoints(self, state: dict[str, Any]) -> dict[str, str]:
         alloc = await self.latest_allocation(state)
@@ -370,6 +425,9 @@ class NomadBackend:
 
     async def capacity(self) -> dict[str, Any]:
         nodes = await self._request("GET", "/v1/nodes", params=self._params(resources="true"))
-        allocs = {n["ID"]: await self._request("GET", f"/v1/node/{n['ID']}/allocations", params=self._params()) or []
-                  for n in nodes if n.get("Status") == "ready"}
+        allocs = {
+            n["ID"]: await self._request("GET", f"/v1/node/{n['ID']}/allocations", params=self._params()) or []
+            for n in nodes
+            if n.get("Status") == "ready"
+        }
         return capacity_from_nodes(nodes, allocs)

@@ -61,9 +61,15 @@ class OscarConfig:
         """None when no OSCAR cluster is configured."""
         if not settings.oscar_endpoint:
             return None
-        return cls(endpoint=settings.oscar_endpoint.rstrip("/"), cluster_id=settings.oscar_cluster_id,
-                   user=settings.oscar_user, password=settings.oscar_password, token=settings.oscar_token,
-                   ssl_verify=settings.oscar_ssl_verify, timeout=settings.oscar_timeout)
+        return cls(
+            endpoint=settings.oscar_endpoint.rstrip("/"),
+            cluster_id=settings.oscar_cluster_id,
+            user=settings.oscar_user,
+            password=settings.oscar_password,
+            token=settings.oscar_token,
+            ssl_verify=settings.oscar_ssl_verify,
+            timeout=settings.oscar_timeout,
+        )
 
     def client_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"cluster_id": self.cluster_id, "endpoint": self.endpoint, "ssl": self.ssl_verify}
@@ -152,8 +158,10 @@ class OscarBackend:
     async def _invoke(self, path: str, body: bytes, token: str) -> httpx.Response:
         try:
             return await self.http.post(
-                f"{self.config.endpoint}{path}", content=body,
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"})
+                f"{self.config.endpoint}{path}",
+                content=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
+            )
         except httpx.TimeoutException:
             raise OscarError(504, f"OSCAR did not answer within {self.config.timeout:g} s") from None
         except httpx.TransportError as e:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ai4lab.core.errors import PlatformError
 from ai4lab.catalog.metadata import find_metadata_file
 from ai4lab.catalog.sources import shallow_clone
+from ai4lab.core.errors import PlatformError
 from ai4lab.core.settings import Settings, SourceConfig
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -69,8 +69,11 @@ def detect(name: str, url: str, branch: str | None = None, kind: str | None = No
         if (work / "repo" / ".gitmodules").is_file():
             guessed = kind or ("tool" if "tool" in url.rsplit("/", 1)[-1] else "module")
             return SourceConfig(name=name, type="git", url=url, branch=branch, kind=guessed)
-        raise PlatformError(400, f"{url} is neither a module repository (no ai4-metadata.yml at its root) nor an AI4OS "
-                          "catalog (no .gitmodules)")
+        raise PlatformError(
+            400,
+            f"{url} is neither a module repository (no ai4-metadata.yml at its root) nor an AI4OS "
+            "catalog (no .gitmodules)",
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -90,8 +93,12 @@ def remove(settings: Settings, name: str) -> SourceConfig:
     found = next((s for s in added if s.name == name), None)
     if found is None:
         configured = any(s.name == name for s in settings.catalog_sources)
-        raise PlatformError(400 if configured else 404, f"{name!r} is set in the settings file: remove it there" if configured
-                          else f"no added catalog source {name!r}")
+        raise PlatformError(
+            400 if configured else 404,
+            f"{name!r} is set in the settings file: remove it there"
+            if configured
+            else f"no added catalog source {name!r}",
+        )
     _write(path, [s for s in added if s.name != name])
     shutil.rmtree(settings.catalog_cache / name, ignore_errors=True)
     return found

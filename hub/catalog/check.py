@@ -45,8 +45,12 @@ def run_check(item: CatalogItem, settings: Settings) -> dict[str, Any]:
         steps += _module_steps(item, settings)
     failed = next((s for s in steps if s["status"] == "failed"), None)
     report = {
-        "item": item.id, "kind": item.kind, "source": item.source, "ok": failed is None,
-        "first_failure": failed["step"] if failed else None, "steps": steps,
+        "item": item.id,
+        "kind": item.kind,
+        "source": item.source,
+        "ok": failed is None,
+        "first_failure": failed["step"] if failed else None,
+        "steps": steps,
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     save(settings, report)
@@ -69,8 +73,7 @@ def _module_steps(item: CatalogItem, settings: Settings) -> list[dict[str, str]]
     try:
         env = ensure_env(Path(item.run.package_path), settings.envs_dir)
     except (EnvBuildError, OSError, ValueError) as e:
-        return [_step("environment builds", "failed", str(e).splitlines()[0],
-                      getattr(e, "output_tail", "") or str(e))]
+        return [_step("environment builds", "failed", str(e).splitlines()[0], getattr(e, "output_tail", "") or str(e))]
     steps = [_step("environment builds", "ok", str(env))]
     # the module's code belongs to whoever published it: it runs as nobody, in a copy of its repository
     ident = Accounts.from_settings(settings).nobody()
@@ -80,10 +83,14 @@ def _module_steps(item: CatalogItem, settings: Settings) -> list[dict[str, str]]
         isolation.give(work, ident)
         repo = working_copy(env, work, ident)
         proc = isolation.run(
-            ident, [str(env_bin(env, "python")), str(runner(settings, "oneshot.py")), "--check", item.run.entry_point],
-            env=isolation.user_env(ident, work, {**runner_env(env, item.run.entry_point, repo),
-                                                 "PYTHONUNBUFFERED": "1"}),
-            cwd=repo, timeout=CHECK_TIMEOUT)
+            ident,
+            [str(env_bin(env, "python")), str(runner(settings, "oneshot.py")), "--check", item.run.entry_point],
+            env=isolation.user_env(
+                ident, work, {**runner_env(env, item.run.entry_point, repo), "PYTHONUNBUFFERED": "1"}
+            ),
+            cwd=repo,
+            timeout=CHECK_TIMEOUT,
+        )
     except Exception as e:  # noqa: BLE001 - a timeout or a crash of the runner is the report's last step
         return [*steps, _step("run the module", "failed", f"{type(e).__name__}: {e}")]
     finally:
@@ -91,8 +98,10 @@ def _module_steps(item: CatalogItem, settings: Settings) -> list[dict[str, str]]
     module_steps = runner_result(proc.stdout)
     if module_steps is None:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-30:])
-        return [*steps, _step("run the module", "failed", f"the module's process ended with code {proc.returncode}",
-                              tail)]
+        return [
+            *steps,
+            _step("run the module", "failed", f"the module's process ended with code {proc.returncode}", tail),
+        ]
     return [*steps, *(_step(s["step"], s["status"], s.get("detail", ""), s.get("log", "")) for s in module_steps)]
 
 

@@ -27,8 +27,11 @@ MAX_DISK_MB = 50000
 
 
 def _ranged(name: str, value: float, low: float, high: float, description: str = "") -> dict[str, Any]:
-    field: dict[str, Any] = {"name": name, "value": min(max(value, low), high) if low <= high else low,
-                             "range": [low, high]}
+    field: dict[str, Any] = {
+        "name": name,
+        "value": min(max(value, low), high) if low <= high else low,
+        "range": [low, high],
+    }
     if description:
         field["description"] = description
     return field
@@ -38,8 +41,9 @@ def _plural(n: float, word: str) -> str:
     return f"{n:g} {word}{'' if n == 1 else 's'}"
 
 
-def _shortfalls(item: CatalogItem, need: Resources, *, quota: Quota, role: str, gpus: list[GpuDevice],
-                hard: bool) -> list[str]:
+def _shortfalls(
+    item: CatalogItem, need: Resources, *, quota: Quota, role: str, gpus: list[GpuDevice], hard: bool
+) -> list[str]:
     """What the item declares and this user cannot have here, said as warnings or (``hard``) as problems."""
     max_ram = int(quota.ram_gb * 1000)
     max_gpu = min(quota.gpu, len(gpus))
@@ -61,14 +65,19 @@ def _shortfalls(item: CatalogItem, need: Resources, *, quota: Quota, role: str, 
             why = "this platform has no GPU" if not gpus else f"the {role} role may not use GPUs"
             out.append(f"{this} recommends {_plural(need.gpu, 'GPU')}; it will run on CPU and may be slow ({why})")
         else:
-            out.append(f"{this} recommends {_plural(need.gpu, 'GPU')}; it will run with {max_gpu} "
-                       f"(at most {max_gpu} for your role here)")
+            out.append(
+                f"{this} recommends {_plural(need.gpu, 'GPU')}; it will run with {max_gpu} "
+                f"(at most {max_gpu} for your role here)"
+            )
     if need.cpu and need.cpu > quota.cpu:
-        out.append(f"{this} recommends {_plural(need.cpu, 'CPU core')}; the {role} quota allows {quota.cpu:g}: "
-                   "it will run with fewer and may be slow")
+        out.append(
+            f"{this} recommends {_plural(need.cpu, 'CPU core')}; the {role} quota allows {quota.cpu:g}: "
+            "it will run with fewer and may be slow"
+        )
     if need.ram_mb and need.ram_mb > max_ram:
-        out.append(f"{this} recommends {need.ram_mb} MB RAM; the {role} quota allows {max_ram} MB: "
-                   "it may run out of memory")
+        out.append(
+            f"{this} recommends {need.ram_mb} MB RAM; the {role} quota allows {max_ram} MB: it may run out of memory"
+        )
     if (need.disk_mb or 0) > MAX_DISK_MB:
         out.append(f"{this} recommends {need.disk_mb} MB disk; this platform offers at most {MAX_DISK_MB} MB")
     return out
@@ -110,33 +119,49 @@ def deploy_config(
         "problems": problems,
         "warnings": warnings,
         "general": {
-            "title": {"name": "Deployment title", "value": "",
-                      "description": "A short title (less than 45 characters) to find this deployment again."},
+            "title": {
+                "name": "Deployment title",
+                "value": "",
+                "description": "A short title (less than 45 characters) to find this deployment again.",
+            },
             "desc": {"name": "Deployment description", "value": ""},
-            "backend": {"name": "Where to run", "value": (backends or ["local"])[0], "options": backends or ["local"],
-                        "description": "local: processes on this machine; nomad / oscar when configured."},
-            "docker_image": {"name": "Docker image", "value": image,
-                             "description": "Image used on cluster backends."},
+            "backend": {
+                "name": "Where to run",
+                "value": (backends or ["local"])[0],
+                "options": backends or ["local"],
+                "description": "local: processes on this machine; nomad / oscar when configured.",
+            },
+            "docker_image": {"name": "Docker image", "value": image, "description": "Image used on cluster backends."},
             "docker_tag": {"name": "Docker tag", "value": item.run.docker_tag, "options": [item.run.docker_tag]},
             "service": {"name": "Service to run", "value": services[0], "options": services},
         },
         "hardware": {
             "cpu_num": _ranged("Number of CPUs", max(DEFAULT_CPU, need.cpu or DEFAULT_CPU), low_cpu, quota.cpu),
             "gpu_num": _ranged("Number of GPUs", need.gpu or 0, low_gpu, max_gpu),
-            "gpu_type": {"name": "GPU model", "value": "", "options": ["", *gpu_models],
-                         "description": "Only if you have a hard requirement for a GPU model."},
+            "gpu_type": {
+                "name": "GPU model",
+                "value": "",
+                "options": ["", *gpu_models],
+                "description": "Only if you have a hard requirement for a GPU model.",
+            },
             "ram": _ranged("RAM memory (in MB)", need.ram_mb or DEFAULT_RAM_MB, low_ram, max_ram),
             "disk": _ranged("Disk memory (in MB)", max(DEFAULT_DISK_MB, need.disk_mb or 0), low_disk, MAX_DISK_MB),
         },
         "storage": {
-            "mount": {"name": "Mount my storage", "value": True,
-                      "description": "Your storage is mounted at /storage in the deployment."},
+            "mount": {
+                "name": "Mount my storage",
+                "value": True,
+                "description": "Your storage is mounted at /storage in the deployment.",
+            },
         },
     }
     if datacenters is not None:
         form["hardware"]["datacenter"] = {
-            "name": "Datacenter", "value": "", "options": ["", *sorted(datacenters)],
-            "description": "Where to run ('' : any your project may use); free resources in 'capacity'."}
+            "name": "Datacenter",
+            "value": "",
+            "options": ["", *sorted(datacenters)],
+            "description": "Where to run ('' : any your project may use); free resources in 'capacity'.",
+        }
         form["capacity"] = datacenters
         if not datacenters:
             form["deployable"] = False

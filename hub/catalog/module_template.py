@@ -145,6 +145,12 @@ def new_module(name: str, dest: Path, answers: dict | None = None, *, overwrite:
     # defaults=True: never prompt (the CLI and the API have no terminal to prompt on);
     # unsafe=False: the template runs no tasks or migrations on the user's machine.
     copier.run_copy(
-        str(template_path()), target, data=data, defaults=True, unsafe=False, quiet=True, overwrite=overwrite,
+        str(template_path()),
+        target,
+        data=data,
+        defaults=True,
+        unsafe=False,
+        quiet=True,
+        overwrite=overwrite,
     )
     return target

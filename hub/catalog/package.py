@@ -31,6 +31,7 @@ def package_folder(settings: Settings, path: Path) -> Path:
 
 def package_tarball(folder: Path) -> bytes:
     """A module's source folder as .tar.gz, without caches and virtual environments."""
+
     def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         parts = Path(info.name).parts
         return None if PACKAGE_SKIP & set(parts) or info.name.endswith(".pyc") else info

@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ai4lab.core.errors import PlatformError
 from ai4lab.catalog import metadata as md
 from ai4lab.core.db import PublishedItem, session_scope
+from ai4lab.core.errors import PlatformError
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,99}$")
 PUBLISH_ROLES = ("intermediate", "advanced")
@@ -32,8 +32,9 @@ class PublishRequest(BaseModel):
         default=None, description="folder in your storage holding the module's Python package"
     )
     git_url: str | None = Field(
-        default=None, description="or the git URL of the module's repository (cloned as you; its "
-        "ai4-metadata.yml is the metadata when none is given)"
+        default=None,
+        description="or the git URL of the module's repository (cloned as you; its "
+        "ai4-metadata.yml is the metadata when none is given)",
     )
     git_ref: str | None = Field(default=None, description="git_url: branch or tag (default: the default branch)")
     docker_image: str | None = Field(default=None, description="container image (with tag) for clusters")
@@ -98,8 +99,13 @@ def clone_as(ident: Any, url: str, ref: str | None) -> tuple[Path, str]:
     isolation.give(work / ".gitconfig", ident, 0o600)
     env = isolation.user_env(ident, work, {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"})
     try:
-        proc = isolation.run(ident, ["git", "clone", "-q", "--depth", "1", *(["--branch", ref] if ref else []),
-                                     "--", url, str(work / "repo")], env=env, cwd=work, timeout=300)
+        proc = isolation.run(
+            ident,
+            ["git", "clone", "-q", "--depth", "1", *(["--branch", ref] if ref else []), "--", url, str(work / "repo")],
+            env=env,
+            cwd=work,
+            timeout=300,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         shutil.rmtree(work, ignore_errors=True)
         raise PlatformError(400, f"git_url: cannot clone {url}: {e}") from None
@@ -108,8 +114,9 @@ def clone_as(ident: Any, url: str, ref: str | None) -> tuple[Path, str]:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         reason = next((ln for ln in lines if ln.startswith("fatal:")), lines[0] if lines else "git failed")
         raise PlatformError(400, f"git_url: cannot clone {url}: {reason}")
-    commit = isolation.run(ident, ["git", "-C", str(work / "repo"), "rev-parse", "HEAD"], env=env, cwd=work,
-                           timeout=60).stdout.strip()
+    commit = isolation.run(
+        ident, ["git", "-C", str(work / "repo"), "rev-parse", "HEAD"], env=env, cwd=work, timeout=60
+    ).stdout.strip()
     return work / "repo", commit
 
 
@@ -129,8 +136,11 @@ def from_clone(req: PublishRequest, clone: Path, commit: str, uid: int) -> Publi
         except OSError:
             found = None
         if found is None:
-            raise PlatformError(400, f"git_url: no {' or '.join(md.METADATA_FILES)} at the root of {req.git_url}: "
-                               "give metadata or metadata_yaml")
+            raise PlatformError(
+                400,
+                f"git_url: no {' or '.join(md.METADATA_FILES)} at the root of {req.git_url}: "
+                "give metadata or metadata_yaml",
+            )
     update["lineage"] = {**req.lineage, "git_url": req.git_url, "git_commit": commit}
     return req.model_copy(update=update)
 

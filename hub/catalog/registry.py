@@ -65,9 +65,17 @@ class Indexed:
         }
         lower = lambda values: frozenset(v.lower() for v in values)  # noqa: E731
         return cls(
-            item=item, title=fields["title"], fields=fields, everything=" ".join(fields.values()),
-            facets={"task": lower(item.tasks), "category": lower(item.categories), "tag": lower(item.tags),
-                    "library": lower(item.libraries), "data_type": lower(item.data_types)},
+            item=item,
+            title=fields["title"],
+            fields=fields,
+            everything=" ".join(fields.values()),
+            facets={
+                "task": lower(item.tasks),
+                "category": lower(item.categories),
+                "tag": lower(item.tags),
+                "library": lower(item.libraries),
+                "data_type": lower(item.data_types),
+            },
             summary=item.summary_dict(),
             summary_json=json.dumps(item.summary_dict()).encode(),
         )
@@ -84,8 +92,9 @@ def score(words: list[str], entry: Indexed) -> float:
 
 
 class Catalog:
-    def __init__(self, sources: list[SourceConfig], cache_root: Path, db_url: str,
-                 added_file: Path | None = None) -> None:
+    def __init__(
+        self, sources: list[SourceConfig], cache_root: Path, db_url: str, added_file: Path | None = None
+    ) -> None:
         """``added_file``: the sources admins added at run time (``ai4lab.catalog.added_sources``), re-read on
         change.
         """
@@ -127,7 +136,9 @@ class Catalog:
         self.sources = sources
         self.remotes: dict[str, RemoteCatalog | RepoSource] = {
             s.name: (RepoSource if s.type == "repo" else RemoteCatalog)(s, self.cache_root)
-            for s in sources if s.type in ("git", "http", "repo")}
+            for s in sources
+            if s.type in ("git", "http", "repo")
+        }
 
     def _load_source(self, cfg: SourceConfig) -> LoadResult:
         if cfg.type == "folder":
@@ -148,8 +159,11 @@ class Catalog:
         for row in rows:
             try:
                 item = md.to_item(
-                    row.item_metadata, item_id=row.id, kind=row.kind,  # type: ignore[arg-type]
-                    source="published", package_path=Path(row.package_path) if row.package_path else None,
+                    row.item_metadata,
+                    item_id=row.id,
+                    kind=row.kind,  # type: ignore[arg-type]
+                    source="published",
+                    package_path=Path(row.package_path) if row.package_path else None,
                 )
             except md.MetadataError as e:
                 result.errors.append(ItemError(source="published", item=row.id, reason=str(e)))
@@ -187,16 +201,21 @@ class Catalog:
             for item in result.items:
                 key = (item.kind, item.id)
                 if key in items:
-                    errors.append(ItemError(
-                        source=name, item=item.id,
-                        reason=f"{item.kind} {item.id!r} is also in source {items[key].source!r}, which comes first",
-                    ))
+                    errors.append(
+                        ItemError(
+                            source=name,
+                            item=item.id,
+                            reason=f"{item.kind} {item.id!r} is also in source {items[key].source!r}, "
+                            "which comes first",
+                        )
+                    )
                     continue
                 items[key] = item
         with self._lock:
             self._items = items
-            self._by_kind = {kind: [Indexed.of(v) for k, v in items.items() if k[0] == kind]
-                             for kind in ("module", "tool")}
+            self._by_kind = {
+                kind: [Indexed.of(v) for k, v in items.items() if k[0] == kind] for kind in ("module", "tool")
+            }
             self._errors = errors
             self._stamp = self._cache_stamp()
             self._results.clear()
@@ -235,9 +254,15 @@ class Catalog:
         for cfg in self.sources:
             remote = self.remotes.get(cfg.name)
             status = remote.status() if remote is not None else {}
-            views.append({**cfg.model_dump(include={"name", "type", "url", "path", "kind", "branch"}),
-                          "added": cfg.name not in configured, "fetched_at": status.get("fetched_at"),
-                          "last_error": status.get("last_error"), "items": [i.id for i in self.items_of(cfg.name)]})
+            views.append(
+                {
+                    **cfg.model_dump(include={"name", "type", "url", "path", "kind", "branch"}),
+                    "added": cfg.name not in configured,
+                    "fetched_at": status.get("fetched_at"),
+                    "last_error": status.get("last_error"),
+                    "items": [i.id for i in self.items_of(cfg.name)],
+                }
+            )
         return views
 
     def errors(self) -> list[ItemError]:
@@ -310,13 +335,31 @@ class Catalog:
         }
 
     def _ordered_hits(
-        self, kind: Kind, q: str | None, task: str | None, category: str | None, tag: str | None,
-        library: str | None, data_type: str | None, gpu: bool | None, source: str | None, sort: str,
+        self,
+        kind: Kind,
+        q: str | None,
+        task: str | None,
+        category: str | None,
+        tag: str | None,
+        library: str | None,
+        data_type: str | None,
+        gpu: bool | None,
+        source: str | None,
+        sort: str,
         viewer: Viewer,
     ) -> list[Indexed]:
         words = [w.lower() for w in _WORD.findall(q or "")]
-        wanted = {name: value.lower() for name, value in (("task", task), ("category", category), ("tag", tag),
-                                                          ("library", library), ("data_type", data_type)) if value}
+        wanted = {
+            name: value.lower()
+            for name, value in (
+                ("task", task),
+                ("category", category),
+                ("tag", tag),
+                ("library", library),
+                ("data_type", data_type),
+            )
+            if value
+        }
         hits: list[tuple[float, Indexed]] = []
         for entry in self._by_kind.get(kind, []):
             item = entry.item
@@ -342,8 +385,14 @@ class Catalog:
     def facets(self, kind: Kind, viewer: Viewer = ANONYMOUS) -> dict[str, list[str]]:
         """The values the filters can take, for the marketplace's filter menus."""
         self.ensure_loaded()
-        out: dict[str, set[str]] = {"tasks": set(), "categories": set(), "tags": set(), "libraries": set(),
-                                    "data_types": set(), "sources": set()}
+        out: dict[str, set[str]] = {
+            "tasks": set(),
+            "categories": set(),
+            "tags": set(),
+            "libraries": set(),
+            "data_types": set(),
+            "sources": set(),
+        }
         for (k, _), item in self._items.items():
             if k != kind or not self.visible(item, viewer):
                 continue

@@ -106,7 +106,11 @@ def parse_gitmodules(text: str) -> list[Submodule]:
 
 def _git(*args: str, cwd: Path | None = None, timeout: float = 120) -> str:
     r = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": tempfile.gettempdir()},
     )
     if r.returncode != 0:
@@ -142,8 +146,17 @@ def repo_item_id(url: str) -> str:
 
 def shallow_clone(url: str, branch: str | None, target: Path, timeout: float = 300) -> str:
     """``git clone --depth 1`` of ``url`` into ``target`` without its ``.git``; returns the commit."""
-    _git("clone", "-q", "--depth", "1", *(["--branch", branch] if branch else []), "--", url, str(target),
-         timeout=timeout)
+    _git(
+        "clone",
+        "-q",
+        "--depth",
+        "1",
+        *(["--branch", branch] if branch else []),
+        "--",
+        url,
+        str(target),
+        timeout=timeout,
+    )
     commit = _git("rev-parse", "HEAD", cwd=target).strip()
     shutil.rmtree(target / ".git", ignore_errors=True)
     return commit
@@ -199,11 +212,13 @@ class RepoSource(CachedSource):
         try:
             path = find_metadata_file(repo)
             data = validate(parse_text(path.read_text(errors="replace"), path.name)) if path else {}
-            result.items.append(load_folder(repo, kind=self.cfg.kind or kind_of(data), source=self.cfg.name,
-                                            item_id=self.item_id))
+            result.items.append(
+                load_folder(repo, kind=self.cfg.kind or kind_of(data), source=self.cfg.name, item_id=self.item_id)
+            )
         except MetadataError as e:
-            result.errors.append(ItemError(source=self.cfg.name, item=self.item_id, reason=str(e),
-                                           location=self.cfg.url or ""))
+            result.errors.append(
+                ItemError(source=self.cfg.name, item=self.item_id, reason=str(e), location=self.cfg.url or "")
+            )
         return result
 
     def refresh(self) -> LoadResult:
@@ -230,7 +245,6 @@ class RepoSource(CachedSource):
             return self.load_cached()
         finally:
             shutil.rmtree(work, ignore_errors=True)
-
 
 
 class RemoteCatalog(CachedSource):
@@ -304,8 +318,9 @@ class RemoteCatalog(CachedSource):
                 try:
                     fetched[sub.name] = self._fetch_item(sub, work)
                 except (RuntimeError, httpx.HTTPError, OSError, subprocess.TimeoutExpired) as e:
-                    errors.append(ItemError(source=self.cfg.name, item=item_id_of(sub.name), reason=str(e),
-                                            location=sub.url))
+                    errors.append(
+                        ItemError(source=self.cfg.name, item=item_id_of(sub.name), reason=str(e), location=sub.url)
+                    )
 
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(one, subs))
@@ -320,8 +335,11 @@ class RemoteCatalog(CachedSource):
                     except MetadataError as e:
                         kept = self._keep_old(sub.name, old_items, new_items)
                         note = "; serving the last good version" if kept else ""
-                        errors.append(ItemError(source=self.cfg.name, item=item_id_of(sub.name),
-                                                reason=f"{e}{note}", location=sub.url))
+                        errors.append(
+                            ItemError(
+                                source=self.cfg.name, item=item_id_of(sub.name), reason=f"{e}{note}", location=sub.url
+                            )
+                        )
                         continue
                     (new_items / f"{quote(sub.name, safe='')}.{name.rsplit('.', 1)[-1]}").write_text(text)
                 else:
@@ -356,4 +374,3 @@ class RemoteCatalog(CachedSource):
                 shutil.copy2(old, new_items / old.name)
                 kept = True
         return kept
-

@@ -14,14 +14,13 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
-from ai4lab.core.errors import PlatformError
-from ai4lab.core import db
 from ai4lab.catalog import Catalog
 from ai4lab.catalog import metadata as md
 from ai4lab.catalog.model import KINDS, Kind
 from ai4lab.cli.output import err, out
 from ai4lab.cli.output import fail as _fail
 from ai4lab.core import db
+from ai4lab.core.errors import PlatformError
 
 app = typer.Typer(help="The marketplace: modules and tools.", no_args_is_help=True)
 KIND_HELP = "modules or tools"
@@ -48,24 +47,43 @@ def _table(result: dict, as_json: bool) -> None:
         return
     table = Table("id", "title", "tasks", "tags", "gpu", "source", title=f"{result['total']} item(s)")
     for it in result["items"]:
-        table.add_row(it["id"], it["title"], ", ".join(it["tasks"]), ", ".join(it["tags"][:4]),
-                      "yes" if it["gpu_capable"] else "", it["source"])
+        table.add_row(
+            it["id"],
+            it["title"],
+            ", ".join(it["tasks"]),
+            ", ".join(it["tags"][:4]),
+            "yes" if it["gpu_capable"] else "",
+            it["source"],
+        )
     out.print(table)
 
 
 @app.command("list")
 def list_items(
     kind: str = typer.Argument("modules", help=KIND_HELP),
-    task: str | None = typer.Option(None), category: str | None = typer.Option(None),
-    tag: str | None = typer.Option(None), library: str | None = typer.Option(None),
-    gpu: bool | None = typer.Option(None, "--gpu/--no-gpu"), source: str | None = typer.Option(None),
-    sort: str = typer.Option("title"), limit: int = typer.Option(200, min=1),
+    task: str | None = typer.Option(None),
+    category: str | None = typer.Option(None),
+    tag: str | None = typer.Option(None),
+    library: str | None = typer.Option(None),
+    gpu: bool | None = typer.Option(None, "--gpu/--no-gpu"),
+    source: str | None = typer.Option(None),
+    sort: str = typer.Option("title"),
+    limit: int = typer.Option(200, min=1),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List modules or tools, with filters."""
     try:
-        result = _catalog().search(_kind(kind), task=task, category=category, tag=tag, library=library, gpu=gpu,
-                                   source=source, sort=sort, per_page=limit)
+        result = _catalog().search(
+            _kind(kind),
+            task=task,
+            category=category,
+            tag=tag,
+            library=library,
+            gpu=gpu,
+            source=source,
+            sort=sort,
+            per_page=limit,
+        )
     except ValueError as e:
         _fail(str(e))
     _table(result, as_json)
@@ -75,7 +93,8 @@ def list_items(
 def search(
     query: str = typer.Argument(..., help="words to look for"),
     kind: str = typer.Option("modules", "--kind", help=KIND_HELP),
-    limit: int = typer.Option(20, min=1), as_json: bool = typer.Option(False, "--json"),
+    limit: int = typer.Option(20, min=1),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Full-text search (title, tags, summary, description)."""
     _table(_catalog().search(_kind(kind), q=query, per_page=limit), as_json)
@@ -83,7 +102,8 @@ def search(
 
 @app.command("show")
 def show(
-    item_id: str = typer.Argument(...), kind: str = typer.Option("modules", "--kind", help=KIND_HELP),
+    item_id: str = typer.Argument(...),
+    kind: str = typer.Option("modules", "--kind", help=KIND_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Everything about one item."""
@@ -95,8 +115,12 @@ def show(
         return
     out.print(f"[bold]{item.title}[/] ({item.kind} {item.id}, source {item.source})")
     out.print(item.summary)
-    for label, values in (("tasks", item.tasks), ("categories", item.categories), ("tags", item.tags),
-                          ("libraries", item.libraries)):
+    for label, values in (
+        ("tasks", item.tasks),
+        ("categories", item.categories),
+        ("tags", item.tags),
+        ("libraries", item.libraries),
+    ):
         out.print(f"  {label}: {', '.join(values)}")
     for key, url in item.links.items():
         out.print(f"  {key}: {url}")
@@ -124,8 +148,9 @@ def validate(paths: list[Path] = typer.Argument(..., help="ai4-metadata.yml file
             bad += 1
             continue
         note = " (v1, converted)" if md.is_legacy(md.parse_text(target.read_text(), target.name)) else ""
-        out.print(f"{path}: [green]valid[/] against schema {md.schema_version()}{note}: {data.get('title')}",
-                  highlight=False)
+        out.print(
+            f"{path}: [green]valid[/] against schema {md.schema_version()}{note}: {data.get('title')}", highlight=False
+        )
     raise typer.Exit(1 if bad else 0)
 
 
@@ -173,8 +198,12 @@ def check(
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
         raise typer.Exit(0 if report["ok"] else 1)
     marks = {"ok": "[green]ok[/]", "failed": "[red]failed[/]", "skipped": "[yellow]skipped[/]"}
-    table = Table("step", "result", "detail", title=f"{item.id}: " + ("runs here" if report["ok"] else
-                                                                      f"fails at {report['first_failure']!r}"))
+    table = Table(
+        "step",
+        "result",
+        "detail",
+        title=f"{item.id}: " + ("runs here" if report["ok"] else f"fails at {report['first_failure']!r}"),
+    )
     for step in report["steps"]:
         table.add_row(step["step"], marks.get(step["status"], step["status"]), step["detail"])
     out.print(table)
@@ -235,6 +264,7 @@ def sources() -> None:
     catalog = _catalog()
     table = Table("name", "type", "where", "kind", "items", title="catalog sources")
     for cfg in catalog.sources:
-        table.add_row(cfg.name, cfg.type, cfg.url or cfg.path or "", cfg.kind or "",
-                      str(len(catalog.items_of(cfg.name))))
+        table.add_row(
+            cfg.name, cfg.type, cfg.url or cfg.path or "", cfg.kind or "", str(len(catalog.items_of(cfg.name)))
+        )
     out.print(table)

@@ -80,8 +80,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     settings = load_settings()
     url = settings.public_url
     health: dict[str, str] = {}
-    for name, path in (("hub", "/hub/api/"), ("api", "/services/ai4lab/health"),
-                       ("mlflow", "/services/mlflow/gateway-health")):
+    for name, path in (
+        ("hub", "/hub/api/"),
+        ("api", "/services/ai4lab/health"),
+        ("mlflow", "/services/mlflow/gateway-health"),
+    ):
         try:
             r = httpx.get(url + path, timeout=3, follow_redirects=False)
             health[name] = "up" if r.status_code < 400 else f"HTTP {r.status_code}"
@@ -130,9 +133,11 @@ def users_add(
     if not settings.isolating and not admin and not settings.allow_shared_single_user:
         others = [u.name for u in accounts.list_users(ready_db(settings)) if not u.is_admin and u.name != name]
         if others:
-            fail(f"single-user mode (the platform does not run as root): {name}'s code would run as the same "
-                 f"system user as {others[0]}'s and could read their files; run ai4lab as root, or set "
-                 "allow_shared_single_user: true (AI4LAB_ALLOW_SHARED_SINGLE_USER=1) to accept that")
+            fail(
+                f"single-user mode (the platform does not run as root): {name}'s code would run as the same "
+                f"system user as {others[0]}'s and could read their files; run ai4lab as root, or set "
+                "allow_shared_single_user: true (AI4LAB_ALLOW_SHARED_SINGLE_USER=1) to accept that"
+            )
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
@@ -162,8 +167,10 @@ def users_set(
 def users_password(
     name: str = typer.Argument(..., help="The account whose password to set."),
     password: str | None = typer.Option(
-        None, "--password", help="The new password (at least 8 characters); asked for on a terminal, "
-        "generated and printed once otherwise."),
+        None,
+        "--password",
+        help="The new password (at least 8 characters); asked for on a terminal, generated and printed once otherwise.",
+    ),
     generate: bool = typer.Option(False, "--generate", help="Generate the password and print it once."),
 ) -> None:
     """Set a new password, e.g. for the admin whose generated password was shown only on first start."""

@@ -61,14 +61,18 @@ def register(app: typer.Typer) -> None:
         weights: str | None = typer.Option(None, help="weights file in your storage"),
         no_wait: bool = typer.Option(False, "--no-wait", help="return at once, while it starts"),
         serverless: bool = typer.Option(False, "--serverless", help="as an OSCAR service (serverless inference)"),
-        url: str | None = typer.Option(None, help=URL_HELP), token: str | None = typer.Option(None, help=TOKEN_HELP),
+        url: str | None = typer.Option(None, help=URL_HELP),
+        token: str | None = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
         """Start an inference deployment of a module: a DEEPaaS server, or an OSCAR service with --serverless."""
         hardware = {k: v for k, v in (("cpu_num", cpu), ("ram", ram)) if v is not None}
         try:
             client = _client(url, token)
-            dep = (client.deploy_serverless(item, title=title) if serverless
-                   else client.deploy(item, title=title, weights=weights, wait=not no_wait, **hardware))
+            dep = (
+                client.deploy_serverless(item, title=title)
+                if serverless
+                else client.deploy(item, title=title, weights=weights, wait=not no_wait, **hardware)
+            )
         except (ApiError, TimeoutError) as e:
             _fail(str(e))
         out.print(f"{dep['id']} {dep['status']}" + (f"  {dep['endpoints'].get('ui', '')}" if dep["endpoints"] else ""))
@@ -80,7 +84,8 @@ def register(app: typer.Typer) -> None:
         deployment: str = typer.Argument(..., help="deployment id"),
         file: list[str] = typer.Option([], "--file", help="FIELD=PATH or PATH (the module's file field)"),
         arg: list[str] = typer.Option([], "--arg", help="name=value, repeatable"),
-        url: str | None = typer.Option(None, help=URL_HELP), token: str | None = typer.Option(None, help=TOKEN_HELP),
+        url: str | None = typer.Option(None, help=URL_HELP),
+        token: str | None = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
         """Predict with a deployment; prints the JSON answer."""
         client = _client(url, token)
@@ -109,8 +114,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("deployments")
     def list_deployments(
-        kind: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json"),
-        url: str | None = typer.Option(None, help=URL_HELP), token: str | None = typer.Option(None, help=TOKEN_HELP),
+        kind: str | None = typer.Option(None),
+        as_json: bool = typer.Option(False, "--json"),
+        url: str | None = typer.Option(None, help=URL_HELP),
+        token: str | None = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
         """My deployments."""
         try:
@@ -122,15 +129,23 @@ def register(app: typer.Typer) -> None:
             return
         table = Table("id", "kind", "name", "status", "reason", "created")
         for d in items:
-            table.add_row(d["id"], d["kind"], d["name"], d["status"], (d["status_reason"] or "")[:50],
-                          (d["created_at"] or "")[:19])
+            table.add_row(
+                d["id"],
+                d["kind"],
+                d["name"],
+                d["status"],
+                (d["status_reason"] or "")[:50],
+                (d["created_at"] or "")[:19],
+            )
         out.print(table)
 
     @app.command()
     def logs(
-        deployment: str = typer.Argument(...), tail: int | None = typer.Option(None, min=1),
+        deployment: str = typer.Argument(...),
+        tail: int | None = typer.Option(None, min=1),
         follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines until it ends"),
-        url: str | None = typer.Option(None, help=URL_HELP), token: str | None = typer.Option(None, help=TOKEN_HELP),
+        url: str | None = typer.Option(None, help=URL_HELP),
+        token: str | None = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
         """Logs of a deployment."""
         client = _client(url, token)
@@ -150,18 +165,26 @@ def register(app: typer.Typer) -> None:
         data: str | None = typer.Option(None, "--data", help="dataset: a folder or file in your storage"),
         arg: list[str] = typer.Option([], "--arg", help="train argument name=value, repeatable"),
         gpu: int = typer.Option(0, "--gpu", help="GPUs"),
-        cpu: float | None = typer.Option(None), ram: int | None = typer.Option(None, help="RAM in MB"),
+        cpu: float | None = typer.Option(None),
+        ram: int | None = typer.Option(None, help="RAM in MB"),
         init_weights: str | None = typer.Option(None, "--from", help="start from the model of this training"),
-        title: str = typer.Option(""), wait: bool = typer.Option(False, "--wait", help="wait until it ends"),
-        url: str | None = typer.Option(None, help=URL_HELP), token: str | None = typer.Option(None, help=TOKEN_HELP),
+        title: str = typer.Option(""),
+        wait: bool = typer.Option(False, "--wait", help="wait until it ends"),
+        url: str | None = typer.Option(None, help=URL_HELP),
+        token: str | None = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
         """Train a module on your data (queued when your quota is full)."""
         hardware = {k: v for k, v in (("cpu_num", cpu), ("ram", ram), ("gpu_num", gpu or None)) if v is not None}
         try:
-            # mypy is right that an --arg named like one of train()'s own parameters (timeout, title, ...) lands
-            # there instead of in the module's arguments; left as it was, to be fixed apart from linting
-            dep = _client(url, token).train(item, dataset=data, init_weights=init_weights, title=title, wait=wait,
-                                            hardware=hardware, **_fields(arg))  # type: ignore[arg-type]
+            dep = _client(url, token).train(
+                item,
+                dataset=data,
+                init_weights=init_weights,
+                title=title,
+                wait=wait,
+                hardware=hardware,
+                train_args=_fields(arg),
+            )
         except (ApiError, TimeoutError) as e:
             _fail(str(e))
         reason = f"  ({dep['status_reason'].splitlines()[0]})" if dep["status_reason"] else ""
@@ -169,11 +192,11 @@ def register(app: typer.Typer) -> None:
         if wait and dep["status"] != "succeeded":
             raise typer.Exit(1)
 
-
     @app.command()
     def stop(
         deployment: str = typer.Argument(...),
-        url: str | None = typer.Option(None, help=URL_HELP), token: str | None = typer.Option(None, help=TOKEN_HELP),
+        url: str | None = typer.Option(None, help=URL_HELP),
+        token: str | None = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
         """Stop a deployment."""
         try:
@@ -208,7 +231,8 @@ def new(
     dest: Path = typer.Option(Path("."), "--dest", help="folder in which the module folder is created"),
     title: str | None = typer.Option(None, help="title shown in the marketplace"),
     summary: str | None = typer.Option(None, help="one-line summary"),
-    author: str | None = typer.Option(None), author_email: str | None = typer.Option(None),
+    author: str | None = typer.Option(None),
+    author_email: str | None = typer.Option(None),
     task: str | None = typer.Option(None, help="AI4OS task, e.g. 'Classification'"),
     library: str | None = typer.Option(None, help="AI4OS library, e.g. 'PyTorch'"),
     data_type: str | None = typer.Option(None, help="AI4OS data type, e.g. 'Image'"),
@@ -216,16 +240,27 @@ def new(
     """Start a new AI module from the template: DEEPaaS API, metadata, tests, Dockerfile."""
     from ai4lab.catalog.module_template import new_module
 
-    answers = {k: v for k, v in (("title", title), ("summary", summary), ("author", author),
-                                 ("author_email", author_email), ("task", task), ("library", library),
-                                 ("data_type", data_type)) if v is not None}
+    answers = {
+        k: v
+        for k, v in (
+            ("title", title),
+            ("summary", summary),
+            ("author", author),
+            ("author_email", author_email),
+            ("task", task),
+            ("library", library),
+            ("data_type", data_type),
+        )
+        if v is not None
+    }
     try:
         folder = new_module(name, dest, answers)
     except (ValueError, FileExistsError) as e:
         _fail(str(e).splitlines()[0], 2)
     out.print(f"created {folder}")
-    out.print(f"next: cd {folder} && pip install -e '.[test]' && pytest && deepaas-run --listen-port 5000",
-              markup=False)
+    out.print(
+        f"next: cd {folder} && pip install -e '.[test]' && pytest && deepaas-run --listen-port 5000", markup=False
+    )
 
 
 @module_app.command("export")
@@ -240,8 +275,10 @@ def export(item_id: str = typer.Argument(..., help="catalog id of the module")) 
     if item.run.docker_image:
         lines += [
             "# with Docker (the module's image; add --gpus all on a GPU machine):",
-            (f"docker run -ti -p 5000:5000 {item.run.docker_image}:{item.run.docker_tag} "
-             "deepaas-run --listen-ip 0.0.0.0 --listen-port 5000"),
+            (
+                f"docker run -ti -p 5000:5000 {item.run.docker_image}:{item.run.docker_tag} "
+                "deepaas-run --listen-ip 0.0.0.0 --listen-port 5000"
+            ),
             "# then open http://127.0.0.1:5000/ui",
             "",
         ]
@@ -262,11 +299,15 @@ def export(item_id: str = typer.Argument(..., help="catalog id of the module")) 
 
 @pipeline_app.command("create")
 def pipeline_create(
-    steps: list[str] = typer.Argument(..., help="deployment ids in order; DEP:file passes the step's file output "
-                                                "on (DEP:json, the default, its JSON); DEP:file:FIELD sets the "
-                                                "argument that receives the previous output"),
+    steps: list[str] = typer.Argument(
+        ...,
+        help="deployment ids in order; DEP:file passes the step's file output "
+        "on (DEP:json, the default, its JSON); DEP:file:FIELD sets the "
+        "argument that receives the previous output",
+    ),
     title: str = typer.Option("", help="a title for the pipeline"),
-    url: str | None = typer.Option(None, help=URL_HELP), token: str | None = typer.Option(None, help=TOKEN_HELP),
+    url: str | None = typer.Option(None, help=URL_HELP),
+    token: str | None = typer.Option(None, help=TOKEN_HELP),
 ) -> None:
     """Create a pipeline: the output of each step becomes the input of the next."""
     parsed = []
@@ -287,7 +328,8 @@ def pipeline_create(
 def pipeline_run(
     pipeline: str = typer.Argument(..., help="pipeline id"),
     file: Path = typer.Argument(..., help="the input file of the first step"),
-    url: str | None = typer.Option(None, help=URL_HELP), token: str | None = typer.Option(None, help=TOKEN_HELP),
+    url: str | None = typer.Option(None, help=URL_HELP),
+    token: str | None = typer.Option(None, help=TOKEN_HELP),
 ) -> None:
     """Run a pipeline on a file; prints the final predictions and each step's output and time as JSON."""
     if not file.is_file():

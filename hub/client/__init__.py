@@ -82,8 +82,16 @@ class Client:
     def deployment(self, dep_id: str) -> dict[str, Any]:
         return self._call("GET", f"/deployments/{dep_id}")
 
-    def deploy(self, item_id: str, *, title: str = "", weights: str | None = None, wait: bool = True,
-               timeout: float = 300, **hardware: Any) -> dict[str, Any]:
+    def deploy(
+        self,
+        item_id: str,
+        *,
+        title: str = "",
+        weights: str | None = None,
+        wait: bool = True,
+        timeout: float = 300,
+        **hardware: Any,
+    ) -> dict[str, Any]:
         """Start an inference deployment of a module; by default wait until it is running."""
         body = {"kind": "module", "item": item_id, "title": title, "hardware": hardware, "weights": weights}
         dep = self._call("POST", "/deployments", json=body)
@@ -121,8 +129,9 @@ class Client:
         """One prediction without a deployment (the marketplace's "try me")."""
         return self._send_predict(f"/catalog/modules/{item_id}/try", files, fields, form=True)
 
-    def _send_predict(self, path: str, files: Mapping[str, str | Path] | None, fields: dict[str, Any],
-                      form: bool = False) -> Any:
+    def _send_predict(
+        self, path: str, files: Mapping[str, str | Path] | None, fields: dict[str, Any], form: bool = False
+    ) -> Any:
         if not files and not form:
             return self._call("POST", path, json=fields)
         if not files:  # a form without files: urlencoded fields
@@ -131,12 +140,34 @@ class Client:
         data = {k: str(v) for k, v in fields.items()}
         return self._call("POST", path, files=opened, data=data)
 
-    def train(self, item_id: str, *, dataset: str | None = None, init_weights: str | None = None,
-              title: str = "", wait: bool = False, timeout: float = 3600, hardware: dict[str, Any] | None = None,
-              **args: Any) -> dict[str, Any]:
-        """Start a training of a module on ``dataset`` (a path in your storage) with its train ``args``."""
-        body = {"kind": "training", "item": item_id, "dataset": dataset, "init_weights": init_weights,
-                "title": title, "args": args, "hardware": hardware or {}}
+    def train(
+        self,
+        item_id: str,
+        *,
+        dataset: str | None = None,
+        init_weights: str | None = None,
+        title: str = "",
+        wait: bool = False,
+        timeout: float = 3600,
+        hardware: dict[str, Any] | None = None,
+        train_args: dict[str, Any] | None = None,
+        **args: Any,
+    ) -> dict[str, Any]:
+        """Start a training of a module on ``dataset`` (a path in your storage) with its train arguments.
+
+        The arguments are keywords (``epochs=3``), or ``train_args``, which may hold any name, also one of
+        this method's own (``timeout``, ``title``).
+        """
+        args = {**args, **(train_args or {})}
+        body = {
+            "kind": "training",
+            "item": item_id,
+            "dataset": dataset,
+            "init_weights": init_weights,
+            "title": title,
+            "args": args,
+            "hardware": hardware or {},
+        }
         dep = self._call("POST", "/deployments", json=body)
         if not wait:
             return dep
@@ -170,11 +201,13 @@ class Client:
         return self._call("DELETE", f"/deployments/{dep_id}")
 
     # -- Flower (federated learning tool) ---------------------------------------------------
-    def start_flower(self, *, title: str = "", wait: bool = True, timeout: float = 300,
-                     **config: Any) -> dict[str, Any]:
+    def start_flower(
+        self, *, title: str = "", wait: bool = True, timeout: float = 300, **config: Any
+    ) -> dict[str, Any]:
         """Start a Flower server (``rounds=``, ``strategy=``, ... as in the tool's config); wait until it listens."""
-        dep = self._call("POST", "/deployments", json={"kind": "tool", "item": "ai4lab-flower", "title": title,
-                                                       "config": config})
+        dep = self._call(
+            "POST", "/deployments", json={"kind": "tool", "item": "ai4lab-flower", "title": title, "config": config}
+        )
         return self.wait(dep["id"], "running", timeout) if wait else dep
 
     def flower(self, dep_id: str) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from typing import Any
 
 import ipywidgets as w
 
-from ai4lab.core.statuses import ACTIVE_STATUSES
 from ai4lab.client import ApiError, Client
+from ai4lab.core.statuses import ACTIVE_STATUSES
 
 ACTIVE = ACTIVE_STATUSES
 
@@ -48,10 +48,12 @@ class CatalogBrowser(w.VBox):
     def __init__(self, client: Client | None = None, kind: str = "modules", **kwargs: Any) -> None:
         self.client = _client(client)
         self.kind = kind
-        self.query = w.Text(placeholder="search modules and tools", continuous_update=False,
-                            layout=w.Layout(width="60%"))
-        self.gpu = w.Dropdown(options=[("any", None), ("GPU", True), ("CPU only", False)], value=None,
-                              description="GPU")
+        self.query = w.Text(
+            placeholder="search modules and tools", continuous_update=False, layout=w.Layout(width="60%")
+        )
+        self.gpu = w.Dropdown(
+            options=[("any", None), ("GPU", True), ("CPU only", False)], value=None, description="GPU"
+        )
         self.search_button = w.Button(description="Search", button_style="primary", icon="search")
         self.results = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
         self.message = w.HTML()
@@ -61,8 +63,9 @@ class CatalogBrowser(w.VBox):
         self.query.observe(lambda _: self.search(), names="value")
         self.gpu.observe(lambda _: self.search(), names="value")
         self.results.observe(self._on_select, names="value")
-        super().__init__([w.HBox([self.query, self.gpu, self.search_button]), self.message, self.results,
-                          self.details], **kwargs)
+        super().__init__(
+            [w.HBox([self.query, self.gpu, self.search_button]), self.message, self.results, self.details], **kwargs
+        )
         self.search()
 
     def search(self, q: str | None = None) -> list[dict[str, Any]]:
@@ -94,8 +97,11 @@ class CatalogBrowser(w.VBox):
             return None
         tags = " ".join(f"<code>{html.escape(t)}</code>" for t in item.get("tags", []))
         gpu = " <b>GPU</b>" if item.get("gpu_capable") else ""
-        links = "".join(f'<li>{html.escape(k)}: <a href="{html.escape(v)}" target="_blank">{html.escape(v)}</a></li>'
-                        for k, v in item.get("links", {}).items() if str(v).startswith(("http://", "https://")))
+        links = "".join(
+            f'<li>{html.escape(k)}: <a href="{html.escape(v)}" target="_blank">{html.escape(v)}</a></li>'
+            for k, v in item.get("links", {}).items()
+            if str(v).startswith(("http://", "https://"))
+        )
         self.details.value = (
             f"<h3>{html.escape(item['title'])}{gpu}</h3><p><i>{html.escape(item['summary'])}</i></p>"
             f"<p>{tags}</p><p>source: {html.escape(item['source'])}"
@@ -109,8 +115,9 @@ class CatalogBrowser(w.VBox):
 class PredictWidget(w.VBox):
     """Upload a file (and fill the module's other predict fields), predict without a deployment."""
 
-    def __init__(self, client: Client | None = None, item_id: str = "", file_field: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, client: Client | None = None, item_id: str = "", file_field: str | None = None, **kwargs: Any
+    ) -> None:
         self.client = _client(client)
         self.item_id = item_id
         self.output = w.HTML()
@@ -129,8 +136,16 @@ class PredictWidget(w.VBox):
         self.upload = w.FileUpload(description=f"{self.file_field}", multiple=False)
         self.predict_button = w.Button(description="Predict", button_style="primary")
         self.predict_button.on_click(lambda _: self.predict())
-        super().__init__([w.HTML(f"<b>Try {html.escape(item_id)}</b>"), self.upload, *self.inputs.values(),
-                          self.predict_button, self.output], **kwargs)
+        super().__init__(
+            [
+                w.HTML(f"<b>Try {html.escape(item_id)}</b>"),
+                self.upload,
+                *self.inputs.values(),
+                self.predict_button,
+                self.output,
+            ],
+            **kwargs,
+        )
 
     def predict(self) -> Any:
         fields = {k: t.value for k, t in self.inputs.items() if t.value.strip()}
@@ -178,20 +193,33 @@ def svg_plot(metrics: dict[str, list[dict[str, float]]], width: int = 420, heigh
             y = height - pad - (height - 2 * pad) * ((p["value"] - v0) / (v1 - v0) if v1 > v0 else 0.5)
             xy.append(f"{x:.1f},{y:.1f}")
         colour = colours[i % len(colours)]
-        lines.append(f'<polyline class="metric" data-metric="{html.escape(name)}" fill="none" stroke="{colour}" '
-                     f'stroke-width="2" points="{" ".join(xy)}"/>')
-        legend.append(f'<span style="color:{colour}">■ {html.escape(name)}: {values[-1]:.4g} '
-                      f'(step {points[-1]["step"]})</span>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'style="border:1px solid #d9e2ec;background:#fff">{"".join(lines)}</svg>'
-            f'<div>{" &nbsp; ".join(legend)}</div>')
+        lines.append(
+            f'<polyline class="metric" data-metric="{html.escape(name)}" fill="none" stroke="{colour}" '
+            f'stroke-width="2" points="{" ".join(xy)}"/>'
+        )
+        legend.append(
+            f'<span style="color:{colour}">■ {html.escape(name)}: {values[-1]:.4g} (step {points[-1]["step"]})</span>'
+        )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'style="border:1px solid #d9e2ec;background:#fff">{"".join(lines)}</svg>'
+        f"<div>{' &nbsp; '.join(legend)}</div>"
+    )
 
 
 class TrainingLauncher(w.VBox):
     """Start a training of a module on a dataset of your storage and watch its metrics."""
 
-    def __init__(self, client: Client | None = None, item_id: str = "", dataset: str = "", epochs: int = 10,
-                 every: float = 2.0, auto_poll: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        client: Client | None = None,
+        item_id: str = "",
+        dataset: str = "",
+        epochs: int = 10,
+        every: float = 2.0,
+        auto_poll: bool = True,
+        **kwargs: Any,
+    ) -> None:
         self.client = _client(client)
         self.item_id = item_id
         self.every = every
@@ -205,8 +233,17 @@ class TrainingLauncher(w.VBox):
         self.plot = w.HTML()
         self.start_button.on_click(lambda _: self.start())
         self._thread: threading.Thread | None = None
-        super().__init__([w.HTML(f"<b>Train {html.escape(item_id)}</b>"), self.dataset, self.epochs,
-                          self.start_button, self.status, self.plot], **kwargs)
+        super().__init__(
+            [
+                w.HTML(f"<b>Train {html.escape(item_id)}</b>"),
+                self.dataset,
+                self.epochs,
+                self.start_button,
+                self.status,
+                self.plot,
+            ],
+            **kwargs,
+        )
 
     @property
     def training_id(self) -> str | None:
@@ -217,8 +254,9 @@ class TrainingLauncher(w.VBox):
             self.status.value = _error_html("say which dataset of your storage to train on")
             return None
         try:
-            self.training = self.client.train(self.item_id, dataset=self.dataset.value.strip(),
-                                              epochs=int(self.epochs.value))
+            self.training = self.client.train(
+                self.item_id, dataset=self.dataset.value.strip(), epochs=int(self.epochs.value)
+            )
         except ApiError as e:
             self.status.value = _error_html(str(e))
             return None
@@ -257,5 +295,7 @@ class TrainingLauncher(w.VBox):
     def _show_status(self) -> None:
         t = self.training or {}
         reason = f" — {html.escape(t['status_reason'])}" if t.get("status_reason") else ""
-        self.status.value = (f"training <code>{html.escape(str(t.get('id')))}</code>: "
-                             f"<b class=\"status\">{html.escape(str(t.get('status')))}</b>{reason}")
+        self.status.value = (
+            f"training <code>{html.escape(str(t.get('id')))}</code>: "
+            f'<b class="status">{html.escape(str(t.get("status")))}</b>{reason}'
+        )

@@ -34,9 +34,7 @@ def verify_password(password: str, stored: str | None) -> bool:
         return False
     try:
         _, n, r, p, salt, digest = stored.split("$")
-        candidate = hashlib.scrypt(
-            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
-        )
+        candidate = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p))
         return hmac.compare_digest(candidate, base64.b64decode(digest))
     except (ValueError, TypeError):
         return False  # a damaged hash refuses the login; it never crashes it

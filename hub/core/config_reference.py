@@ -42,8 +42,10 @@ def markdown() -> str:
     parts = [
         "### Platform settings",
         "",
-        ("Set in `ai4lab.yaml` (or the file named by `AI4LAB_CONFIG`) or as environment variables; "
-         "nested values use `__`, e.g. `AI4LAB_QUOTAS__BASIC__CPU=1`."),
+        (
+            "Set in `ai4lab.yaml` (or the file named by `AI4LAB_CONFIG`) or as environment variables; "
+            "nested values use `__`, e.g. `AI4LAB_QUOTAS__BASIC__CPU=1`."
+        ),
         "",
         *_settings_rows(),
         "",
@@ -57,7 +59,7 @@ def markdown() -> str:
         "",
         *_traitlet_rows(LocalSessionSpawner),
         "",
-        "Nomad (`c.JupyterHub.spawner_class = \"nomad\"`, or setting `spawner: nomad`):",
+        'Nomad (`c.JupyterHub.spawner_class = "nomad"`, or setting `spawner: nomad`):',
         "",
         *_traitlet_rows(NomadSpawner),
         "",

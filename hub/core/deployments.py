@@ -31,7 +31,7 @@ def on_status_change(method: Callable[[str, str], None]) -> None:
     Why: the API keeps running deployments in memory so that a proxied request
     costs no query; whichever lifecycle changes a status, the copy must follow.
     """
-    _listeners.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
+    _listeners.append(weakref.WeakMethod(method))
 
 
 def create(
@@ -47,8 +47,16 @@ def create(
 ) -> Deployment:
     with session_scope(db_url) as db:
         dep = Deployment(
-            owner=owner, kind=kind, name=name, spec=spec or {}, backend=backend, status=status, vo=vo,
-            status_reason="", endpoints={}, backend_state={},
+            owner=owner,
+            kind=kind,
+            name=name,
+            spec=spec or {},
+            backend=backend,
+            status=status,
+            vo=vo,
+            status_reason="",
+            endpoints={},
+            backend_state={},
         )
         db.add(dep)
         db.flush()

@@ -77,8 +77,17 @@ from ai4lab.core.runtime import (
     readable_copy,
 )
 
-__all__ = ["EnvBuildError", "default_cache_root", "ensure_env", "env_bin", "env_info", "env_repo", "find_uv",
-           "installs_editable", "source_hash"]
+__all__ = [
+    "EnvBuildError",
+    "default_cache_root",
+    "ensure_env",
+    "env_bin",
+    "env_info",
+    "env_repo",
+    "find_uv",
+    "installs_editable",
+    "source_hash",
+]
 
 #: Environment variable that moves the cache (e.g. onto a bigger disk).
 ENVS_DIR_VAR = "AI4LAB_ENVS_DIR"
@@ -89,8 +98,23 @@ LAYOUT_VERSION = "2"
 
 #: Folders that are by-products of builds or tool caches, not sources.
 _IGNORED_DIRS = frozenset(
-    {"__pycache__", ".git", ".hg", ".svn", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-     ".tox", ".nox", ".venv", "venv", "build", "dist", "node_modules", ".ipynb_checkpoints"}
+    {
+        "__pycache__",
+        ".git",
+        ".hg",
+        ".svn",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".tox",
+        ".nox",
+        ".venv",
+        "venv",
+        "build",
+        "dist",
+        "node_modules",
+        ".ipynb_checkpoints",
+    }
 )
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".swp")
 #: Lines of uv's output kept in an EnvBuildError.
@@ -213,20 +237,40 @@ def builder_of(item_dir: Path) -> Identity | None:
     return identity_of(entry.pw_name, entry, home=None if uid != 0 else "/nonexistent")
 
 
-def _run(cmd: list[str], *, item_dir: Path, step: str, cwd: Path, timeout: float,
-         builder: Identity | None = None, tmp: Path | None = None) -> str:
+def _run(
+    cmd: list[str],
+    *,
+    item_dir: Path,
+    step: str,
+    cwd: Path,
+    timeout: float,
+    builder: Identity | None = None,
+    tmp: Path | None = None,
+) -> str:
     if builder is None:
         env = {**os.environ, "NO_COLOR": "1"}
     else:  # nothing of the platform's environment (tokens, settings) reaches the package's build code
         caches = public_dir(default_runtime_dir() / "build-cache", 0o711)
         cache = private_dir(caches / str(builder.uid), builder, caches)
         env = user_env(builder, tmp or cwd, {"NO_COLOR": "1", "UV_CACHE_DIR": str(cache), "TMPDIR": str(tmp or cwd)})
-        env.update({k: v for k, v in os.environ.items() if k.startswith(("UV_INDEX", "PIP_INDEX", "SSL_CERT"))
-                    or k.lower() in ("http_proxy", "https_proxy", "no_proxy")})
+        env.update(
+            {
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith(("UV_INDEX", "PIP_INDEX", "SSL_CERT"))
+                or k.lower() in ("http_proxy", "https_proxy", "no_proxy")
+            }
+        )
     try:
         proc = subprocess.run(
-            cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-            env=env, preexec_fn=preexec(builder) if builder is not None else None,
+            cmd,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            env=env,
+            preexec_fn=preexec(builder) if builder is not None else None,
         )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -280,9 +324,14 @@ def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], time
     """
     builder = builder_of(item_dir)
     if builder is not None and (blocked := reachable_by_others(final.parent)) is not None:
-        raise EnvBuildError(item_dir, "check the cache", 1, f"the environment cache {final.parent} is not reachable "
-                            f"by user accounts ({blocked} is private): builds run as {builder.name}, and users "
-                            "run the environments; put envs_dir below runtime_dir")
+        raise EnvBuildError(
+            item_dir,
+            "check the cache",
+            1,
+            f"the environment cache {final.parent} is not reachable "
+            f"by user accounts ({blocked} is private): builds run as {builder.name}, and users "
+            "run the environments; put envs_dir below runtime_dir",
+        )
     uv = str(find_uv() if builder is None else readable_copy(find_uv().parent, "bin", None, ("uv",)) / "uv")
     deadline = time.monotonic() + timeout
     repo = final / "srv" / _repo_name(item_dir)
@@ -297,20 +346,34 @@ def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], time
             give_tree(final, builder)
 
         def step(name: str, cmd: list[str]) -> str:
-            return _run(cmd, item_dir=item_dir, step=name, cwd=repo, builder=builder, tmp=tmp,
-                        timeout=max(1.0, deadline - time.monotonic()))
+            return _run(
+                cmd,
+                item_dir=item_dir,
+                step=name,
+                cwd=repo,
+                builder=builder,
+                tmp=tmp,
+                timeout=max(1.0, deadline - time.monotonic()),
+            )
 
         # --no-config: a uv.toml or [tool.uv] in the module must not change how the platform builds
         step("uv venv", [uv, "venv", "--quiet", "--no-config", "--allow-existing", "--python", python, str(final)])
         env_python = str(env_bin(final, "python"))
         if (repo / "requirements.txt").is_file():  # as the Dockerfile does: requirements first, then the package
-            step("pip install -r requirements.txt",
-                 [uv, "pip", "install", "--no-config", "--python", env_python, "-r", "requirements.txt"])
+            step(
+                "pip install -r requirements.txt",
+                [uv, "pip", "install", "--no-config", "--python", env_python, "-r", "requirements.txt"],
+            )
         target = f".[{','.join(extras)}]" if extras else "."
-        step(f"pip install {'-e ' if editable else ''}{target}",
-             [uv, "pip", "install", "--no-config", "--python", env_python, *(["-e"] if editable else []), target])
-        listed = json.loads(step("uv pip list", [uv, "pip", "list", "--quiet", "--no-config", "--format", "json",
-                                                 "--python", env_python]))
+        step(
+            f"pip install {'-e ' if editable else ''}{target}",
+            [uv, "pip", "install", "--no-config", "--python", env_python, *(["-e"] if editable else []), target],
+        )
+        listed = json.loads(
+            step(
+                "uv pip list", [uv, "pip", "list", "--quiet", "--no-config", "--format", "json", "--python", env_python]
+            )
+        )
         shutil.rmtree(tmp)
         if builder is not None:
             chown_tree(final, os.geteuid(), os.getegid())

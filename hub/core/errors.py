@@ -27,13 +27,14 @@ class PlatformError(Exception):
         self.errors = errors
 
     @classmethod
-    def unknown_fields(cls, loc: Sequence[str | int], names: Iterable[str], allowed: Iterable[str],
-                       where: str) -> PlatformError:
+    def unknown_fields(
+        cls, loc: Sequence[str | int], names: Iterable[str], allowed: Iterable[str], where: str
+    ) -> PlatformError:
         """422 for fields a free-form part of a request (a tool's ``config``) does not take."""
-        allowed = list(allowed)
-        errors = [{"type": "extra_forbidden", "loc": [*loc, name],
-                   "msg": f"unknown field {name!r} for {where}: use {', '.join(allowed)}"} for name in sorted(names)]
-        return cls(422, errors[0]["msg"], errors)
+        use = ", ".join(allowed)
+        msgs = [(name, f"unknown field {name!r} for {where}: use {use}") for name in sorted(names)]
+        errors: list[dict[str, Any]] = [{"type": "extra_forbidden", "loc": [*loc, n], "msg": m} for n, m in msgs]
+        return cls(422, msgs[0][1], errors)
 
     @classmethod
     def not_found(cls, what: str) -> PlatformError:

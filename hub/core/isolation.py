@@ -86,8 +86,10 @@ def system_name(account: str, prefix: str) -> str:
         digest = hashlib.sha256(account.encode()).hexdigest()[:8]
         name = f"{prefix}{clean[: 32 - len(prefix) - 9]}-{digest}"
     if not _NAME_OK.fullmatch(name):
-        raise IsolationError(f"the prefix {prefix!r} does not make a valid system user name; use lower case "
-                             "letters, digits, '-' or '_' and start with a letter")
+        raise IsolationError(
+            f"the prefix {prefix!r} does not make a valid system user name; use lower case "
+            "letters, digits, '-' or '_' and start with a letter"
+        )
     return name
 
 
@@ -106,8 +108,14 @@ def _useradd_lock() -> Iterator[None]:
 def identity_of(account: str, entry: pwd.struct_passwd, home: str | None = None) -> Identity:
     """The identity of a system user (its groups included) acting for ``account``."""
     groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-    return Identity(account=account, name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid,
-                    groups=groups, home=home or entry.pw_dir)
+    return Identity(
+        account=account,
+        name=entry.pw_name,
+        uid=entry.pw_uid,
+        gid=entry.pw_gid,
+        groups=groups,
+        home=home or entry.pw_dir,
+    )
 
 
 class Accounts:
@@ -130,8 +138,12 @@ class Accounts:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Accounts:
-        return cls(enabled=settings.isolating, prefix=settings.system_user_prefix,
-                   uid_min=settings.system_uid_min, uid_max=settings.system_uid_max)
+        return cls(
+            enabled=settings.isolating,
+            prefix=settings.system_user_prefix,
+            uid_min=settings.system_uid_min,
+            uid_max=settings.system_uid_max,
+        )
 
     def platform_user(self, account: str = "") -> Identity:
         entry = pwd.getpwuid(os.geteuid())
@@ -157,33 +169,54 @@ class Accounts:
             except KeyError:
                 entry = self._create(name, account, home)
         if not self.uid_min <= entry.pw_uid <= self.uid_max:
-            raise IsolationError(f"system user {name} exists with uid {entry.pw_uid}, outside ai4lab's range "
-                                 f"{self.uid_min}-{self.uid_max}: it is not ai4lab's; rename it or change "
-                                 "system_user_prefix")
+            raise IsolationError(
+                f"system user {name} exists with uid {entry.pw_uid}, outside ai4lab's range "
+                f"{self.uid_min}-{self.uid_max}: it is not ai4lab's; rename it or change "
+                "system_user_prefix"
+            )
         ident = identity_of(account, entry)
         self._cache[account] = ident
         return ident
 
     def _create(self, name: str, account: str, home: Path | None) -> pwd.struct_passwd:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        cmd = [useradd, "--no-create-home", "--user-group", "--shell", "/bin/bash",
-               "--home-dir", str(home or "/nonexistent"), "--comment", f"ai4lab account {account}"[:60],
-               "-K", f"UID_MIN={self.uid_min}", "-K", f"UID_MAX={self.uid_max}",
-               "-K", f"GID_MIN={self.uid_min}", "-K", f"GID_MAX={self.uid_max}", name]
+        cmd = [
+            useradd,
+            "--no-create-home",
+            "--user-group",
+            "--shell",
+            "/bin/bash",
+            "--home-dir",
+            str(home or "/nonexistent"),
+            "--comment",
+            f"ai4lab account {account}"[:60],
+            "-K",
+            f"UID_MIN={self.uid_min}",
+            "-K",
+            f"UID_MAX={self.uid_max}",
+            "-K",
+            f"GID_MIN={self.uid_min}",
+            "-K",
+            f"GID_MAX={self.uid_max}",
+            name,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             with contextlib.suppress(KeyError):  # another process created it meanwhile
                 return pwd.getpwnam(name)
-            raise IsolationError(f"could not create the system user {name} for {account!r}: "
-                                 f"{proc.stderr.strip() or proc.stdout.strip()}")
+            raise IsolationError(
+                f"could not create the system user {name} for {account!r}: {proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return pwd.getpwnam(name)
 
 
 def describe_mode(settings: Any) -> str:
     """One sentence for the start banner, ``ai4lab status`` and the admin view."""
     if settings.isolating:
-        return (f"isolated: each account runs as its own system user ({settings.system_user_prefix}<name>, "
-                f"uid {settings.system_uid_min}-{settings.system_uid_max})")
+        return (
+            f"isolated: each account runs as its own system user ({settings.system_user_prefix}<name>, "
+            f"uid {settings.system_uid_min}-{settings.system_uid_max})"
+        )
     user = pwd.getpwuid(os.geteuid()).pw_name
     return f"single-user mode: sessions run as {user}; do not add other users"
 
@@ -215,8 +248,15 @@ def user_env(ident: Identity, home: Path | str, extra: Mapping[str, str] | None 
     what the caller passes in ``extra``.
     """
     env = {k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "TZ")}
-    env.update({"HOME": str(home), "USER": ident.name, "LOGNAME": ident.name, "SHELL": "/bin/bash",
-                "PATH": "/usr/local/bin:/usr/bin:/bin"})
+    env.update(
+        {
+            "HOME": str(home),
+            "USER": ident.name,
+            "LOGNAME": ident.name,
+            "SHELL": "/bin/bash",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -258,11 +298,27 @@ def private_dir(path: Path, ident: Identity, base: Path | None = None) -> Path:
     return path
 
 
-def run(ident: Identity, cmd: list[str], *, env: Mapping[str, str], cwd: Path | None = None,
-        input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    ident: Identity,
+    cmd: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """Run a short user-code command as ``ident`` and wait for it (tries, argument descriptions, builds)."""
-    return subprocess.run(cmd, env=dict(env), cwd=cwd, input=input, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=preexec(ident), close_fds=True)
+    return subprocess.run(
+        cmd,
+        env=dict(env),
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec(ident),
+        close_fds=True,
+    )
 
 
 def read_written_by(path: Path, uid: int, max_bytes: int) -> bytes:

@@ -89,7 +89,7 @@ def sanitize(name: str) -> str:
     if clean and clean == name and len(clean) <= _NAME_MAX:
         return clean
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{clean[:_NAME_MAX - 9]}-{digest}" if clean else digest
+    return f"{clean[: _NAME_MAX - 9]}-{digest}" if clean else digest
 
 
 def format_gb(ram_gb: float) -> str:
@@ -464,8 +464,10 @@ class CgroupLimits:
                     denied = denied or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
                     hint = ""
                     if e.errno == errno.EBUSY:  # a non-root group with processes cannot delegate controllers
-                        hint = (" (processes live in that group: give the platform a delegated subtree,"
-                                " e.g. systemd Delegate=yes)")
+                        hint = (
+                            " (processes live in that group: give the platform a delegated subtree,"
+                            " e.g. systemd Delegate=yes)"
+                        )
                     problems.append(f"cgroup v2 at {v2}: {e.strerror}{hint}")
         if "memory" in v1 and "cpu" in v1:
             used = [c for c in _V1_CONTROLLERS if c in v1]

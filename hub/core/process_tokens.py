@@ -33,7 +33,11 @@ LIFETIME = 7 * 86400
 
 
 async def issue_process_token(
-    db_url: str, dep: Deployment, purpose: str, scopes: list[str] | None = None, hub: HubClient | None = None,
+    db_url: str,
+    dep: Deployment,
+    purpose: str,
+    scopes: list[str] | None = None,
+    hub: HubClient | None = None,
 ) -> str:
     """A token of ``dep``'s owner for its process, MLflow-only by default; its id is kept in the deployment.
 
@@ -41,7 +45,8 @@ async def issue_process_token(
     this point still leaves a token to revoke rather than one nobody knows about.
     """
     model = await (hub or HubClient()).new_token_model(
-        dep.owner, f"{purpose} {dep.id}", expires_in=LIFETIME, scopes=scopes or MLFLOW_SCOPES)
+        dep.owner, f"{purpose} {dep.id}", expires_in=LIFETIME, scopes=scopes or MLFLOW_SCOPES
+    )
     deps.remember_hub_token(db_url, dep.id, str(model["id"]))
     return model["token"]
 
@@ -62,8 +67,13 @@ async def revoke_ended_tokens(db_url: str, hub: HubClient | None = None) -> list
         try:
             await client.revoke_token(dep.owner, token_id)
         except (HubError, httpx.TransportError) as e:
-            log.warning("could not revoke the hub token %s of deployment %s (%s): %s; trying again",
-                        token_id, dep.id, dep.status, e)
+            log.warning(
+                "could not revoke the hub token %s of deployment %s (%s): %s; trying again",
+                token_id,
+                dep.id,
+                dep.status,
+                e,
+            )
             continue
         deps.forget_hub_token(db_url, dep.id)
         log.info("revoked the hub token %s of deployment %s (%s)", token_id, dep.id, dep.status)

@@ -20,8 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["default_runtime_dir", "default_user_python", "make_readable", "public_dir", "python_version",
-           "readable_copy", "runner_scripts"]
+__all__ = [
+    "default_runtime_dir",
+    "default_user_python",
+    "make_readable",
+    "public_dir",
+    "python_version",
+    "readable_copy",
+    "runner_scripts",
+]
 
 #: Scripts run by a module's own Python (they import each other, so they travel together).
 RUNNERS = ("oneshot.py", "train_runner.py", "batch_runner.py")
@@ -55,8 +62,9 @@ def python_version(python: str) -> str:
     """``sys.version`` of another interpreter (environments are tied to it)."""
     if Path(python).resolve() == Path(sys.executable).resolve():
         return sys.version
-    return subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True,
-                          check=True, timeout=60).stdout.strip()
+    return subprocess.run(
+        [python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
 
 
 def public_dir(path: Path, mode: int = 0o755) -> Path:
@@ -94,8 +102,11 @@ def readable_copy(folder: Path, kind: str, runtime_dir: Path | None = None, name
     gets a new folder.
     """
     folder = Path(folder)
-    files = [folder / n for n in names] if names else sorted(
-        p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    files = (
+        [folder / n for n in names]
+        if names
+        else sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    )
     h = hashlib.sha256()
     for f in files:
         h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())

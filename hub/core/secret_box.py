@@ -111,6 +111,8 @@ def _read_key(path: Path) -> bytes:
     try:
         Fernet(key)
     except ValueError:
-        raise SecretBoxError(f"{path} is not a Fernet key: restore it from a backup, or delete it and "
-                             "start the deployments holding secrets again") from None
+        raise SecretBoxError(
+            f"{path} is not a Fernet key: restore it from a backup, or delete it and "
+            "start the deployments holding secrets again"
+        ) from None
     return key

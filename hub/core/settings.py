@@ -52,7 +52,8 @@ class NomadSettings(BaseModel):
     purge: bool = Field(default=True, description="Purge jobs when stopped (False: keep them as dead jobs).")
     defaults_file: Path | None = Field(default=None, description="Job defaults (default: config/nomad/defaults.yaml).")
     federation_file: Path | None = Field(
-        default=None, description="Which projects (VOs) may use which datacenters; none: no restriction.")
+        default=None, description="Which projects (VOs) may use which datacenters; none: no restriction."
+    )
     default_project: str = Field(default="default", description="Project of users without a VO.")
 
 
@@ -76,8 +77,9 @@ class SourceConfig(BaseModel):
         default=None, description="git/http: module or tool; folder: set when the folder holds one kind only"
     )
     url: str | None = Field(
-        default=None, description="git: catalog repo URL; http: base URL of the catalog repo's raw files; "
-        "repo: the module's repository URL"
+        default=None,
+        description="git: catalog repo URL; http: base URL of the catalog repo's raw files; "
+        "repo: the module's repository URL",
     )
     branch: str | None = Field(default=None, description="git, repo: branch (default: the repository's default)")
     raw_url_template: str = Field(
@@ -113,9 +115,7 @@ def _default_config_file() -> Path:
 class Settings(BaseSettings):
     """Settings of one ai4lab platform instance."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="AI4LAB_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="AI4LAB_", env_nested_delimiter="__", extra="ignore")
 
     state_dir: Path = Field(
         default=Path(".ai4lab"),
@@ -157,9 +157,7 @@ class Settings(BaseSettings):
     nomad: NomadSettings = Field(
         default_factory=NomadSettings, description="Nomad cluster (AI4LAB_NOMAD__ADDRESS, ...)."
     )
-    quotas: dict[str, Quota] = Field(
-        default_factory=_default_quotas, description="Per-role resource limits."
-    )
+    quotas: dict[str, Quota] = Field(default_factory=_default_quotas, description="Per-role resource limits.")
     gpus: list[GpuDevice] = Field(
         default_factory=list,
         description="Local GPU inventory, e.g. [{id: '0', model: 'Tesla T4'}]; empty means no GPU.",
@@ -267,8 +265,9 @@ class Settings(BaseSettings):
     def _fill_runtime_paths(self) -> Settings:
         """Defaults that live below ``runtime_dir`` (one setting moves them all)."""
         if self.envs_dir is None:
-            self.envs_dir = Path(os.environ["AI4LAB_ENVS_DIR"]) if os.environ.get("AI4LAB_ENVS_DIR") \
-                else self.runtime_dir / "envs"
+            self.envs_dir = (
+                Path(os.environ["AI4LAB_ENVS_DIR"]) if os.environ.get("AI4LAB_ENVS_DIR") else self.runtime_dir / "envs"
+            )
         if self.tools_dir is None:
             self.tools_dir = self.runtime_dir / "tools"
         if self.user_python is None:

@@ -29,8 +29,17 @@ def runner_result(stdout: str) -> Any:
     return json.loads(lines[-1].removeprefix(RESULT_MARK)) if lines else None
 
 
-def module_env(settings: Settings, backend: LocalBackend, owner: str, env_dir: Path, home: Path,
-               *, repo: Path | None = None, app: str | None = None, **extra: str) -> dict[str, str]:
+def module_env(
+    settings: Settings,
+    backend: LocalBackend,
+    owner: str,
+    env_dir: Path,
+    home: Path,
+    *,
+    repo: Path | None = None,
+    app: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
     """Environment of a process running a module's code for ``owner``, from its working copy ``repo``.
 
     The module's model cache (``AI4LAB_MODEL_DIR``, where bundled modules keep
@@ -39,8 +48,9 @@ def module_env(settings: Settings, backend: LocalBackend, owner: str, env_dir: P
     """
     from ai4lab.deploy.module_code import code_variables
 
-    models = backend.user_dir(owner, settings.user_workspace(owner) / ".cache" / "ai4lab" / "models",
-                              settings.workspaces_root)
+    models = backend.user_dir(
+        owner, settings.user_workspace(owner) / ".cache" / "ai4lab" / "models", settings.workspaces_root
+    )
     return {
         "PATH": os.pathsep.join([str(env_dir / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": str(home),

@@ -12,11 +12,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneshot import _load, file_fields, prepare  # noqa: E402
+from oneshot import _load, file_fields, prepare
 
 
 def main():
-    request = json.loads(open(sys.argv[1]).read())
+    with open(sys.argv[1]) as f:
+        request = json.load(f)
     api = _load(request["model"])
     names = file_fields(api)
     field = request.get("file_field") or (names[0] if len(names) == 1 else None)

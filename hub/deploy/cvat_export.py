@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ai4lab.nomad.jobs import dns_label
 from ai4lab.core.storage import resolve_in_storage
+from ai4lab.nomad.jobs import dns_label
 
 MANIFEST = "ai4lab-dataset.json"
 
@@ -69,13 +69,20 @@ def export_task_annotations(
                 raise ExportError(f"datasets/{folder} already exists in the storage: choose another name")
             with tempfile.TemporaryDirectory() as tmp:
                 archive = Path(tmp) / "export.zip"
-                task.export_dataset(format_name, archive, include_images=include_images,
-                                    status_check_period=status_check_period)
+                task.export_dataset(
+                    format_name, archive, include_images=include_images, status_check_period=status_check_period
+                )
                 staging = Path(tmp) / "out"
                 files = _safe_extract(archive, staging)
-                manifest: dict[str, Any] = {"source": "cvat", "host": host, "task_id": task_id,
-                                            "task_name": task.name, "format": format_name,
-                                            "include_images": include_images, "files": sorted(files)}
+                manifest: dict[str, Any] = {
+                    "source": "cvat",
+                    "host": host,
+                    "task_id": task_id,
+                    "task_name": task.name,
+                    "format": format_name,
+                    "include_images": include_images,
+                    "files": sorted(files),
+                }
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
                 target = resolve_in_storage(storage_root, f"datasets/{folder}")  # links may change meanwhile
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ def form_body(fields: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     ``flag=true``, ``labels=a``, ``labels=b`` and ``opts={"k": 1}`` (DEEPaaS modules
     take dicts as JSON strings).
     """
+
     def text(v: Any) -> str:
         return v if isinstance(v, str) else json.dumps(v)
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ai4lab.backends.local import LocalBackend
     from ai4lab.backends.nomad import NomadBackend
     from ai4lab.catalog import Catalog
-    from ai4lab.catalog.model import CatalogItem
+    from ai4lab.catalog.model import CatalogItem, Kind
     from ai4lab.core.settings import Settings
 
 
@@ -125,7 +125,7 @@ class Platform:
             self.nomad = NomadBackend.from_settings(self.settings.nomad)
         return self.nomad
 
-    def item(self, kind: str, item_id: str | None, caller: Caller, verb: str) -> CatalogItem:
+    def item(self, kind: Kind, item_id: str | None, caller: Caller, verb: str) -> CatalogItem:
         """The catalog item a request names: 400 without one, 404 when it is missing or not visible to the caller."""
         if not item_id:
             raise PlatformError(400, f"say which {kind} to {verb}: item=<catalog id>")
@@ -136,8 +136,14 @@ class Platform:
 
     def form(self, item: CatalogItem, caller: Caller, purpose: str = "inference") -> dict[str, Any]:
         """The item's deploy form for this caller on this machine (quota of their role, local GPUs)."""
-        return deploy_config(item, quota=self.settings.quotas[caller.role], role=caller.role, gpus=self.settings.gpus,
-                             purpose=purpose, hard=self.settings.resources_hard)
+        return deploy_config(
+            item,
+            quota=self.settings.quotas[caller.role],
+            role=caller.role,
+            gpus=self.settings.gpus,
+            purpose=purpose,
+            hard=self.settings.resources_hard,
+        )
 
 
 def chosen_hardware(form: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
@@ -162,8 +168,10 @@ def cpu_only(form: dict[str, Any], hardware: dict[str, Any], asked: dict[str, An
     recommended = hardware.get("gpu_num") or 0
     hardware["gpu_num"] = 0
     if recommended and not any("GPU" in w for w in warnings):
-        warnings.append(f"this {form['item']['kind']} recommends {recommended} GPU{'s' if recommended > 1 else ''}; "
-                        f"it will run on CPU and may be slow ({what} get no GPU on this backend yet)")
+        warnings.append(
+            f"this {form['item']['kind']} recommends {recommended} GPU{'s' if recommended > 1 else ''}; "
+            f"it will run on CPU and may be slow ({what} get no GPU on this backend yet)"
+        )
     return warnings
 
 
@@ -184,7 +192,6 @@ class Value:
         if len(self.content) <= ECHO_BYTES:
             out["base64"] = base64.b64encode(self.content).decode()
         return out
-
 
 
 class Lifecycle:
@@ -243,8 +250,13 @@ class Lifecycle:
     # -- shared helpers -----------------------------------------------------------------------
     def mine(self, active_only: bool = False) -> list[Deployment]:
         """This lifecycle's deployment records (its kinds on its backend), newest first."""
-        return [d for kind in self.kinds for d in deps.list_deployments(self.settings.db_url, kind=kind,
-                                                                        active_only=active_only, backend=self.backend)]
+        return [
+            d
+            for kind in self.kinds
+            for d in deps.list_deployments(
+                self.settings.db_url, kind=kind, active_only=active_only, backend=self.backend
+            )
+        ]
 
     async def predict(self, dep: Deployment, fields: dict[str, Any], files: dict[str, Value]) -> Value:
         """One prediction (kinds that take them besides modules, whose own API is proxied instead)."""

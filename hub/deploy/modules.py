@@ -19,16 +19,22 @@ import httpx
 from jupyterhub.utils import random_port
 from pydantic import Field
 
-from ai4lab.core.statuses import STARTING_STATUSES
 from ai4lab.backends.base import JobSpec
 from ai4lab.core import deployments as deps
 from ai4lab.core.db import ACTIVE_STATUSES, Deployment
 from ai4lab.core.envs import EnvBuildError, ensure_env, env_bin
 from ai4lab.core.errors import PlatformError
+from ai4lab.core.statuses import STARTING_STATUSES
 from ai4lab.core.storage import in_user_storage
 from ai4lab.deploy import module_env
 from ai4lab.deploy.lifecycle import (
-    Caller, DeploymentRequest, Hardware, Lifecycle, Platform, chosen_hardware, cpu_only,
+    Caller,
+    DeploymentRequest,
+    Hardware,
+    Lifecycle,
+    Platform,
+    chosen_hardware,
+    cpu_only,
 )
 from ai4lab.deploy.module_code import working_copy
 from ai4lab.deploy.trainings import model_file
@@ -48,7 +54,8 @@ class ModuleRequest(DeploymentRequest):
     title: str = Field(default="", description="a title to find the deployment again")
     hardware: Hardware = Field(default_factory=Hardware, description="within the module's deploy form")
     weights: str | None = Field(
-        default=None, description="weights to predict with: a file in your storage or a training id")
+        default=None, description="weights to predict with: a file in your storage or a training id"
+    )
 
     def backend(self, platform: Platform) -> str:
         return platform.settings.backend
@@ -69,8 +76,11 @@ class ModuleServers(Lifecycle):
     async def create(self, request: ModuleRequest, caller: Caller) -> Deployment:
         item = self.platform.item("module", request.item, caller, "deploy")
         if not item.run.package_path or not item.run.entry_point:
-            raise PlatformError(400, f"{item.id} has no local package with a deepaas.v2.model entry point: "
-                                     "it can only run from its image on a cluster backend")
+            raise PlatformError(
+                400,
+                f"{item.id} has no local package with a deepaas.v2.model entry point: "
+                "it can only run from its image on a cluster backend",
+            )
         form = self.platform.form(item, caller)
         asked = request.hardware.chosen()
         hardware = chosen_hardware(form, asked)
@@ -95,8 +105,15 @@ class ModuleServers(Lifecycle):
             "weights": weights,
             "warnings": warnings,
         }
-        dep = deps.create(self.settings.db_url, owner=caller.name, kind="module", name=item.id, spec=spec,
-                          status="starting", vo=caller.vo)
+        dep = deps.create(
+            self.settings.db_url,
+            owner=caller.name,
+            kind="module",
+            name=item.id,
+            spec=spec,
+            status="starting",
+            vo=caller.vo,
+        )
         self.spawn(self.start(dep))
         return dep
 
@@ -106,23 +123,29 @@ class ModuleServers(Lifecycle):
         spec = dep.spec
         try:
             deps.set_status(self.settings.db_url, dep_id, "starting", "building the module's environment")
-            env = await asyncio.to_thread(
-                ensure_env, Path(spec["package_path"]), self.settings.envs_dir
-            )
+            env = await asyncio.to_thread(ensure_env, Path(spec["package_path"]), self.settings.envs_dir)
             port = random_port()
-            workdir = self.local.user_dir(dep.owner, self.settings.deployments_root / dep_id,
-                                            self.settings.deployments_root)
+            workdir = self.local.user_dir(
+                dep.owner, self.settings.deployments_root / dep_id, self.settings.deployments_root
+            )
             # deepaas-run starts in the repository, as an AI4OS image's CMD does
             repo = await asyncio.to_thread(working_copy, env, workdir, self.local.identity(dep.owner))
             job = JobSpec(
                 name=f"module-{dep_id}",
                 command=[
-                    str(env_bin(env, "deepaas-run")), "--listen-ip", "127.0.0.1", "--listen-port", str(port),
-                    "--model-name", spec["entry_point"], "--base-path", api_prefix(dep_id),
-                    "--client-max-size", str(int(self.settings.max_upload_mb * 2**20)),
+                    str(env_bin(env, "deepaas-run")),
+                    "--listen-ip",
+                    "127.0.0.1",
+                    "--listen-port",
+                    str(port),
+                    "--model-name",
+                    spec["entry_point"],
+                    "--base-path",
+                    api_prefix(dep_id),
+                    "--client-max-size",
+                    str(int(self.settings.max_upload_mb * 2**20)),
                 ],
-                env=module_env(self.settings, self.local, dep.owner, env, workdir, repo=repo,
-                               app=spec["entry_point"]),
+                env=module_env(self.settings, self.local, dep.owner, env, workdir, repo=repo, app=spec["entry_point"]),
                 cwd=repo,
                 owner=dep.owner,
                 log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
@@ -132,12 +155,13 @@ class ModuleServers(Lifecycle):
             )
             state = await self.local.submit(job)
             state["port"] = port
-            deps.set_status(self.settings.db_url, dep_id, "starting", "starting the DEEPaaS server",
-                            backend_state=state)
+            deps.set_status(
+                self.settings.db_url, dep_id, "starting", "starting the DEEPaaS server", backend_state=state
+            )
             await self._wait_ready(dep_id, state, port, spec["entry_point"])
         except EnvBuildError as e:
             deps.set_status(self.settings.db_url, dep_id, "failed", f"environment build failed: {e}")
-        except Exception as e:  # noqa: BLE001 - any failure is the deployment's status, not a crash
+        except Exception as e:
             log.exception("deployment %s failed to start", dep_id)
             current = deps.get(self.settings.db_url, dep_id)
             if current is not None and current.status in STARTING_STATUSES:
@@ -151,21 +175,31 @@ class ModuleServers(Lifecycle):
                 status = await self.local.status(state)
                 if not status.running:
                     tail = await self.local.logs(state, tail=20)
-                    deps.set_status(self.settings.db_url, dep_id, "failed",
-                                    f"DEEPaaS server {status.reason}; last log lines:\n{tail}")
+                    deps.set_status(
+                        self.settings.db_url,
+                        dep_id,
+                        "failed",
+                        f"DEEPaaS server {status.reason}; last log lines:\n{tail}",
+                    )
                     return
                 try:
                     r = await client.get(url)
-                    if r.status_code == 200 and any(m.get("id") == model or m.get("name") == model
-                                                    for m in r.json().get("models", [])):
+                    if r.status_code == 200 and any(
+                        m.get("id") == model or m.get("name") == model for m in r.json().get("models", [])
+                    ):
                         base = self.settings.public_url + api_prefix(dep_id)
                         deps.set_status(
-                            self.settings.db_url, dep_id, "running", "",
-                            endpoints={"api": f"{base}/", "ui": f"{base}/ui",
-                                       "swagger": f"{base}/swagger.json",
-                                       "predict": f"{self.settings.public_url}/services/ai4lab/deployments/"
-                                                  f"{dep_id}/predict",
-                                       "model": model},
+                            self.settings.db_url,
+                            dep_id,
+                            "running",
+                            "",
+                            endpoints={
+                                "api": f"{base}/",
+                                "ui": f"{base}/ui",
+                                "swagger": f"{base}/swagger.json",
+                                "predict": f"{self.settings.public_url}/services/ai4lab/deployments/{dep_id}/predict",
+                                "model": model,
+                            },
                         )
                         self.last_used[dep_id] = time.monotonic()
                         return
@@ -200,7 +234,9 @@ class ModuleServers(Lifecycle):
             status = await self.local.status(dep.backend_state)
             if not status.running:
                 tail = await self.local.logs(dep.backend_state, tail=20)
-                deps.set_status(self.settings.db_url, dep.id, "failed", f"DEEPaaS server {status.reason}; last log lines:\n{tail}")
+                deps.set_status(
+                    self.settings.db_url, dep.id, "failed", f"DEEPaaS server {status.reason}; last log lines:\n{tail}"
+                )
                 continue
             last = self.last_used.setdefault(dep.id, now)
             if idle > 0 and now - last > idle:

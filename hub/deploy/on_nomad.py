@@ -41,8 +41,10 @@ from ai4lab.nomad.cvat import render_cvat_job
 from ai4lab.nomad.jobs import StorageSpec
 
 log = logging.getLogger("ai4lab.deploy.nomad")
-NOMAD_NEEDED = ("{what} needs the Nomad backend. Set backend: nomad and nomad.address (AI4LAB_BACKEND=nomad, "
-                "AI4LAB_NOMAD__ADDRESS=http://...:4646; see 'Running on a Nomad cluster' in the README)")
+NOMAD_NEEDED = (
+    "{what} needs the Nomad backend. Set backend: nomad and nomad.address (AI4LAB_BACKEND=nomad, "
+    "AI4LAB_NOMAD__ADDRESS=http://...:4646; see 'Running on a Nomad cluster' in the README)"
+)
 
 
 class NomadJobs(Lifecycle):
@@ -66,14 +68,25 @@ class NomadJobs(Lifecycle):
         fed = self.cluster.federation
         allowed = {d.name for d in fed.datacenters_for(self.project_of(vo))} if fed else None
         dcs = {name: info for name, info in cap["datacenters"].items() if allowed is None or name in allowed}
-        models = (fed.allowance(self.project_of(vo)).gpu_models if fed else None)
-        gpus = [GpuDevice(id=f"{dc}-{m}-{i}", model=m) for dc, info in dcs.items() for m, g in info["gpus"].items()
-                if models is None or m in models for i in range(g["max_free_on_one_node"])]
+        models = fed.allowance(self.project_of(vo)).gpu_models if fed else None
+        gpus = [
+            GpuDevice(id=f"{dc}-{m}-{i}", model=m)
+            for dc, info in dcs.items()
+            for m, g in info["gpus"].items()
+            if models is None or m in models
+            for i in range(g["max_free_on_one_node"])
+        ]
         return {"datacenters": dcs, "gpus": gpus}
 
     # -- start ----------------------------------------------------------------------------
-    def job_spec(self, dep: Deployment, item: CatalogItem, hardware: dict[str, Any],
-                 command: list[str] | None = None, storage: StorageSpec | None = None) -> NomadJobSpec:
+    def job_spec(
+        self,
+        dep: Deployment,
+        item: CatalogItem,
+        hardware: dict[str, Any],
+        command: list[str] | None = None,
+        storage: StorageSpec | None = None,
+    ) -> NomadJobSpec:
         if not item.run.docker_image:
             raise PlatformError(400, f"{item.id} has no docker image in its metadata: it cannot run on Nomad")
         dc = hardware.get("datacenter") or ""
@@ -101,9 +114,16 @@ class NomadJobs(Lifecycle):
     async def form(self, item: CatalogItem, caller: Caller, purpose: str) -> dict[str, Any]:
         """The item's deploy form on this cluster: its GPUs and the datacenters of the caller's project."""
         offer = await self.offer(caller.vo)
-        return deploy_config(item, quota=self.settings.quotas[caller.role], role=caller.role, gpus=offer["gpus"],
-                             purpose=purpose, backends=["nomad"], datacenters=offer["datacenters"],
-                             hard=self.settings.resources_hard)
+        return deploy_config(
+            item,
+            quota=self.settings.quotas[caller.role],
+            role=caller.role,
+            gpus=offer["gpus"],
+            purpose=purpose,
+            backends=["nomad"],
+            datacenters=offer["datacenters"],
+            hard=self.settings.resources_hard,
+        )
 
     async def create(self, request: ModuleRequest | TrainingRequest, caller: Caller) -> Deployment:
         """Record the deployment and register its Nomad job; refused jobs leave a failed record and raise."""
@@ -112,10 +132,24 @@ class NomadJobs(Lifecycle):
         form = await self.form(item, caller, "training" if training else "inference")
         hardware = chosen_hardware(form, request.hardware.chosen())
         args = request.args if isinstance(request, TrainingRequest) else {}
-        spec = {"item": item.id, "title": request.title or item.title, "image": item.run.docker_image,
-                "entry_point": item.run.entry_point, "hardware": hardware, "args": args}
-        dep = deps.create(self.settings.db_url, owner=caller.name, kind=request.kind, name=item.id, spec=spec,
-                          backend="nomad", status="queued", vo=caller.vo)
+        spec = {
+            "item": item.id,
+            "title": request.title or item.title,
+            "image": item.run.docker_image,
+            "entry_point": item.run.entry_point,
+            "hardware": hardware,
+            "args": args,
+        }
+        dep = deps.create(
+            self.settings.db_url,
+            owner=caller.name,
+            kind=request.kind,
+            name=item.id,
+            spec=spec,
+            backend="nomad",
+            status="queued",
+            vo=caller.vo,
+        )
         command = None
         if training:
             # the module image's DEEPaaS command line: deepaas-cli train --<arg> <value> ...
@@ -133,8 +167,13 @@ class NomadJobs(Lifecycle):
         except NomadError as e:
             deps.set_status(self.settings.db_url, dep.id, "failed", str(e))
             raise PlatformError(502, f"Nomad refused the job: {e}") from None
-        return deps.set_status(self.settings.db_url, dep.id, "queued", "submitted to Nomad",  # type: ignore[return-value]
-                               backend_state=state)
+        return deps.set_status(
+            self.settings.db_url,
+            dep.id,
+            "queued",
+            "submitted to Nomad",  # type: ignore[return-value]
+            backend_state=state,
+        )
 
     def api_base(self, dep: Deployment) -> str:
         """Where DEEPaaS in the module's image answers (at its root) what the proxy serves at ``.../api``."""
@@ -143,8 +182,12 @@ class NomadJobs(Lifecycle):
     @staticmethod
     def cvat_access(dep: Deployment, box: SecretBox) -> dict[str, Any]:
         """CVAT's address and admin account (the caller checked that ``dep`` is the asker's or they are admin)."""
-        return {"url": dep.endpoints.get("ui"), "username": dep.backend_state.get("cvat_user"),
-                "password": box.open(dep.backend_state.get("cvat_password")), "status": dep.status}
+        return {
+            "url": dep.endpoints.get("ui"),
+            "username": dep.backend_state.get("cvat_user"),
+            "password": box.open(dep.backend_state.get("cvat_password")),
+            "status": dep.status,
+        }
 
     # -- follow ---------------------------------------------------------------------------
     async def refresh(self, dep: Deployment) -> Deployment:
@@ -176,7 +219,7 @@ class NomadJobs(Lifecycle):
                 continue
             try:
                 await self.refresh(dep)
-            except Exception:  # noqa: BLE001 - one unreachable job must not stop the others
+            except Exception:
                 log.exception("refreshing deployment %s from Nomad failed", dep.id)
 
     async def stop(self, dep: Deployment, reason: str) -> None:
@@ -200,8 +243,9 @@ class NomadTools(NomadJobs):
         """A CVAT deployment: the job with a fresh admin password, CVAT's data in the owner's storage."""
         item = tool_item(self.platform, request, caller)
         if self.settings.backend != "nomad":
-            raise PlatformError(400, NOMAD_NEEDED.format(what=f"{CVAT_ITEM} runs containers (database, cache, "
-                                                              "server, UI): it"))
+            raise PlatformError(
+                400, NOMAD_NEEDED.format(what=f"{CVAT_ITEM} runs containers (database, cache, server, UI): it")
+            )
         if item.id != CVAT_ITEM:
             raise PlatformError(400, f"tool {item.id!r} cannot run on the nomad backend; tools on Nomad: {CVAT_ITEM}")
         form = await self.form(item, caller, "inference")
@@ -209,22 +253,34 @@ class NomadTools(NomadJobs):
         owner, title, vo = caller.name, request.title, caller.vo
         raw = (request.config or {}).get("storage")
         if not isinstance(raw, dict):
-            raise PlatformError(400, "CVAT keeps its database and data in your remote storage: give config.storage = "
-                               '{"type": "webdav" or "s3", "url": ..., "user": ..., "password": ...}')
+            raise PlatformError(
+                400,
+                "CVAT keeps its database and data in your remote storage: give config.storage = "
+                '{"type": "webdav" or "s3", "url": ..., "user": ..., "password": ...}',
+            )
         try:
             storage = StorageSpec(**raw)
         except ValidationError as e:
             why = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
             raise PlatformError(400, f"config.storage: {why}") from None
         db = self.settings.db_url
-        spec = {"item": item.id, "title": title or item.title, "hardware": hardware,
-                "storage": {"type": storage.type, "url": storage.url, "remote_path": storage.remote_path}}
-        dep = deps.create(db, owner=owner, kind="tool", name=item.id, spec=spec, backend="nomad",
-                          status="queued", vo=vo)
+        spec = {
+            "item": item.id,
+            "title": title or item.title,
+            "hardware": hardware,
+            "storage": {"type": storage.type, "url": storage.url, "remote_path": storage.remote_path},
+        }
+        dep = deps.create(
+            db, owner=owner, kind="tool", name=item.id, spec=spec, backend="nomad", status="queued", vo=vo
+        )
         password = secrets.token_urlsafe(18)
         try:
-            job = render_cvat_job(self.job_spec(dep, item, hardware, storage=storage), password,
-                                  defaults=self.cluster.defaults, federation=self.cluster.federation)
+            job = render_cvat_job(
+                self.job_spec(dep, item, hardware, storage=storage),
+                password,
+                defaults=self.cluster.defaults,
+                federation=self.cluster.federation,
+            )
         except ValueError as e:
             deps.set_status(db, dep.id, "failed", str(e))
             raise PlatformError(400, str(e)) from None

@@ -51,8 +51,12 @@ def prepare(api, fields, files):
                 if not is_file:
                     raise ValidationError("%s is not a file field" % name)
                 f = files[name]
-                kwargs[name] = UploadedFile(name=name, filename=f["path"], content_type=f.get("content_type"),
-                                            original_filename=f.get("filename"))
+                kwargs[name] = UploadedFile(
+                    name=name,
+                    filename=f["path"],
+                    content_type=f.get("content_type"),
+                    original_filename=f.get("filename"),
+                )
             elif name in fields:
                 if is_file:
                     raise ValidationError("%s must be an uploaded file" % name)
@@ -69,8 +73,11 @@ def prepare(api, fields, files):
                 kwargs[name] = accept_choices(api)[0]  # as DEEPaaS: the first content type is the default
             elif field.required:
                 raise ValidationError("missing required field %s" % name)
-            elif field.load_default is not missing and field.load_default is not None \
-                    and not callable(field.load_default):
+            elif (
+                field.load_default is not missing
+                and field.load_default is not None
+                and not callable(field.load_default)
+            ):
                 kwargs[name] = field.load_default
     except ValidationError as e:
         return None, str(e.messages if hasattr(e, "messages") else e)
@@ -96,11 +103,12 @@ def _as_list(value):
 
 
 def save(result, path):
-    """Write a non-JSON answer (bytes, str, a file object or a DEEPaaS ReturnedFile) to ``path``, as DEEPaaS sends it."""
+    """Write a non-JSON answer (bytes, str, a file object or a DEEPaaS ReturnedFile) to ``path``, as DEEPaaS
+    sends it."""
     from deepaas.model.v2.wrapper import ReturnedFile
 
     if isinstance(result, ReturnedFile):
-        result = open(result.filename, "rb")
+        result = open(result.filename, "rb")  # noqa: SIM115 - read below like any file object the module returns
     if hasattr(result, "read"):
         data = result.read()
         result.close() if hasattr(result, "close") else None
@@ -132,10 +140,14 @@ def describe(api):
     for name, f in api.get_predict_args().items():
         meta = dict(f.metadata or {})
         default = getattr(f, "load_default", None)
-        entry = {"name": name, "file": meta.get("type") == "file", "required": bool(f.required),
-                 "description": str(meta.get("description", "")),
-                 "default": default if _plain(default) else None,
-                 "type": type(f).__name__}
+        entry = {
+            "name": name,
+            "file": meta.get("type") == "file",
+            "required": bool(f.required),
+            "description": str(meta.get("description", "")),
+            "default": default if _plain(default) else None,
+            "type": type(f).__name__,
+        }
         if isinstance(meta.get("enum"), (list, tuple)):  # the AI4OS demo app's way: fields.Str(enum=[...])
             entry["choices"] = [c for c in meta["enum"] if isinstance(c, (str, int, float, bool))]
         for v in _validators(f):
@@ -179,8 +191,14 @@ def check(model):
         try:
             detail = fn()
         except BaseException as e:  # noqa: BLE001 - the report says what broke, whatever it is
-            steps.append({"step": name, "status": "failed", "detail": "%s: %s" % (type(e).__name__, e),
-                          "log": traceback.format_exc(limit=8)})
+            steps.append(
+                {
+                    "step": name,
+                    "status": "failed",
+                    "detail": "%s: %s" % (type(e).__name__, e),
+                    "log": traceback.format_exc(limit=8),
+                }
+            )
             return None, False
         steps.append({"step": name, "status": "ok", "detail": detail if isinstance(detail, str) else ""})
         return detail, True
@@ -188,7 +206,7 @@ def check(model):
     api, ok = step("load the deepaas.v2.model entry point", lambda: _load(model))
     if not ok:
         return steps
-    meta, ok = step("get_metadata", lambda: api.get_metadata() if hasattr(api, "get_metadata") else None)
+    _meta, ok = step("get_metadata", lambda: api.get_metadata() if hasattr(api, "get_metadata") else None)
     if not ok:
         return steps
     if hasattr(api, "warm"):
@@ -200,21 +218,25 @@ def check(model):
     if not hasattr(api, "predict"):
         steps.append({"step": "predict", "status": "skipped", "detail": "the module defines no predict()"})
         return steps
-    args, ok = step("get_predict_args", lambda: "%d argument(s)" % len(describe(api)))
+    _args, ok = step("get_predict_args", lambda: "%d argument(s)" % len(describe(api)))
     if not ok:
         return steps
     kwargs, error = prepare(api, {}, {})
     if error:
-        steps.append({"step": "predict", "status": "skipped",
-                      "detail": "needs input without a default (%s): try it with your own input" % error})
+        steps.append(
+            {
+                "step": "predict",
+                "status": "skipped",
+                "detail": "needs input without a default (%s): try it with your own input" % error,
+            }
+        )
         return steps
     step("predict with the arguments' defaults", lambda: _short(api.predict(**kwargs)))
     return steps
 
 
 def _short(result):
-    text = json.dumps(result, default=str) if not isinstance(result, (bytes, bytearray)) \
-        else "%d bytes" % len(result)
+    text = json.dumps(result, default=str) if not isinstance(result, (bytes, bytearray)) else "%d bytes" % len(result)
     return text[:300]
 
 
@@ -245,9 +267,14 @@ def main():
             return
     except Exception as e:  # noqa: BLE001
         bad = getattr(e, "status_code", None) == 400 or isinstance(e, ValueError)
-        _answer({"status": "error", "code": 400 if bad else 500,
-                 "reason": getattr(e, "reason", None) or str(e) or type(e).__name__,
-                 "trace": "" if bad else traceback.format_exc(limit=5)})
+        _answer(
+            {
+                "status": "error",
+                "code": 400 if bad else 500,
+                "reason": getattr(e, "reason", None) or str(e) or type(e).__name__,
+                "trace": "" if bad else traceback.format_exc(limit=5),
+            }
+        )
         return
     _answer({"status": "OK", "predictions": result})
 

@@ -19,14 +19,14 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from ai4lab.core.errors import PlatformError
-from ai4lab.core import deployments as deps
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.core.db import Deployment
 from ai4lab.catalog.registry import Viewer
+from ai4lab.core import deployments as deps
+from ai4lab.core.db import Deployment
+from ai4lab.core.envs import EnvBuildError
+from ai4lab.core.errors import PlatformError
 from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, Lifecycle, Platform, Value
 from ai4lab.deploy.predict_args import describe_predict
-from ai4lab.core.envs import EnvBuildError
 
 STEP_KINDS = ("module", "serverless")
 
@@ -36,10 +36,13 @@ class Step(BaseModel):
 
     deployment: str = Field(description="id of a running module or serverless deployment of yours")
     input_field: str | None = Field(
-        default=None, description="predict argument that receives the previous output (or your upload for "
-        "the first step); default: the module's file argument")
+        default=None,
+        description="predict argument that receives the previous output (or your upload for "
+        "the first step); default: the module's file argument",
+    )
     output: Literal["json", "file"] = Field(
-        default="json", description="what this step passes on: its JSON predictions or the file it returns")
+        default="json", description="what this step passes on: its JSON predictions or the file it returns"
+    )
     accept: str | None = Field(default=None, description="output=file: the media type to ask for (default image/png)")
     fields: dict[str, Any] = Field(default_factory=dict, description="fixed predict arguments of this step")
 
@@ -84,23 +87,39 @@ class Pipelines(Lifecycle):
             if dep is None or dep.owner != owner:
                 raise PlatformError(404, f"step {n}: no deployment {step.deployment!r}")
             if dep.kind not in STEP_KINDS:
-                raise PlatformError(400, f"step {n}: deployment {dep.id} is a {dep.kind}; steps are "
-                                         f"{' or '.join(STEP_KINDS)} deployments")
+                raise PlatformError(
+                    400,
+                    f"step {n}: deployment {dep.id} is a {dep.kind}; steps are {' or '.join(STEP_KINDS)} deployments",
+                )
             args = await self._args(dep, owner)
             described.append((dep, args))
-        for n, (step, (dep, args)) in enumerate(zip(steps, described), 1):
+        for n, (step, (dep, args)) in enumerate(zip(steps, described, strict=True), 1):
             self._check_step(n, step, dep, args, steps[n - 2] if n > 1 else None)
-        spec = {"title": request.title or " → ".join(d.spec.get("item", d.name) for d, _ in described),
-                "steps": [s.model_dump(exclude_none=True) | {"kind": d.kind, "item": d.spec.get("item", d.name)}
-                          for s, (d, _) in zip(steps, described)]}
-        for s, (_, args) in zip(spec["steps"], described):
+        spec: dict[str, Any] = {
+            "title": request.title or " → ".join(d.spec.get("item", d.name) for d, _ in described),
+            "steps": [
+                s.model_dump(exclude_none=True) | {"kind": d.kind, "item": d.spec.get("item", d.name)}
+                for s, (d, _) in zip(steps, described, strict=True)
+            ],
+        }
+        for s, (_, args) in zip(spec["steps"], described, strict=True):
             if not s.get("input_field") and args is not None:
                 s["input_field"] = next((a["name"] for a in args if a["file"]), None)
-        dep = deps.create(self.settings.db_url, owner=owner, kind="pipeline", name=spec["title"][:255],
-                          spec=spec, backend="pipeline", status="running", vo=caller.vo)
+        dep = deps.create(
+            self.settings.db_url,
+            owner=owner,
+            kind="pipeline",
+            name=spec["title"][:255],
+            spec=spec,
+            backend="pipeline",
+            status="running",
+            vo=caller.vo,
+        )
         public = f"{self.settings.public_url}/services/ai4lab/deployments/{dep.id}"
-        return deps.set_status(self.settings.db_url, dep.id, "running", "",
-                               endpoints={"predict": f"{public}/predict"}) or dep
+        return (
+            deps.set_status(self.settings.db_url, dep.id, "running", "", endpoints={"predict": f"{public}/predict"})
+            or dep
+        )
 
     async def _args(self, dep: Deployment, owner: str) -> list[dict[str, Any]] | None:
         """The step module's predict arguments (None when it has no local package to read them from)."""
@@ -113,8 +132,7 @@ class Pipelines(Lifecycle):
             raise PlatformError(500, f"the predict arguments of {item.id} could not be read: {e}") from None
 
     @staticmethod
-    def _check_step(n: int, step: Step, dep: Deployment, args: list[dict[str, Any]] | None,
-                    prev: Step | None) -> None:
+    def _check_step(n: int, step: Step, dep: Deployment, args: list[dict[str, Any]] | None, prev: Step | None) -> None:
         if args is None:
             return  # a module known only by its image: the cluster will tell
         by_name = {a["name"]: a for a in args}
@@ -122,18 +140,26 @@ class Pipelines(Lifecycle):
         wants_file = prev is None or prev.output == "file"
         field = step.input_field or next((a["name"] for a in args if a["file"]), None)
         if field is None:
-            raise PlatformError(400, f"step {n}: {item} takes no file; say which argument gets the "
-                                     f"{'upload' if prev is None else 'previous output'} with input_field")
+            raise PlatformError(
+                400,
+                f"step {n}: {item} takes no file; say which argument gets the "
+                f"{'upload' if prev is None else 'previous output'} with input_field",
+            )
         if field not in by_name:
-            raise PlatformError(400, f"step {n}: {item} has no argument {field!r}; it takes "
-                                     f"{', '.join(sorted(by_name))}")
+            raise PlatformError(
+                400, f"step {n}: {item} has no argument {field!r}; it takes {', '.join(sorted(by_name))}"
+            )
         if prev is not None and by_name[field]["file"] != wants_file:
             what = "a file" if wants_file else "JSON"
-            raise PlatformError(400, f"step {n - 1} passes {what} but {item}'s {field!r} is "
-                                     f"{'a file argument' if by_name[field]['file'] else 'not a file argument'}")
+            raise PlatformError(
+                400,
+                f"step {n - 1} passes {what} but {item}'s {field!r} is "
+                f"{'a file argument' if by_name[field]['file'] else 'not a file argument'}",
+            )
         if step.output == "file" and "accept" not in by_name:
-            raise PlatformError(400, f"step {n}: {item} returns JSON only (it has no 'accept' argument): "
-                                     "use output: json")
+            raise PlatformError(
+                400, f"step {n}: {item} returns JSON only (it has no 'accept' argument): use output: json"
+            )
         unknown = sorted(set(step.fields) - set(by_name))
         if unknown:
             raise PlatformError(400, f"step {n}: {item} has no argument(s) {', '.join(unknown)}")
@@ -141,10 +167,12 @@ class Pipelines(Lifecycle):
     # -- run ----------------------------------------------------------------------------
     async def run(self, pipeline: Deployment, upload: Value, fields: dict[str, Any]) -> dict[str, Any]:
         """Run the chain on one input; the report has the final predictions and each step's output and time."""
-        steps = [Step.model_validate({k: v for k, v in s.items() if k not in ("kind", "item")})
-                 for s in pipeline.spec["steps"]]
+        steps = [
+            Step.model_validate({k: v for k, v in s.items() if k not in ("kind", "item")})
+            for s in pipeline.spec["steps"]
+        ]
         value, report, t_start = upload, [], time.monotonic()
-        for n, (step, raw) in enumerate(zip(steps, pipeline.spec["steps"]), 1):
+        for n, (step, raw) in enumerate(zip(steps, pipeline.spec["steps"], strict=True), 1):
             dep = deps.get(self.settings.db_url, step.deployment)
             if dep is None or dep.owner != pipeline.owner:
                 raise PlatformError(404, f"step {n}: deployment {step.deployment} no longer exists")
@@ -169,24 +197,38 @@ class Pipelines(Lifecycle):
             except PlatformError as e:
                 raise PlatformError(e.status, f"step {n} ({raw['item']}): {e}") from None
             value.filename = f"step{n}.{_ext(value.content_type)}"
-            report.append({"step": n, "deployment": dep.id, "kind": dep.kind, "item": raw["item"],
-                           "seconds": round(time.monotonic() - t0, 3), "output": value.report()})
-        return {"status": "OK", "predictions": value.report(), "steps": report,
-                "seconds": round(time.monotonic() - t_start, 3)}
+            report.append(
+                {
+                    "step": n,
+                    "deployment": dep.id,
+                    "kind": dep.kind,
+                    "item": raw["item"],
+                    "seconds": round(time.monotonic() - t0, 3),
+                    "output": value.report(),
+                }
+            )
+        return {
+            "status": "OK",
+            "predictions": value.report(),
+            "steps": report,
+            "seconds": round(time.monotonic() - t_start, 3),
+        }
 
     async def predict(self, dep: Deployment, fields: dict[str, Any], files: dict[str, Value]) -> Value:
         """A prediction through the pipeline: its input is one file; the answer is the run's report."""
         if len(files) != 1:
-            raise PlatformError(400, "send the pipeline's input as one file (multipart/form-data), "
-                                     "e.g. curl -F file=@digit.png")
+            raise PlatformError(
+                400, "send the pipeline's input as one file (multipart/form-data), e.g. curl -F file=@digit.png"
+            )
         return Value(json=await self.run(dep, next(iter(files.values())), fields))
 
     async def _call(self, dep: Deployment, fields: dict[str, Any], files: dict[str, tuple[str, bytes, str]]) -> Value:
         """One step: a module's DEEPaaS server (wherever its lifecycle runs it), or another predicting deployment."""
         step = self.platform.registry.of(dep)
         if dep.kind != "module":
-            answer = await step.predict(dep, fields, {k: Value(content=f[1], filename=f[0], content_type=f[2])
-                                                      for k, f in files.items()})
+            answer = await step.predict(
+                dep, fields, {k: Value(content=f[1], filename=f[0], content_type=f[2]) for k, f in files.items()}
+            )
             return answer if answer.content is not None else Value(json=answer.json["predictions"])
         step.touch(dep.id)
         accept = fields.pop("accept", "application/json")  # DEEPaaS reads it from the Accept header

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ai4lab.core import isolation
 from ai4lab.catalog.model import CatalogItem
-from ai4lab.deploy import runner, runner_result
-from ai4lab.deploy.module_code import runner_env
+from ai4lab.core import isolation
 from ai4lab.core.envs import ensure_env, env_bin, env_repo
 from ai4lab.core.isolation import Accounts
 from ai4lab.core.settings import get_settings
+from ai4lab.deploy import runner, runner_result
+from ai4lab.deploy.module_code import runner_env
 
 _cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
@@ -34,9 +34,12 @@ def describe_predict(item: CatalogItem, envs_dir: Path | None = None) -> list[di
         settings = get_settings()
         ident = Accounts.from_settings(settings).nobody()
         repo = env_repo(env)  # modules read their files relative to their repository
-        proc = isolation.run(ident, [str(env_bin(env, "python")), str(runner(settings, "oneshot.py")), "--describe",
-                                     key[1]],
-                             env=isolation.user_env(ident, "/", runner_env(env, key[1], repo)), cwd=repo)
+        proc = isolation.run(
+            ident,
+            [str(env_bin(env, "python")), str(runner(settings, "oneshot.py")), "--describe", key[1]],
+            env=isolation.user_env(ident, "/", runner_env(env, key[1], repo)),
+            cwd=repo,
+        )
         described = runner_result(proc.stdout)
         if described is None:
             raise RuntimeError("the module's predict arguments could not be read")

@@ -28,15 +28,15 @@ log = logging.getLogger("ai4lab.deploy")
 
 #: (kinds) on (backend): the class that runs them.
 LIFECYCLES: list[type[Lifecycle]] = [
-    LocalSessions,    # ide        on local   (through the hub and its spawner)
-    NomadSessions,    # ide        on nomad   (the Nomad spawner)
-    ModuleServers,    # module     on local   (a DEEPaaS server per deployment)
-    LocalJobs,        # training, batch on local (train_runner.py, batch_runner.py; one queue by quota)
-    LocalTools,       # tool       on local   (the Flower server)
-    NomadJobs,        # module, training, batch on nomad (a job from the module's image)
-    NomadTools,       # tool       on nomad   (CVAT)
-    OscarServices,    # serverless on oscar   (an OSCAR service per deployment)
-    Pipelines,        # pipeline   on pipeline (chains deployments, runs in the platform API)
+    LocalSessions,  # ide        on local   (through the hub and its spawner)
+    NomadSessions,  # ide        on nomad   (the Nomad spawner)
+    ModuleServers,  # module     on local   (a DEEPaaS server per deployment)
+    LocalJobs,  # training, batch on local (train_runner.py, batch_runner.py; one queue by quota)
+    LocalTools,  # tool       on local   (the Flower server)
+    NomadJobs,  # module, training, batch on nomad (a job from the module's image)
+    NomadTools,  # tool       on nomad   (CVAT)
+    OscarServices,  # serverless on oscar   (an OSCAR service per deployment)
+    Pipelines,  # pipeline   on pipeline (chains deployments, runs in the platform API)
 ]
 
 
@@ -90,14 +90,14 @@ class Registry:
         for lifecycle in self.instances():
             try:
                 await lifecycle.recover()
-            except Exception:  # noqa: BLE001 - one kind failing to recover must not keep the others down
+            except Exception:
                 log.exception("recovering %s deployments failed", "/".join(lifecycle.kinds))
 
     async def watch(self) -> None:
         for lifecycle in self.instances():
             try:
                 await lifecycle.watch()
-            except Exception:  # noqa: BLE001 - keep watching the other kinds
+            except Exception:
                 log.exception("watching %s deployments failed", "/".join(lifecycle.kinds))
 
 

@@ -15,17 +15,17 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ai4lab.core.statuses import RUNNING_STATUSES
-from ai4lab.core.errors import PlatformError
-from ai4lab.core import deployments as deps
 from ai4lab.backends.oscar import OscarBackend, OscarConfig, OscarError
 from ai4lab.catalog.model import CatalogItem
+from ai4lab.core import deployments as deps
 from ai4lab.core.db import Deployment
-from ai4lab.deploy.predict_args import describe_predict
 from ai4lab.core.envs import EnvBuildError
+from ai4lab.core.errors import PlatformError
+from ai4lab.core.statuses import RUNNING_STATUSES
+from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, Lifecycle, Platform, Value
+from ai4lab.deploy.predict_args import describe_predict
 from ai4lab.oscar import build_service, encode_request, service_name
 from ai4lab.oscar.service import file_argument
-from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, Lifecycle, Platform, Value
 
 NOT_CONFIGURED = (
     "serverless inference needs an OSCAR cluster and none is configured: set oscar_endpoint and "
@@ -83,17 +83,38 @@ class OscarServices(Lifecycle):
         owner, title, vo = caller.name, request.title, caller.vo
         backend = self.oscar()
         file_arg = await self.file_arg(item)
-        dep = deps.create(self.settings.db_url, owner=owner, kind="serverless", name=item.id, backend="oscar",
-                          status="starting", vo=vo, spec={"item": item.id, "title": title or item.title})
+        dep = deps.create(
+            self.settings.db_url,
+            owner=owner,
+            kind="serverless",
+            name=item.id,
+            backend="oscar",
+            status="starting",
+            vo=vo,
+            spec={"item": item.id, "title": title or item.title},
+        )
         name = service_name(owner, dep.id)
         try:
-            service = build_service(item, name, cluster_id=backend.config.cluster_id, owner=owner, dep_id=dep.id,
-                                    file_arg=file_arg, vo=self.settings.oscar_vo)
+            service = build_service(
+                item,
+                name,
+                cluster_id=backend.config.cluster_id,
+                owner=owner,
+                dep_id=dep.id,
+                file_arg=file_arg,
+                vo=self.settings.oscar_vo,
+            )
         except ValueError as e:
             deps.set_status(self.settings.db_url, dep.id, "failed", str(e))
             raise PlatformError(400, str(e)) from None
-        spec = {**dep.spec, "service": name, "image": service["image"], "file_arg": file_arg,
-                "cpu": service["cpu"], "memory": service["memory"]}
+        spec = {
+            **dep.spec,
+            "service": name,
+            "image": service["image"],
+            "file_arg": file_arg,
+            "cpu": service["cpu"],
+            "memory": service["memory"],
+        }
         log_path = self.settings.logs_dir / "deployments" / f"{dep.id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         state = {"service": name, "endpoint": backend.config.endpoint, "log_path": str(log_path)}
@@ -104,11 +125,22 @@ class OscarServices(Lifecycle):
             raise PlatformError(e.answer_status, str(e)) from None
         self._log(state, f"created OSCAR service {name} ({service['image']}) on {backend.config.endpoint}")
         public = f"{self.settings.public_url}/services/ai4lab/deployments/{dep.id}"
-        return deps.set_status(
-            self.settings.db_url, dep.id, "running", "", spec=spec, backend_state=state,
-            endpoints={"predict": f"{public}/predict", "oscar_service": name,
-                       "oscar_run": f"{backend.config.endpoint}/run/{name}"},
-        ) or dep
+        return (
+            deps.set_status(
+                self.settings.db_url,
+                dep.id,
+                "running",
+                "",
+                spec=spec,
+                backend_state=state,
+                endpoints={
+                    "predict": f"{public}/predict",
+                    "oscar_service": name,
+                    "oscar_run": f"{backend.config.endpoint}/run/{name}",
+                },
+            )
+            or dep
+        )
 
     async def refresh(self, dep: Deployment) -> Deployment:
         """Mark a running deployment failed when its service is gone from the cluster."""
@@ -119,8 +151,12 @@ class OscarServices(Lifecycle):
         except (OscarError, PlatformError):
             return dep  # the cluster not answering is not the service being gone
         if svc is None:
-            return deps.set_status(self.settings.db_url, dep.id, "failed",
-                                   "the OSCAR service was removed from the cluster") or dep
+            return (
+                deps.set_status(
+                    self.settings.db_url, dep.id, "failed", "the OSCAR service was removed from the cluster"
+                )
+                or dep
+            )
         return dep
 
     async def stop(self, dep: Deployment, reason: str) -> None:
@@ -149,8 +185,9 @@ class OscarServices(Lifecycle):
             self._log(dep.backend_state, f"invocation failed: {e}")
             raise PlatformError(404 if e.status == 404 else 502, str(e)) from None
         took = time.monotonic() - t0
-        self._log(dep.backend_state, f"invocation {'refused: ' + result.error if result.error else 'OK'} "
-                                     f"in {took:.2f} s")
+        self._log(
+            dep.backend_state, f"invocation {'refused: ' + result.error if result.error else 'OK'} in {took:.2f} s"
+        )
         if result.error:
             raise PlatformError(400, result.error)
         if result.content is not None:

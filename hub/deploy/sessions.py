@@ -59,7 +59,9 @@ class LocalSessions(Lifecycle):
         except HubError as e:
             raise PlatformError(e.status if 400 <= e.status < 500 else 502, str(e)) from None
         name = request.name or "default"
-        found = [d for d in deps.list_deployments(self.settings.db_url, owner=caller.name, kind="ide") if d.name == name]
+        found = [
+            d for d in deps.list_deployments(self.settings.db_url, owner=caller.name, kind="ide") if d.name == name
+        ]
         if not found:
             raise PlatformError(502, "the hub accepted the session but no deployment was recorded")
         return found[0]

@@ -33,7 +33,6 @@ from urllib.parse import urlparse
 from jupyterhub.utils import random_port
 from pydantic import Field
 
-from ai4lab.core.statuses import STARTING_STATUSES
 from ai4lab.backends.base import JobSpec
 from ai4lab.backends.local import LocalBackend
 from ai4lab.catalog.model import CatalogItem
@@ -46,9 +45,16 @@ from ai4lab.core.process_tokens import issue_process_token
 from ai4lab.core.runtime import readable_copy
 from ai4lab.core.secret_box import box_for
 from ai4lab.core.settings import Settings, bundled_catalog_path
+from ai4lab.core.statuses import STARTING_STATUSES
 from ai4lab.core.storage import in_user_storage
 from ai4lab.deploy.lifecycle import (
-    Caller, DeploymentRequest, Hardware, Lifecycle, Platform, chosen_hardware, cpu_only,
+    Caller,
+    DeploymentRequest,
+    Hardware,
+    Lifecycle,
+    Platform,
+    chosen_hardware,
+    cpu_only,
 )
 from ai4lab.flower.config import FlowerConfig, FlowerConfigError, validate_config
 
@@ -68,8 +74,10 @@ class ToolRequest(DeploymentRequest):
     title: str = Field(default="", description="a title to find the deployment again")
     hardware: Hardware = Field(default_factory=Hardware, description="within the tool's deploy form")
     config: dict[str, Any] | None = Field(
-        default=None, description="the tool's settings, e.g. ai4lab-flower: {rounds, strategy, ...}; "
-                                  "ai4lab-cvat: {storage: {type, url, user, password}}")
+        default=None,
+        description="the tool's settings, e.g. ai4lab-flower: {rounds, strategy, ...}; "
+        "ai4lab-cvat: {storage: {type, url, user, password}}",
+    )
 
     def backend(self, platform: Platform) -> str:
         return "nomad" if self.item == CVAT_ITEM else "local"
@@ -122,27 +130,54 @@ class FlowerTool:
         (workdir / "config.json").write_text(json.dumps(config))
         self.write_tokens(workdir, [token])
         # the server writes the final model there: no symlink may lead it out of the owner's storage
-        output = self.backend.user_dir(dep.owner, in_user_storage(self.settings.user_storage(dep.owner),
-                                                                  f"models/{self.item_id}/{dep.id}", "output"),
-                                       self.settings.storage_root)
+        output = self.backend.user_dir(
+            dep.owner,
+            in_user_storage(self.settings.user_storage(dep.owner), f"models/{self.item_id}/{dep.id}", "output"),
+            self.settings.storage_root,
+        )
         mlflow_token = await issue_process_token(self.settings.db_url, dep, "flower")
         return JobSpec(
             name=f"tool-{dep.id}",
-            command=[str(env_bin(env, "python")), "-m", "ai4lab_flower.server", "--config", str(workdir / "config.json"),
-                     "--host", self.settings.flower_bind_host, "--port", str(port),
-                     "--tokens", str(workdir / "tokens.json"), "--status", str(workdir / "status.json"),
-                     "--output", str(output),
-                     "--app-dir", str(readable_copy(self.folder, "items", self.settings.runtime_dir)),
-                     *(["--tls-dir", str(workdir / "tls"), "--tls-host", self.advertised_host()]
-                       if self.settings.flower_tls else [])],
-            env={"PATH": os.pathsep.join([str(env / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
-                 "HOME": str(workdir), "FLWR_HOME": str(workdir / "flwr"), "PYTHONUNBUFFERED": "1",
-                 "MLFLOW_TRACKING_URI": self.settings.public_url + "/services/mlflow",
-                 "MLFLOW_TRACKING_TOKEN": mlflow_token, "MLFLOW_EXPERIMENT_NAME": self.item_id,
-                 "MLFLOW_RUN_NAME": dep.spec.get("title") or f"flower {dep.id}"},
-            cwd=workdir, log_path=self.settings.logs_dir / "deployments" / f"{dep.id}.log",
-            cpu=dep.spec.get("cpu"), ram_gb=(dep.spec.get("ram_mb") or 0) / 1000,
-            owner=dep.owner, owned_paths=[workdir],
+            command=[
+                str(env_bin(env, "python")),
+                "-m",
+                "ai4lab_flower.server",
+                "--config",
+                str(workdir / "config.json"),
+                "--host",
+                self.settings.flower_bind_host,
+                "--port",
+                str(port),
+                "--tokens",
+                str(workdir / "tokens.json"),
+                "--status",
+                str(workdir / "status.json"),
+                "--output",
+                str(output),
+                "--app-dir",
+                str(readable_copy(self.folder, "items", self.settings.runtime_dir)),
+                *(
+                    ["--tls-dir", str(workdir / "tls"), "--tls-host", self.advertised_host()]
+                    if self.settings.flower_tls
+                    else []
+                ),
+            ],
+            env={
+                "PATH": os.pathsep.join([str(env / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
+                "HOME": str(workdir),
+                "FLWR_HOME": str(workdir / "flwr"),
+                "PYTHONUNBUFFERED": "1",
+                "MLFLOW_TRACKING_URI": self.settings.public_url + "/services/mlflow",
+                "MLFLOW_TRACKING_TOKEN": mlflow_token,
+                "MLFLOW_EXPERIMENT_NAME": self.item_id,
+                "MLFLOW_RUN_NAME": dep.spec.get("title") or f"flower {dep.id}",
+            },
+            cwd=workdir,
+            log_path=self.settings.logs_dir / "deployments" / f"{dep.id}.log",
+            cpu=dep.spec.get("cpu"),
+            ram_gb=(dep.spec.get("ram_mb") or 0) / 1000,
+            owner=dep.owner,
+            owned_paths=[workdir],
         )
 
     @staticmethod
@@ -190,8 +225,12 @@ class FlowerTool:
             "clients": status.get("clients", []) if dep.status == "running" else [],
             "refused": status.get("refused", 0),
             "mlflow_run_id": run_id,
-            "mlflow_run": (f"{self.settings.public_url}/services/mlflow/#/experiments/"
-                           f"{status.get('mlflow_experiment_id', '0')}/runs/{run_id}") if run_id else None,
+            "mlflow_run": (
+                f"{self.settings.public_url}/services/mlflow/#/experiments/"
+                f"{status.get('mlflow_experiment_id', '0')}/runs/{run_id}"
+            )
+            if run_id
+            else None,
             "model": f"storage/models/{self.item_id}/{dep.id}/model.npz" if status.get("model") else None,
             "error": status.get("error"),
         }
@@ -201,23 +240,30 @@ class FlowerTool:
         """The server's self-signed certificate (PEM) that clients pin, when it speaks TLS."""
         workdir = Path(dep.backend_state.get("workdir", ""))
         try:  # the user owns the folder: the file is read without following links
-            return read_written_by(workdir / "tls" / "cert.pem", workdir.stat().st_uid, 2**16).decode() \
-                if dep.backend_state.get("workdir") else None
+            return (
+                read_written_by(workdir / "tls" / "cert.pem", workdir.stat().st_uid, 2**16).decode()
+                if dep.backend_state.get("workdir")
+                else None
+            )
         except (OSError, UnicodeDecodeError):
             return None
 
     def snippet(self, address: str, token: str, certificate: str | None) -> str:
         cert_arg = " --root-certificates flower-server.pem" if certificate else ""
-        save = ("# save the certificate shown with the token as flower-server.pem, then\n" if certificate else "")
+        save = "# save the certificate shown with the token as flower-server.pem, then\n" if certificate else ""
         return (
-            "# from a terminal (any machine with ai4lab installed):\n" + save +
-            f"AI4LAB_FLOWER_TOKEN={token} python -m ai4lab.flower.client --address {address}{cert_arg} "
+            "# from a terminal (any machine with ai4lab installed):\n"
+            + save
+            + f"AI4LAB_FLOWER_TOKEN={token} python -m ai4lab.flower.client --address {address}{cert_arg} "
             "--module ai4lab-digits --data my-data.csv\n\n"
             "# or from Python / a notebook:\n"
             "from ai4lab.flower.client import join\n"
             f"proc = join(address={address!r}, token={token!r}, module='ai4lab-digits', data='my-data.csv'"
-            + (", root_certificates=certificate)  # certificate: the PEM text shown with the token\n"
-               if certificate else ")\n")
+            + (
+                ", root_certificates=certificate)  # certificate: the PEM text shown with the token\n"
+                if certificate
+                else ")\n"
+            )
         )
 
 
@@ -238,8 +284,10 @@ class LocalTools(Lifecycle):
         try:
             return self.drivers[item_id]
         except KeyError:
-            raise PlatformError(400, f"tool {item_id!r} cannot be deployed on this platform; deployable tools: "
-                                f"{', '.join(self.drivers)}") from None
+            raise PlatformError(
+                400,
+                f"tool {item_id!r} cannot be deployed on this platform; deployable tools: {', '.join(self.drivers)}",
+            ) from None
 
     async def create(self, request: ToolRequest, caller: Caller) -> Deployment:
         item = tool_item(self.platform, request, caller)
@@ -249,13 +297,31 @@ class LocalTools(Lifecycle):
         hardware = chosen_hardware(form, asked)
         warnings = cpu_only(form, hardware, asked, "tools")
         driver = self.driver(item.id)
-        spec = {"item": item.id, "title": request.title or item.title, "config": driver.check(request.config),
-                "cpu": hardware.get("cpu_num", 1), "ram_mb": hardware.get("ram", 1000), "gpu_ids": [],
-                "warnings": warnings}
-        dep = deps.create(self.settings.db_url, owner=caller.name, kind="tool", name=item.id, spec=spec,
-                          status="starting", vo=caller.vo)
-        deps.set_status(self.settings.db_url, dep.id, "starting", "starting the server",
-                        backend_state={"token": self.box.seal(secrets.token_urlsafe(32))})
+        spec = {
+            "item": item.id,
+            "title": request.title or item.title,
+            "config": driver.check(request.config),
+            "cpu": hardware.get("cpu_num", 1),
+            "ram_mb": hardware.get("ram", 1000),
+            "gpu_ids": [],
+            "warnings": warnings,
+        }
+        dep = deps.create(
+            self.settings.db_url,
+            owner=caller.name,
+            kind="tool",
+            name=item.id,
+            spec=spec,
+            status="starting",
+            vo=caller.vo,
+        )
+        deps.set_status(
+            self.settings.db_url,
+            dep.id,
+            "starting",
+            "starting the server",
+            backend_state={"token": self.box.seal(secrets.token_urlsafe(32))},
+        )
         dep = deps.get(self.settings.db_url, dep.id) or dep
         self.spawn(self.start(dep))
         return dep
@@ -265,38 +331,48 @@ class LocalTools(Lifecycle):
         driver = self.driver(dep.spec["item"])
         try:
             token = self.box.open(dep.backend_state["token"]) or ""
-            workdir = self.local.user_dir(dep.owner, self.settings.deployments_root / dep_id,
-                                            self.settings.deployments_root)
+            workdir = self.local.user_dir(
+                dep.owner, self.settings.deployments_root / dep_id, self.settings.deployments_root
+            )
             port = random_port()
             deps.set_status(self.settings.db_url, dep_id, "starting", "building the tool's environment")
             job = await driver.job(dep, workdir, port, token)
             if (cur := deps.get(self.settings.db_url, dep_id)) is None or cur.status != "starting":
                 return  # stopped while its environment was being built
             state = await self.local.submit(job)
-            state.update(port=port, token=self.box.seal(token), status_file=str(workdir / "status.json"),
-                         workdir=str(workdir))
+            state.update(
+                port=port, token=self.box.seal(token), status_file=str(workdir / "status.json"), workdir=str(workdir)
+            )
             deps.set_status(self.settings.db_url, dep_id, "starting", "starting the server", backend_state=state)
             deadline = time.monotonic() + READY_TIMEOUT
             while time.monotonic() < deadline:
                 status = await self.local.status(state)
                 if not status.running:
                     tail = await self.local.logs(state, tail=20)
-                    deps.set_status(self.settings.db_url, dep_id, "failed",
-                                    f"the server {status.reason}; last log lines:\n{tail}")
+                    deps.set_status(
+                        self.settings.db_url, dep_id, "failed", f"the server {status.reason}; last log lines:\n{tail}"
+                    )
                     return
                 if (workdir / "status.json").is_file():
                     cur = deps.get(self.settings.db_url, dep_id)
                     if cur is not None and cur.status == "starting":
-                        deps.set_status(self.settings.db_url, dep_id, "running", "", endpoints={
-                            "flower": f"{driver.advertised_host()}:{port}",
-                            "outputs": f"storage/models/{driver.item_id}/{dep_id}"})
+                        deps.set_status(
+                            self.settings.db_url,
+                            dep_id,
+                            "running",
+                            "",
+                            endpoints={
+                                "flower": f"{driver.advertised_host()}:{port}",
+                                "outputs": f"storage/models/{driver.item_id}/{dep_id}",
+                            },
+                        )
                     return
                 await asyncio.sleep(0.2)
             await self.local.stop(state)
             deps.set_status(self.settings.db_url, dep_id, "failed", f"not ready within {READY_TIMEOUT:g}s")
         except EnvBuildError as e:
             deps.set_status(self.settings.db_url, dep_id, "failed", f"environment build failed: {e}")
-        except Exception as e:  # noqa: BLE001 - the deployment's status says what went wrong
+        except Exception as e:
             log.exception("tool deployment %s failed to start", dep_id)
             deps.set_status(self.settings.db_url, dep_id, "failed", f"could not start: {e}")
 
@@ -309,8 +385,12 @@ class LocalTools(Lifecycle):
         token = self.box.open(dep.backend_state.get("token")) or ""
         address = driver.info(dep)["address"] or "<address once running>"
         certificate = driver.certificate(dep)
-        return {"token": token, "address": address, "certificate": certificate,
-                "snippet": driver.snippet(address, token, certificate)}
+        return {
+            "token": token,
+            "address": address,
+            "certificate": certificate,
+            "snippet": driver.snippet(address, token, certificate),
+        }
 
     def rotate(self, dep: Deployment) -> dict[str, Any]:
         """A new token; the old one is refused from the server's next request on."""
@@ -344,15 +424,23 @@ class LocalTools(Lifecycle):
                 endpoints[key] = info[key]
         # exit code None: a server started before an API restart (not our child) -- its status file tells
         if exit_code in (0, None) and info["state"] == "finished":
-            deps.set_status(self.settings.db_url, dep.id, "succeeded",
-                            f"{len(info['rounds'])} round(s) done; {info['metric']} = {info['result']}",
-                            endpoints=endpoints)
+            deps.set_status(
+                self.settings.db_url,
+                dep.id,
+                "succeeded",
+                f"{len(info['rounds'])} round(s) done; {info['metric']} = {info['result']}",
+                endpoints=endpoints,
+            )
             return
         tail = await self.local.logs(dep.backend_state, tail=15)
-        reason = info.get("error") or (f"the server exited (code {exit_code})" if exit_code is not None
-                                       else "the server ended while the platform was down, without finishing")
-        deps.set_status(self.settings.db_url, dep.id, "failed", f"{reason}; last log lines:\n{tail}",
-                        endpoints=endpoints)
+        reason = info.get("error") or (
+            f"the server exited (code {exit_code})"
+            if exit_code is not None
+            else "the server ended while the platform was down, without finishing"
+        )
+        deps.set_status(
+            self.settings.db_url, dep.id, "failed", f"{reason}; last log lines:\n{tail}", endpoints=endpoints
+        )
 
     async def recover(self) -> None:
         """After an API restart: a server still running is watched again; one that ended meanwhile is read back

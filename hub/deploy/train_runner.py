@@ -21,7 +21,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneshot import _load as load  # noqa: E402
+from oneshot import _load as load
 
 
 def describe(args):
@@ -29,8 +29,11 @@ def describe(args):
     out = {}
     for name, field in args.items():
         meta = field.metadata or {}
-        entry = {"type": type(field).__name__, "required": bool(field.required),
-                 "description": meta.get("description", "")}
+        entry = {
+            "type": type(field).__name__,
+            "required": bool(field.required),
+            "description": meta.get("description", ""),
+        }
         from marshmallow import missing
 
         default = field.load_default
@@ -70,7 +73,8 @@ def check(api, given, platform_args=None):
 def main():
     check_only = "--check" in sys.argv
     describe_only = "--describe" in sys.argv
-    request = json.loads(open([a for a in sys.argv[1:] if not a.startswith("--")][0]).read())
+    with open(next(a for a in sys.argv[1:] if not a.startswith("--"))) as f:
+        request = json.load(f)
     api = load(request["model"])
     if describe_only:
         print("AI4LAB-RESULT " + json.dumps(describe(api.get_train_args()), default=str))
@@ -89,8 +93,9 @@ def main():
             from mlflow.tracking import MlflowClient
 
             experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or request["model"])
-            run = MlflowClient().create_run(experiment.experiment_id, tags=request.get("tags", {}),
-                                            run_name=request.get("run_name"))
+            run = MlflowClient().create_run(
+                experiment.experiment_id, tags=request.get("tags", {}), run_name=request.get("run_name")
+            )
             run_id, experiment_id = run.info.run_id, experiment.experiment_id
             os.environ["MLFLOW_RUN_ID"] = run_id  # the module's start_run() resumes this run
             print("mlflow run %s" % run_id, flush=True)
@@ -103,7 +108,9 @@ def main():
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         with open(request["result"], "w") as f:
-            json.dump({"error": str(e) or type(e).__name__, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}, f)
+            json.dump(
+                {"error": str(e) or type(e).__name__, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}, f
+            )
         return 1
     with open(request["result"], "w") as f:
         json.dump({"output": result, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}, f, default=str)

@@ -26,22 +26,22 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ai4lab.core.statuses import RUNNING_STATUSES
-from ai4lab.core import isolation
-from ai4lab.core import deployments as deps
 from ai4lab.backends.base import JobSpec
-from ai4lab.catalog.model import CatalogItem
-from ai4lab.core.db import ACTIVE_STATUSES, Deployment
-from ai4lab.core.errors import PlatformError
-from ai4lab.deploy import module_env, runner, runner_result
-from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, Hardware, Lifecycle, Platform
-from ai4lab.deploy.module_code import link_folder, runner_env, working_copy
 from ai4lab.catalog.deploy_config import check_choice
+from ai4lab.catalog.model import CatalogItem
+from ai4lab.core import deployments as deps
+from ai4lab.core import isolation
+from ai4lab.core.db import ACTIVE_STATUSES, Deployment
 from ai4lab.core.envs import ensure_env, env_bin, env_repo
+from ai4lab.core.errors import PlatformError
 from ai4lab.core.isolation import give_tree
 from ai4lab.core.process_tokens import issue_process_token
 from ai4lab.core.settings import Settings
+from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.core.storage import in_user_storage
+from ai4lab.deploy import module_env, runner, runner_result
+from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, Hardware, Lifecycle, Platform
+from ai4lab.deploy.module_code import link_folder, runner_env, working_copy
 
 log = logging.getLogger("ai4lab.trainings")
 JOB_KINDS = ("training", "batch")
@@ -143,10 +143,17 @@ class LocalJobs(Lifecycle):
             give_tree(work, ident)
             # in the environment's (read-only) repository: modules read their files relative to it
             repo = env_repo(env)
-            proc = isolation.run(ident, [str(env_bin(env, "python")), str(runner(self.settings, "train_runner.py")),
-                                         str(work / "request.json"), flag],
-                                 env=isolation.user_env(ident, work, runner_env(env, request["model"], repo)),
-                                 cwd=repo)
+            proc = isolation.run(
+                ident,
+                [
+                    str(env_bin(env, "python")),
+                    str(runner(self.settings, "train_runner.py")),
+                    str(work / "request.json"),
+                    flag,
+                ],
+                env=isolation.user_env(ident, work, runner_env(env, request["model"], repo)),
+                cwd=repo,
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
         result = runner_result(proc.stdout)
@@ -175,18 +182,24 @@ class LocalJobs(Lifecycle):
         await self.schedule()
         return deps.get(self.settings.db_url, dep.id) or dep
 
-    async def _create_training(self, caller: Caller, item: CatalogItem, request: TrainingRequest,
-                               hardware: dict[str, Any], warnings: list[str]) -> Deployment:
+    async def _create_training(
+        self, caller: Caller, item: CatalogItem, request: TrainingRequest, hardware: dict[str, Any], warnings: list[str]
+    ) -> Deployment:
         owner, dataset, init_weights = caller.name, request.dataset, request.init_weights
         quota = self.settings.quotas[caller.role]
         if quota.trainings < 1:
             raise PlatformError(403, f"training needs role intermediate or advanced; yours is {caller.role}")
         if not item.run.package_path or not item.run.entry_point:
-            raise PlatformError(400, f"{item.id} has no local package: it can only be trained from its image on a cluster")
+            raise PlatformError(
+                400, f"{item.id} has no local package: it can only be trained from its image on a cluster"
+            )
         gpu = int(hardware.get("gpu_num", 0) or 0)
         if gpu > min(quota.gpu, len(self.settings.gpus)):
-            raise PlatformError(400, f"{gpu} GPU(s) asked: the {caller.role} quota allows {quota.gpu}, "
-                                f"this platform has {len(self.settings.gpus)}")
+            raise PlatformError(
+                400,
+                f"{gpu} GPU(s) asked: the {caller.role} quota allows {quota.gpu}, "
+                f"this platform has {len(self.settings.gpus)}",
+            )
         args = dict(request.args)
         platform_args: dict[str, str] = {}
         if dataset is not None:
@@ -197,18 +210,33 @@ class LocalJobs(Lifecycle):
         if init_weights:
             platform_args["init_weights"] = str(model_file(self.settings, owner, init_weights))
         env = await asyncio.to_thread(self.env_for, item)
-        verdict = await asyncio.to_thread(self._runner, env, {"model": item.run.entry_point, "args": args,
-                                                              "platform_args": platform_args}, "--check", owner)
+        verdict = await asyncio.to_thread(
+            self._runner,
+            env,
+            {"model": item.run.entry_point, "args": args, "platform_args": platform_args},
+            "--check",
+            owner,
+        )
         if not verdict["ok"]:
             raise PlatformError(400, verdict["reason"])
-        spec = {
-            "item": item.id, "entry_point": item.run.entry_point, "package_path": item.run.package_path,
-            "title": request.title or f"train {item.id}", "dataset": dataset, "args": args,
-            "init_weights": init_weights, "platform_args": platform_args, "warnings": warnings,
-            "cpu": hardware.get("cpu_num", 1), "ram_mb": hardware.get("ram", 2000), "gpu": gpu, "gpu_ids": [],
+        spec: dict[str, Any] = {
+            "item": item.id,
+            "entry_point": item.run.entry_point,
+            "package_path": item.run.package_path,
+            "title": request.title or f"train {item.id}",
+            "dataset": dataset,
+            "args": args,
+            "init_weights": init_weights,
+            "platform_args": platform_args,
+            "warnings": warnings,
+            "cpu": hardware.get("cpu_num", 1),
+            "ram_mb": hardware.get("ram", 2000),
+            "gpu": gpu,
+            "gpu_ids": [],
         }
-        return deps.create(self.settings.db_url, owner=owner, kind="training", name=item.id, spec=spec,
-                           status="queued", vo=caller.vo)
+        return deps.create(
+            self.settings.db_url, owner=owner, kind="training", name=item.id, spec=spec, status="queued", vo=caller.vo
+        )
 
     async def _create_batch(self, caller: Caller, item: CatalogItem, request: BatchRequest) -> Deployment:
         """Predict over a folder of the user's storage, results to another folder, as a queued job."""
@@ -221,17 +249,28 @@ class LocalJobs(Lifecycle):
         src, dst = self.in_storage(owner, input_path, "input"), self.in_storage(owner, output_path, "output")
         if src == root or not src.is_dir():
             raise PlatformError(400, f"input: no folder {input_path!r} in your storage")
-        if dst == root or dst == src or src in dst.parents:
+        if dst in (root, src) or src in dst.parents:
             raise PlatformError(400, "output: give a folder outside the input folder")
         fields = dict(request.fields)
         if request.weights:
             fields["weights"] = str(model_file(self.settings, owner, request.weights))
-        spec = {"item": item.id, "entry_point": item.run.entry_point, "package_path": item.run.package_path,
-                "title": request.title or f"batch {item.id}", "input": input_path, "output": output_path,
-                "input_abs": str(src), "output_abs": str(dst), "fields": fields,
-                "file_field": request.file_field, "gpu": 0, "gpu_ids": []}
-        return deps.create(self.settings.db_url, owner=owner, kind="batch", name=item.id, spec=spec, status="queued",
-                           vo=caller.vo)
+        spec: dict[str, Any] = {
+            "item": item.id,
+            "entry_point": item.run.entry_point,
+            "package_path": item.run.package_path,
+            "title": request.title or f"batch {item.id}",
+            "input": input_path,
+            "output": output_path,
+            "input_abs": str(src),
+            "output_abs": str(dst),
+            "fields": fields,
+            "file_field": request.file_field,
+            "gpu": 0,
+            "gpu_ids": [],
+        }
+        return deps.create(
+            self.settings.db_url, owner=owner, kind="batch", name=item.id, spec=spec, status="queued", vo=caller.vo
+        )
 
     def in_storage(self, owner: str, path: str, what: str) -> Path:
         return in_storage(self.settings, owner, path, what)
@@ -259,8 +298,9 @@ class LocalJobs(Lifecycle):
                 mine = sum(1 for d in running if d.owner == dep.owner)
                 free = [g.id for g in self.settings.gpus if g.id not in used_gpus]
                 if mine >= quota.trainings:
-                    self._waiting(dep, f"waiting: {mine} training(s) of yours running, the quota allows "
-                                       f"{quota.trainings}")
+                    self._waiting(
+                        dep, f"waiting: {mine} training(s) of yours running, the quota allows {quota.trainings}"
+                    )
                     continue
                 if dep.spec.get("gpu", 0) > len(free):
                     self._waiting(dep, f"waiting for {dep.spec['gpu']} free GPU(s)")
@@ -281,20 +321,26 @@ class LocalJobs(Lifecycle):
         spec = dict(dep.spec)
         try:
             env = await asyncio.to_thread(self.env_for, self._item_stub(spec))
-            workdir = self.local.user_dir(dep.owner, self.settings.deployments_root / dep_id,
-                                            self.settings.deployments_root)
+            workdir = self.local.user_dir(
+                dep.owner, self.settings.deployments_root / dep_id, self.settings.deployments_root
+            )
             ident = self.local.identity(dep.owner)
             repo = await asyncio.to_thread(working_copy, env, workdir, ident)
             if dep.kind == "batch":
                 request: dict[str, Any] = {
-                    "model": spec["entry_point"], "input": str(self.in_storage(dep.owner, spec["input"], "input")),
+                    "model": spec["entry_point"],
+                    "input": str(self.in_storage(dep.owner, spec["input"], "input")),
                     "output": str(self.in_storage(dep.owner, spec["output"], "output")),
-                    "fields": spec["fields"], "file_field": spec.get("file_field"),
+                    "fields": spec["fields"],
+                    "file_field": spec.get("file_field"),
                     "result": str(workdir / "result.json"),
                 }
             else:
-                out = self.local.user_dir(dep.owner, self.in_storage(dep.owner, f"models/{spec['item']}/{dep_id}",
-                                                                       "outputs"), self.settings.storage_root)
+                out = self.local.user_dir(
+                    dep.owner,
+                    self.in_storage(dep.owner, f"models/{spec['item']}/{dep_id}", "outputs"),
+                    self.settings.storage_root,
+                )
                 platform_args = {**spec.get("platform_args", {}), "output_dir": str(out)}
                 dataset = None
                 if spec.get("dataset") is not None:
@@ -303,34 +349,54 @@ class LocalJobs(Lifecycle):
                 # the repository's models/ is the output folder; its data/ shows the dataset
                 await asyncio.to_thread(self._wire_folders, repo, out, dataset, ident)
                 request = {
-                    "model": spec["entry_point"], "args": spec["args"], "platform_args": platform_args,
+                    "model": spec["entry_point"],
+                    "args": spec["args"],
+                    "platform_args": platform_args,
                     "result": str(workdir / "result.json"),
                     "run_name": spec["title"],
-                    "tags": {"ai4lab.deployment": dep_id, "ai4lab.owner": dep.owner, "ai4lab.module": spec["item"],
-                             "ai4lab.dataset": spec.get("dataset") or "",
-                             "ai4lab.parent_run": spec.get("init_weights") or ""},
+                    "tags": {
+                        "ai4lab.deployment": dep_id,
+                        "ai4lab.owner": dep.owner,
+                        "ai4lab.module": spec["item"],
+                        "ai4lab.dataset": spec.get("dataset") or "",
+                        "ai4lab.parent_run": spec.get("init_weights") or "",
+                    },
                 }
             (workdir / "request.json").write_text(json.dumps(request))
             token = await issue_process_token(self.settings.db_url, dep, dep.kind)
             env_vars = module_env(
-                self.settings, self.local, dep.owner, env, workdir, repo=repo, app=spec["entry_point"],
+                self.settings,
+                self.local,
+                dep.owner,
+                env,
+                workdir,
+                repo=repo,
+                app=spec["entry_point"],
                 MLFLOW_TRACKING_URI=self.settings.public_url + "/services/mlflow",
                 MLFLOW_TRACKING_TOKEN=token,
                 MLFLOW_EXPERIMENT_NAME=spec["item"],
                 MLFLOW_RUN_NAME=spec["title"],
             )
             script = runner(self.settings, "batch_runner.py" if dep.kind == "batch" else "train_runner.py")
-            job = JobSpec(name=f"{dep.kind}-{dep_id}", command=[str(env_bin(env, "python")), str(script),
-                                                               str(workdir / "request.json")],
-                          env=env_vars, cwd=repo, log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
-                          cpu=spec.get("cpu"), ram_gb=(spec.get("ram_mb") or 0) / 1000, gpu_ids=spec["gpu_ids"],
-                          owner=dep.owner, owned_paths=[workdir])
+            job = JobSpec(
+                name=f"{dep.kind}-{dep_id}",
+                command=[str(env_bin(env, "python")), str(script), str(workdir / "request.json")],
+                env=env_vars,
+                cwd=repo,
+                log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
+                cpu=spec.get("cpu"),
+                ram_gb=(spec.get("ram_mb") or 0) / 1000,
+                gpu_ids=spec["gpu_ids"],
+                owner=dep.owner,
+                owned_paths=[workdir],
+            )
             state = await self.local.submit(job)
             state["result"] = request["result"]
             outputs = spec["output"] if dep.kind == "batch" else f"storage/models/{spec['item']}/{dep_id}"
-            deps.set_status(self.settings.db_url, dep_id, "running", "", backend_state=state,
-                            endpoints={"outputs": outputs})
-        except Exception as e:  # noqa: BLE001 - the training's status says what went wrong
+            deps.set_status(
+                self.settings.db_url, dep_id, "running", "", backend_state=state, endpoints={"outputs": outputs}
+            )
+        except Exception as e:
             log.exception("training %s failed to start", dep_id)
             deps.set_status(self.settings.db_url, dep_id, "failed", f"could not start: {e}")
 
@@ -361,8 +427,14 @@ class LocalJobs(Lifecycle):
     def _item_stub(spec: dict[str, Any]) -> CatalogItem:
         from ai4lab.catalog.model import RunInfo
 
-        return CatalogItem(id=spec["item"], kind="module", title=spec["item"], summary="", source="training",
-                           run=RunInfo(package_path=spec["package_path"], entry_point=spec["entry_point"]))
+        return CatalogItem(
+            id=spec["item"],
+            kind="module",
+            title=spec["item"],
+            summary="",
+            source="training",
+            run=RunInfo(package_path=spec["package_path"], entry_point=spec["entry_point"]),
+        )
 
     # -- watch ----------------------------------------------------------------------------
     async def watch(self) -> None:
@@ -407,9 +479,14 @@ class LocalJobs(Lifecycle):
                 deps.set_status(self.settings.db_url, dep.id, "succeeded", "", endpoints=endpoints)
                 return
             if dep.kind == "batch":
-                deps.set_status(self.settings.db_url, dep.id, "failed",
-                                f"{failed} of {output.get('files')} file(s) could not be predicted; "
-                                "their reasons are in the output folder", endpoints=endpoints)
+                deps.set_status(
+                    self.settings.db_url,
+                    dep.id,
+                    "failed",
+                    f"{failed} of {output.get('files')} file(s) could not be predicted; "
+                    "their reasons are in the output folder",
+                    endpoints=endpoints,
+                )
                 return
         tail = await self.local.logs(dep.backend_state, tail=15)
         # the backend's reason first when the kernel ended it ("out of memory: limit 2 GB")
@@ -421,8 +498,13 @@ class LocalJobs(Lifecycle):
             reason = f"the {dep.kind} process ended without a result"
         else:
             reason = f"the {dep.kind} process died"
-        deps.set_status(self.settings.db_url, dep.id, "failed",
-                        f"{reason} (exit code {exit_code}); last log lines:\n{tail}", endpoints=endpoints)
+        deps.set_status(
+            self.settings.db_url,
+            dep.id,
+            "failed",
+            f"{reason} (exit code {exit_code}); last log lines:\n{tail}",
+            endpoints=endpoints,
+        )
 
     async def stop(self, dep: Deployment, reason: str) -> None:
         if dep.status in RUNNING_STATUSES and dep.backend_state:
@@ -438,8 +520,13 @@ class LocalJobs(Lifecycle):
         for dep in self.mine(active_only=True):
             if dep.status == "starting" or (dep.status == "running" and not dep.backend_state):
                 await self.local.stop_job(f"{dep.kind}-{dep.id}")
-                deps.set_status(self.settings.db_url, dep.id, "queued",
-                                "queued again: the platform restarted while it started", spec={**dep.spec, "gpu_ids": []})
+                deps.set_status(
+                    self.settings.db_url,
+                    dep.id,
+                    "queued",
+                    "queued again: the platform restarted while it started",
+                    spec={**dep.spec, "gpu_ids": []},
+                )
             elif dep.status == "running" and not (await self.local.status(dep.backend_state)).running:
                 await self._finish(dep, None)
         await self.schedule()

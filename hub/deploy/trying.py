@@ -46,8 +46,9 @@ def _request(form: Any, work: Path) -> tuple[dict[str, str | list[str]], dict[st
     return fields, files
 
 
-async def try_module(platform: Platform, item: CatalogItem, form: Any, owner: str, accept: str = "",
-                     max_bytes: int = 2**26) -> Value:
+async def try_module(
+    platform: Platform, item: CatalogItem, form: Any, owner: str, accept: str = "", max_bytes: int = 2**26
+) -> Value:
     """One prediction in the module's environment, run as ``owner``; the module's refusal is its own 4xx."""
     if not item.run.package_path or not item.run.entry_point:
         raise PlatformError(400, f"{item.id} has no local package: deploy its image on a cluster backend")
@@ -66,11 +67,17 @@ async def try_module(platform: Platform, item: CatalogItem, form: Any, owner: st
         ident = await asyncio.to_thread(local.identity, owner)
         give_tree(work, ident)
         repo = await asyncio.to_thread(working_copy, env, work, ident)
-        job_env = await asyncio.to_thread(module_env, settings, local, owner, env, work, repo=repo,
-                                          app=item.run.entry_point)
+        job_env = await asyncio.to_thread(
+            module_env, settings, local, owner, env, work, repo=repo, app=item.run.entry_point
+        )
         proc = await asyncio.to_thread(
-            isolation.run, ident, [str(env_bin(env, "python")), str(runner(settings, "oneshot.py"))],
-            input=request, timeout=300, cwd=repo, env=isolation.user_env(ident, work, job_env),
+            isolation.run,
+            ident,
+            [str(env_bin(env, "python")), str(runner(settings, "oneshot.py"))],
+            input=request,
+            timeout=300,
+            cwd=repo,
+            env=isolation.user_env(ident, work, job_env),
         )
         result = runner_result(proc.stdout)
         if result is None:

@@ -82,9 +82,15 @@ def certificate_file(root_certificates: str | Path) -> Path:
     return path.resolve()
 
 
-def command(address: str, module: str, data: str, *, max_wait: float | None = None,
-            envs_dir: Path | None = None, root_certificates: str | Path | None = None,
-            ) -> tuple[list[str], dict[str, str]]:
+def command(
+    address: str,
+    module: str,
+    data: str,
+    *,
+    max_wait: float | None = None,
+    envs_dir: Path | None = None,
+    root_certificates: str | Path | None = None,
+) -> tuple[list[str], dict[str, str]]:
     """The SuperNode command and environment (without the token) for one client.
 
     With ``root_certificates`` (the server's certificate, a file or PEM text) the
@@ -100,22 +106,44 @@ def command(address: str, module: str, data: str, *, max_wait: float | None = No
     folder = module_folder(module)
     adapter = adapter_name(folder)
     env_dir = ensure_env(folder, envs_dir, extras=("flower",))
-    tls = (["--root-certificates", str(certificate_file(root_certificates))] if root_certificates
-           else ["--insecure"])
-    cmd = [str(env_bin(env_dir, "python")), str(NODE), *tls, "--superlink", address,
-           "--host", "127.0.0.1", "--port", str(_free_port()),
-           "--node-config", f"module='{adapter}' data='{data_path}'"]
+    tls = ["--root-certificates", str(certificate_file(root_certificates))] if root_certificates else ["--insecure"]
+    cmd = [
+        str(env_bin(env_dir, "python")),
+        str(NODE),
+        *tls,
+        "--superlink",
+        address,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(_free_port()),
+        "--node-config",
+        f"module='{adapter}' data='{data_path}'",
+    ]
     if max_wait:
         cmd += ["--max-wait-time", str(max_wait)]
     env = {k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "TZ", "HOME")}
-    env.update({"PATH": os.pathsep.join([str(env_dir / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
-                "FLWR_HOME": tempfile.mkdtemp(prefix="ai4lab-flower-node-"), "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "PATH": os.pathsep.join([str(env_dir / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "FLWR_HOME": tempfile.mkdtemp(prefix="ai4lab-flower-node-"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return cmd, env
 
 
-def join(address: str, token: str, module: str, data: str, *, root_certificates: str | Path | None = None,
-         max_wait: float | None = None, log: Path | None = None,
-         envs_dir: Path | None = None) -> subprocess.Popen[bytes]:
+def join(
+    address: str,
+    token: str,
+    module: str,
+    data: str,
+    *,
+    root_certificates: str | Path | None = None,
+    max_wait: float | None = None,
+    log: Path | None = None,
+    envs_dir: Path | None = None,
+) -> subprocess.Popen[bytes]:
     """Start a client process (a SuperNode) that joins the deployment at ``address``; return it.
 
     ``root_certificates``: the server's certificate (PEM text or file) shown with
@@ -125,13 +153,18 @@ def join(address: str, token: str, module: str, data: str, *, root_certificates:
     """
     if not token:
         raise ClientError(f"no token: pass --token or set {TOKEN_VAR} (the deployment's owner sees it)")
-    cmd, env = command(address, module, data, max_wait=max_wait, envs_dir=envs_dir,
-                       root_certificates=root_certificates)
+    cmd, env = command(address, module, data, max_wait=max_wait, envs_dir=envs_dir, root_certificates=root_certificates)
     env[TOKEN_VAR] = token
     out = open(log, "ab") if log else None  # noqa: SIM115 - handed to the child
     try:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     finally:
         if out:
             out.close()
@@ -140,19 +173,30 @@ def join(address: str, token: str, module: str, data: str, *, root_certificates:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ai4lab.flower.client", description=__doc__.splitlines()[0])
     parser.add_argument("--address", required=True, help="HOST:PORT of the Flower deployment")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_VAR, ""),
-                        help=f"the deployment's token (default: ${TOKEN_VAR})")
+    parser.add_argument(
+        "--token", default=os.environ.get(TOKEN_VAR, ""), help=f"the deployment's token (default: ${TOKEN_VAR})"
+    )
     parser.add_argument("--module", default="ai4lab-digits", help="catalog module id or module folder")
     parser.add_argument("--data", required=True, help="local training data (as the module's train accepts)")
-    parser.add_argument("--root-certificates", default=os.environ.get("AI4LAB_FLOWER_CERT") or None,
-                        help="file with the server's certificate (shown with the token); omit for a plain-HTTP "
-                             "server (default: $AI4LAB_FLOWER_CERT)")
-    parser.add_argument("--max-wait", type=float, default=None,
-                        help="give up after this many seconds without reaching the server")
+    parser.add_argument(
+        "--root-certificates",
+        default=os.environ.get("AI4LAB_FLOWER_CERT") or None,
+        help="file with the server's certificate (shown with the token); omit for a plain-HTTP "
+        "server (default: $AI4LAB_FLOWER_CERT)",
+    )
+    parser.add_argument(
+        "--max-wait", type=float, default=None, help="give up after this many seconds without reaching the server"
+    )
     args = parser.parse_args(argv)
     try:
-        proc = join(args.address, args.token, args.module, args.data, root_certificates=args.root_certificates,
-                    max_wait=args.max_wait)
+        proc = join(
+            args.address,
+            args.token,
+            args.module,
+            args.data,
+            root_certificates=args.root_certificates,
+            max_wait=args.max_wait,
+        )
     except ClientError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

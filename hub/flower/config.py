@@ -20,10 +20,20 @@ STRATEGY_PARAMS: dict[str, dict[str, str]] = {
     "FedProx": {"proximal_mu": "proximal_mu"},
     "FedAvgM": {"server_learning_rate": "server_learning_rate", "server_momentum": "server_momentum"},
     "FedOpt": {"server_learning_rate": "eta", "client_learning_rate": "eta_l", "tau": "tau"},
-    "FedAdam": {"server_learning_rate": "eta", "client_learning_rate": "eta_l", "tau": "tau",
-                "beta_1": "beta_1", "beta_2": "beta_2"},
-    "FedYogi": {"server_learning_rate": "eta", "client_learning_rate": "eta_l", "tau": "tau",
-                "beta_1": "beta_1", "beta_2": "beta_2"},
+    "FedAdam": {
+        "server_learning_rate": "eta",
+        "client_learning_rate": "eta_l",
+        "tau": "tau",
+        "beta_1": "beta_1",
+        "beta_2": "beta_2",
+    },
+    "FedYogi": {
+        "server_learning_rate": "eta",
+        "client_learning_rate": "eta_l",
+        "tau": "tau",
+        "beta_1": "beta_1",
+        "beta_2": "beta_2",
+    },
 }
 #: Parameters every strategy needs before it can do anything useful.
 REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {"FedProx": ("proximal_mu",)}
@@ -44,12 +54,16 @@ class FlowerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rounds: int = Field(default=5, ge=1, le=1000, description="federated rounds")
     strategy: str = Field(default="FedAvg", description="one of " + ", ".join(STRATEGY_PARAMS))
-    strategy_params: dict[str, float] = Field(default_factory=dict,
-                                              description="e.g. proximal_mu (FedProx), server_learning_rate")
+    strategy_params: dict[str, float] = Field(
+        default_factory=dict, description="e.g. proximal_mu (FedProx), server_learning_rate"
+    )
     min_fit_clients: int = Field(default=2, ge=2, le=1000, description="clients that train in each round")
     min_available_clients: int = Field(default=2, ge=2, le=1000, description="clients connected before round 1")
-    metric: str = Field(default="accuracy", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
-                        description="the aggregated client metric shown as the result")
+    metric: str = Field(
+        default="accuracy",
+        pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
+        description="the aggregated client metric shown as the result",
+    )
     local_epochs: int = Field(default=1, ge=1, le=1000, description="epochs of local training per round")
     dp: DPConfig | None = Field(default=None, description="optional server-side DP (fixed clipping)")
     secure_aggregation: bool = Field(default=False, description="SecAgg+ (not available, see reason)")
@@ -78,18 +92,21 @@ class FlowerConfig(BaseModel):
                 raise ValueError(f"strategy_params.{name} must not be negative")
         self.strategy_params = params
         if self.min_available_clients < self.min_fit_clients:
-            raise ValueError(f"min_available_clients ({self.min_available_clients}) must be at least "
-                             f"min_fit_clients ({self.min_fit_clients})")
+            raise ValueError(
+                f"min_available_clients ({self.min_available_clients}) must be at least "
+                f"min_fit_clients ({self.min_fit_clients})"
+            )
         if self.secure_aggregation:
-            raise ValueError("secure_aggregation is not available: flwr 1.42 implements SecAgg+ only for the "
-                             "legacy workflow API, not for the Message-API strategies this tool runs")
+            raise ValueError(
+                "secure_aggregation is not available: flwr 1.42 implements SecAgg+ only for the "
+                "legacy workflow API, not for the Message-API strategies this tool runs"
+            )
         return self
 
     def server_config(self) -> dict[str, Any]:
         """What the server program reads: this config plus flwr's constructor arguments."""
         mapping = STRATEGY_PARAMS[self.strategy]
-        return {**self.model_dump(),
-                "strategy_kwargs": {mapping[k]: v for k, v in self.strategy_params.items()}}
+        return {**self.model_dump(), "strategy_kwargs": {mapping[k]: v for k, v in self.strategy_params.items()}}
 
 
 class FlowerConfigError(ValueError):

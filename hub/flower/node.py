@@ -52,8 +52,7 @@ def install(token: str) -> None:
     class TokenFleetHttpClient(base):  # type: ignore[misc, valid-type]
         @classmethod
         def from_server_address(cls, *args: Any, interceptors: Any = (), **kwargs: Any) -> Any:
-            return super().from_server_address(*args, interceptors=[*interceptors, BearerInterceptor(token)],
-                                               **kwargs)
+            return super().from_server_address(*args, interceptors=[*interceptors, BearerInterceptor(token)], **kwargs)
 
     fleet_http_connection.FleetHttpClient = TokenFleetHttpClient
 
@@ -69,8 +68,12 @@ def main() -> int:
     except SystemExit as e:
         code = e.code
     if BearerInterceptor.refused:
-        print("error: the Flower server refused this client: its token is missing, wrong or was rotated "
-              "(ask the deployment's owner for the current one)", file=sys.stderr, flush=True)
+        print(
+            "error: the Flower server refused this client: its token is missing, wrong or was rotated "
+            "(ask the deployment's owner for the current one)",
+            file=sys.stderr,
+            flush=True,
+        )
         return REFUSED
     return code if isinstance(code, int) else (0 if code is None else 1)
 

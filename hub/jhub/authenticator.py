@@ -19,8 +19,7 @@ from ai4lab.core.settings import get_settings
 class Ai4labAuthenticator(Authenticator):
     db_url = Unicode(
         config=True,
-        help="SQLAlchemy URL of the platform database holding the accounts "
-        "(default: the platform settings' database).",
+        help="SQLAlchemy URL of the platform database holding the accounts (default: the platform settings' database).",
     )
 
     @default("db_url")

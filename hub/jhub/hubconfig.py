@@ -19,7 +19,13 @@ from ai4lab.core.settings import Settings, get_settings
 USER_SCOPES = ["self", "access:services"]
 SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!user", "access:services", "read:users!user"]
 API_SERVICE_SCOPES = [
-    "list:users", "read:users", "admin:users", "admin:servers", "servers", "tokens", "access:servers",
+    "list:users",
+    "read:users",
+    "admin:users",
+    "admin:servers",
+    "servers",
+    "tokens",
+    "access:servers",
     "access:services",
 ]
 
@@ -31,8 +37,20 @@ def _python(module: str) -> list[str]:
 # Services build module environments (uv, pip): they need the machine's certificates and proxies.
 PASSED_PREFIXES = ("AI4LAB_", "UV_", "PIP_")
 PASSED_VARS = {
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY",
-    "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "HOME", "LANG", "LC_ALL", "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
 }
 
 
@@ -73,8 +91,10 @@ def prepare_state(s: Settings) -> None:
         return
     blocked = reachable_by_others(s.state.parent)
     if blocked is not None:
-        raise RuntimeError(f"user accounts cannot reach the state folder {s.state}: {blocked} is not traversable "
-                           "by others; set AI4LAB_STATE_DIR (state_dir) to a folder outside it")
+        raise RuntimeError(
+            f"user accounts cannot reach the state folder {s.state}: {blocked} is not traversable "
+            "by others; set AI4LAB_STATE_DIR (state_dir) to a folder outside it"
+        )
     os.chmod(s.state, 0o711)
     roots = _user_roots(s)
     for folder in roots:
@@ -148,7 +168,9 @@ def configure(c: Any, settings: Settings | None = None) -> None:
             {
                 "name": "idle-culler",
                 "command": [
-                    *_python("jupyterhub_idle_culler"), f"--timeout={s.idle_timeout}", "--cull-every=60",
+                    *_python("jupyterhub_idle_culler"),
+                    f"--timeout={s.idle_timeout}",
+                    "--cull-every=60",
                 ],
             }
         )

@@ -23,9 +23,6 @@ import httpx
 import psutil
 from rich.console import Console
 
-from ai4lab.core import accounts, db
-from ai4lab.core import deployments as deps
-from ai4lab.deploy.registry import resumes_after_restart
 from ai4lab.backends.local import kill_tree
 from ai4lab.client.hub import HubClient, HubError
 from ai4lab.core import accounts, db
@@ -34,6 +31,7 @@ from ai4lab.core.isolation import describe_mode
 from ai4lab.core.limits import CgroupLimits
 from ai4lab.core.secrets_store import load_or_create
 from ai4lab.core.settings import Settings
+from ai4lab.deploy.registry import resumes_after_restart
 from ai4lab.jhub.hubconfig import default_config_file, prepare_state
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -104,8 +102,7 @@ def sweep_local_processes(settings: Settings) -> int:
             continue
         pid, ctime = dep.backend_state.get("pid"), dep.backend_state.get("create_time")
         if pid:
-            kill_tree(int(pid), float(ctime) if ctime else None, timeout=5,
-                      ticks=dep.backend_state.get("start_ticks"))
+            kill_tree(int(pid), float(ctime) if ctime else None, timeout=5, ticks=dep.backend_state.get("start_ticks"))
             killed += 1
         if resumes_after_restart(dep.kind, dep.backend):  # sessions and servers start again with the platform
             deps.set_status(settings.db_url, dep.id, "stopped", deps.SHUTDOWN_REASON)
@@ -123,8 +120,10 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
     prepare_state(settings)
     session = Path(settings.session_env or sys.prefix) / "bin" / "jupyterhub-singleuser"
     if settings.spawner == "ai4lab-local" and not session.exists():
-        raise FileNotFoundError(f"the session environment is missing ({session}): run scripts/install.sh, "
-                                "which builds it, or set session_env")
+        raise FileNotFoundError(
+            f"the session environment is missing ({session}): run scripts/install.sh, "
+            "which builds it, or set session_env"
+        )
     limits = CgroupLimits(settings.cgroup_parent)
     limits.sweep(keep=())  # groups of a platform that crashed: nothing of this one runs yet
     db.upgrade(settings.db_url)
@@ -172,8 +171,10 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
         if password:
             console.print(f"  admin login: [bold]{admin}[/] / [bold]{password}[/] (shown this once: note it)")
         else:
-            console.print(f"  admin login: [bold]{admin}[/] (password shown on first start; "
-                          f"'ai4lab users password {admin}' sets a new one)")
+            console.print(
+                f"  admin login: [bold]{admin}[/] (password shown on first start; "
+                f"'ai4lab users password {admin}' sets a new one)"
+            )
         console.print(f"  platform API: {settings.public_url}/services/ai4lab/docs")
         console.print(f"  MLflow: {settings.public_url}/services/mlflow/")
         if resumed:

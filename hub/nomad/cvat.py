@@ -17,15 +17,28 @@ from ai4lab.nomad.config import Federation, NomadDefaults, duration_ns, load_def
 from ai4lab.nomad.jobs import MAIN_TASK, NomadJobSpec, render_job
 
 
-def _task(name: str, image: str, env: dict[str, str], cpu: int, memory: int, volumes: list[str],
-          hook: str | None = None, ports: list[str] | None = None) -> dict[str, Any]:
+def _task(
+    name: str,
+    image: str,
+    env: dict[str, str],
+    cpu: int,
+    memory: int,
+    volumes: list[str],
+    hook: str | None = None,
+    ports: list[str] | None = None,
+) -> dict[str, Any]:
     config: dict[str, Any] = {"image": image, "force_pull": False}
     if volumes:
         config["volumes"] = volumes
     if ports:
         config["ports"] = ports
-    task: dict[str, Any] = {"Name": name, "Driver": "docker", "Config": config, "Env": env,
-                            "Resources": {"CPU": cpu, "MemoryMB": memory}}
+    task: dict[str, Any] = {
+        "Name": name,
+        "Driver": "docker",
+        "Config": config,
+        "Env": env,
+        "Resources": {"CPU": cpu, "MemoryMB": memory},
+    }
     if hook:
         task["Lifecycle"] = {"Hook": hook, "Sidecar": True}
     return task
@@ -47,11 +60,16 @@ def render_cvat_job(
         raise ValueError("the CVAT admin password must have at least 12 characters")
     defaults = defaults or load_defaults()
     cv = defaults.cvat
-    base = spec.model_copy(update={
-        "tool": None, "image": cv.server_image, "command": [],
-        "ports": {"ui": cv.ui_port, "server": cv.server_port}, "health_path": "/api/server/about",
-        "memory_mb": max(spec.memory_mb, cv.memory_mb),
-    })
+    base = spec.model_copy(
+        update={
+            "tool": None,
+            "image": cv.server_image,
+            "command": [],
+            "ports": {"ui": cv.ui_port, "server": cv.server_port},
+            "health_path": "/api/server/about",
+            "memory_mb": max(spec.memory_mb, cv.memory_mb),
+        }
+    )
     job = render_job(base, defaults=defaults, federation=federation)
     group = job["TaskGroups"][0]
     group["Networks"][0]["Mode"] = "bridge"
@@ -61,18 +79,34 @@ def render_cvat_job(
     group["Services"][1]["Checks"][0].pop("Path", None)
     group["Services"][1]["Checks"][0].pop("Method", None)
     host = f"{defaults.storage.host_dir.rstrip('/')}/{job['ID']}/{cv.data_dir}"
-    db_env = {"POSTGRES_USER": "root", "POSTGRES_DB": "cvat", "POSTGRES_HOST_AUTH_METHOD": "trust",
-              "PGDATA": "/var/lib/postgresql/data/pgdata"}
-    common = {"CVAT_POSTGRES_HOST": "127.0.0.1", "CVAT_POSTGRES_USER": "root", "CVAT_POSTGRES_DBNAME": "cvat",
-              "CVAT_REDIS_INMEM_HOST": "127.0.0.1", "CVAT_REDIS_INMEM_PORT": "6379",
-              "CVAT_REDIS_ONDISK_HOST": "127.0.0.1", "CVAT_REDIS_ONDISK_PORT": "6379", "ALLOWED_HOSTS": "*"}
+    db_env = {
+        "POSTGRES_USER": "root",
+        "POSTGRES_DB": "cvat",
+        "POSTGRES_HOST_AUTH_METHOD": "trust",
+        "PGDATA": "/var/lib/postgresql/data/pgdata",
+    }
+    common = {
+        "CVAT_POSTGRES_HOST": "127.0.0.1",
+        "CVAT_POSTGRES_USER": "root",
+        "CVAT_POSTGRES_DBNAME": "cvat",
+        "CVAT_REDIS_INMEM_HOST": "127.0.0.1",
+        "CVAT_REDIS_INMEM_PORT": "6379",
+        "CVAT_REDIS_ONDISK_HOST": "127.0.0.1",
+        "CVAT_REDIS_ONDISK_PORT": "6379",
+        "ALLOWED_HOSTS": "*",
+    }
     main = next(t for t in group["Tasks"] if t["Name"] == MAIN_TASK)
     main["Config"]["args"] = ["init", "run", "server"]
     main["Config"].pop("ports", None)
     main["Config"]["volumes"] = [f"{host}/data:/home/django/data:shared", f"{host}/logs:/home/django/logs:shared"]
-    main["Env"] = {**main.get("Env", {}), **common, "DJANGO_SUPERUSER_USERNAME": cv.admin_user,
-                   "DJANGO_SUPERUSER_PASSWORD": admin_password, "DJANGO_SUPERUSER_EMAIL": f"{cv.admin_user}@localhost",
-                   "CVAT_SERVER_PORT": str(cv.server_port)}
+    main["Env"] = {
+        **main.get("Env", {}),
+        **common,
+        "DJANGO_SUPERUSER_USERNAME": cv.admin_user,
+        "DJANGO_SUPERUSER_PASSWORD": admin_password,
+        "DJANGO_SUPERUSER_EMAIL": f"{cv.admin_user}@localhost",
+        "CVAT_SERVER_PORT": str(cv.server_port),
+    }
     main["Env"].pop("AI4LAB_STORAGE", None)
     main["RestartPolicy"] = {"Attempts": 3, "Mode": "delay", "Interval": duration_ns("5m"), "Delay": duration_ns("30s")}
     tasks = [t for t in group["Tasks"] if t["Name"] != MAIN_TASK]
@@ -80,8 +114,16 @@ def render_cvat_job(
         _task("db", cv.db_image, db_env, 500, 1024, [f"{host}/db:/var/lib/postgresql/data:shared"], hook="prestart"),
         _task("cache", cv.cache_image, {}, 200, 512, [], hook="prestart"),
         main,
-        _task("ui", cv.ui_image, {"CVAT_SERVER_HOST": "127.0.0.1", "CVAT_SERVER_PORT": str(cv.server_port)},
-              200, 256, [], hook="poststart", ports=["ui"]),
+        _task(
+            "ui",
+            cv.ui_image,
+            {"CVAT_SERVER_HOST": "127.0.0.1", "CVAT_SERVER_PORT": str(cv.server_port)},
+            200,
+            256,
+            [],
+            hook="poststart",
+            ports=["ui"],
+        ),
     ]
     group["Tasks"] = tasks
     job["Meta"] |= {"tool": "cvat", "cvat_admin_user": cv.admin_user}

@@ -169,27 +169,29 @@ def _placement(spec: NomadJobSpec, federation: Federation | None) -> dict[str, A
         denied = [d for d in spec.datacenters if d not in names]
         if denied:
             raise ValueError(
-                f"project {spec.project!r} may not use datacenter(s) {', '.join(denied)}; "
-                f"it may use {', '.join(names)}"
+                f"project {spec.project!r} may not use datacenter(s) {', '.join(denied)}; it may use {', '.join(names)}"
             )
         allowed = [d for d in allowed if d.name in spec.datacenters]
     regions = sorted({d.region for d in allowed})
     if spec.region:
         if spec.region not in regions:
-            raise ValueError(f"project {spec.project!r} has no datacenter in region {spec.region!r} "
-                             f"(regions: {', '.join(regions)})")
+            raise ValueError(
+                f"project {spec.project!r} has no datacenter in region {spec.region!r} (regions: {', '.join(regions)})"
+            )
         allowed = [d for d in allowed if d.region == spec.region]
     elif len(regions) > 1:
-        raise ValueError(f"the datacenters of project {spec.project!r} are in several regions "
-                         f"({', '.join(regions)}): choose one")
+        raise ValueError(
+            f"the datacenters of project {spec.project!r} are in several regions ({', '.join(regions)}): choose one"
+        )
     region = allowed[0].region
     dcs = [d.name for d in allowed]
     pools = sorted({p for d in allowed for p in d.node_pools})
     constraints = [_constraint("${node.datacenter}", "regexp", _one_of(dcs))]
     if spec.node_pool:
         if spec.node_pool not in pools:
-            raise ValueError(f"project {spec.project!r} may not use node pool {spec.node_pool!r}; "
-                             f"it may use {', '.join(pools)}")
+            raise ValueError(
+                f"project {spec.project!r} may not use node pool {spec.node_pool!r}; it may use {', '.join(pools)}"
+            )
         pool = spec.node_pool
     elif len(pools) == 1:
         pool = pools[0]
@@ -427,8 +429,10 @@ def render_job(
     if spec.preferred_datacenters:
         unusable = [dc for dc in spec.preferred_datacenters if federation and dc not in placement["Datacenters"]]
         if unusable:
-            raise ValueError(f"preferred datacenter(s) {', '.join(unusable)} not among the job's: "
-                             f"{', '.join(placement['Datacenters'])}")
+            raise ValueError(
+                f"preferred datacenter(s) {', '.join(unusable)} not among the job's: "
+                f"{', '.join(placement['Datacenters'])}"
+            )
         weight = defaults.preferred_datacenter_weight
         job["Affinities"] = [
             {"LTarget": "${node.datacenter}", "Operand": "=", "RTarget": dc, "Weight": weight}

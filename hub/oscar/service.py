@@ -133,9 +133,11 @@ def build_service(
         "script": SCRIPT,
         "environment": {"variables": variables},
         # Kubernetes label values: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends
-        "labels": {"ai4lab.owner": re.sub(r"[^A-Za-z0-9_.-]", "-", owner)[:63].strip("-_.") or "user",
-                   "ai4lab.deployment": dep_id,
-                   "ai4lab.item": item.id},
+        "labels": {
+            "ai4lab.owner": re.sub(r"[^A-Za-z0-9_.-]", "-", owner)[:63].strip("-_.") or "user",
+            "ai4lab.deployment": dep_id,
+            "ai4lab.item": item.id,
+        },
         # async /job invocations and bucket uploads read and write here (as ai4-papi's services do)
         "input": [{"storage_provider": "minio.default", "path": f"{name}/inputs"}],
         "output": [{"storage_provider": "minio.default", "path": f"{name}/outputs"}],
@@ -153,8 +155,11 @@ def encode_request(fields: dict[str, Any], files: dict[str, tuple[str, bytes]]) 
     payload: dict[str, Any] = dict(fields)
     if files:
         payload["oscar-files"] = [
-            {"key": key, "file_format": (name.rsplit(".", 1)[-1] if "." in name else "bin"),
-             "data": base64.b64encode(content).decode()}
+            {
+                "key": key,
+                "file_format": (name.rsplit(".", 1)[-1] if "." in name else "bin"),
+                "data": base64.b64encode(content).decode(),
+            }
             for key, (name, content) in files.items()
         ]
     return base64.b64encode(json.dumps(payload).encode())
@@ -171,7 +176,10 @@ class OscarResult:
 
 
 _MAGIC = {
-    b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif", b"PK\x03\x04": "application/zip"
+    b"\x89PNG": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF8": "image/gif",
+    b"PK\x03\x04": "application/zip",
 }
 
 
