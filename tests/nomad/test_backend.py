@@ -33,7 +33,6 @@ async def test_module_lifecycle(fake_nomad, federation) -> None:
     assert st.running and st.reason == "running on gpu1"
     eps = await b.endpoints(state)
     assert set(eps) == {"api"} and eps["api"].startswith("http://10.0.0.2:")
-    assert b.endpoints(state) == eps
     fake.set_logs(state["job_id"], "line1\nline2\nline3\n", "warn\n")
     assert await b.logs(state) == "line1\nline2\nline3\nwarn\n"
     assert await b.logs(state, tail=2) == "line3\nwarn\n"
