@@ -72,11 +72,11 @@ class Hardware(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cpu_num: int | None = Field(default=None, description="CPU cores")
-    gpu_num: int | None = Field(default=None, description="GPUs")
+    cpu_num: int | None = Field(default=None, ge=1, description="CPU cores")
+    gpu_num: int | None = Field(default=None, ge=0, description="GPUs")
     gpu_type: str | None = Field(default=None, description="GPU model (cluster backends)")
-    ram: int | None = Field(default=None, description="memory in MB")
-    disk: int | None = Field(default=None, description="disk in MB")
+    ram: int | None = Field(default=None, ge=1, description="memory in MB")
+    disk: int | None = Field(default=None, ge=1, description="disk in MB")
     datacenter: str | None = Field(default=None, description="datacenter (Nomad federation)")
 
     def chosen(self) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class DeploymentRequest(BaseModel):
 class ItemRequest(DeploymentRequest):
     """A deployment of a catalog item: which one, with what title and resources (on the settings' backend)."""
 
-    item: str | None = Field(default=None, description="catalog id of the module or tool")
+    item: str = Field(min_length=1, description="catalog id of the module or tool")
     title: str = Field(default="", description="a title to find the deployment again")
     hardware: Hardware = Field(default_factory=Hardware, description="within the item's deploy form")
 

@@ -56,8 +56,8 @@ class TrainingRequest(ItemRequest):
 
 class BatchRequest(ItemRequest):
     kind: Literal["batch"]
-    input: str | None = Field(default=None, description="folder of files in your storage to predict on")
-    output: str | None = Field(default=None, description="folder in your storage for the results")
+    input: str = Field(min_length=1, description="folder of files in your storage to predict on")
+    output: str = Field(min_length=1, description="folder in your storage for the results")
     fields: dict[str, Any] = Field(default_factory=dict, description="other predict arguments")
     file_field: str | None = Field(default=None, description="the predict field that takes each file")
     weights: str | None = Field(default=None, description="weights to predict with: a training id")
@@ -161,8 +161,6 @@ class LocalJobs(Lifecycle):
         if problems := check_choice(form, asked):
             raise PlatformError(400, "hardware: " + "; ".join(problems))
         if isinstance(request, BatchRequest):
-            if not request.input or not request.output:
-                raise PlatformError(400, "batch jobs need input and output folders in your storage")
             dep = await self._create_batch(caller, item, request)
         else:
             hardware = {k: f["value"] for k, f in form["hardware"].items() if "range" in f} | asked
@@ -223,7 +221,7 @@ class LocalJobs(Lifecycle):
 
     async def _create_batch(self, caller: Caller, item: CatalogItem, request: BatchRequest) -> Deployment:
         """Predict over a folder of the user's storage, results to another folder, as a queued job."""
-        owner, input_path, output_path = caller.name, request.input or "", request.output or ""
+        owner, input_path, output_path = caller.name, request.input, request.output
         if self.settings.quotas[caller.role].trainings < 1:
             raise PlatformError(403, f"batch jobs need role intermediate or advanced; yours is {caller.role}")
         if not item.run.package_path or not item.run.entry_point:
