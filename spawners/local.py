@@ -24,7 +24,6 @@ from ai4lab.backends.local import LocalBackend
 from ai4lab.core import deployments as deps
 from ai4lab.core.isolation import give, private_dir
 from ai4lab.core.settings import get_settings
-from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
 
@@ -165,16 +164,13 @@ class LocalSessionSpawner(ProfileFormSpawner):
         options = SessionOptions(**self.user_options) if self.user_options else None
         ws = str(self.workspace)
         path = [self.tools_bin, str(self.session_bin), "/usr/local/bin", "/usr/bin", "/bin"]
+        env.update(self.session_env(options, self.mlflow_url, self.api_url))
         env.update(
             {
                 "HOME": ws,
                 "USER": self.user.name,
                 "SHELL": "/bin/bash",
                 "PATH": os.pathsep.join(path),
-                "MLFLOW_TRACKING_URI": self.mlflow_url,
-                "MLFLOW_TRACKING_TOKEN": self.api_token,
-                "AI4LAB_API_URL": self.api_url,
-                "AI4LAB_API_TOKEN": self.api_token,
                 "AI4LAB_STORAGE": str(self.workspace / "storage"),
                 "CODE_WORKINGDIR": ws,
                 "XDG_CONFIG_HOME": os.path.join(ws, ".config"),
@@ -184,12 +180,6 @@ class LocalSessionSpawner(ProfileFormSpawner):
         if options:
             env.update(
                 {
-                    "AI4LAB_IDE": options.ide,
-                    "AI4LAB_PROFILE": options.profile,
-                    "AI4LAB_CPU": f"{options.cpu:g}",
-                    "AI4LAB_RAM_GB": f"{options.ram_gb:g}",
-                    "AI4LAB_GPU": str(options.gpu),
-                    "OMP_NUM_THREADS": str(max(1, int(options.cpu))),
                     # jupyter-resource-usage shows usage against these in Lab's status bar
                     "MEM_LIMIT": str(int(options.ram_gb * 2**30)),
                     "CPU_LIMIT": f"{options.cpu:g}",
@@ -218,19 +208,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
             gpu_ids = [g["id"] for g in self._free_gpus()][: options.gpu]
             if len(gpu_ids) < options.gpu:
                 raise web.HTTPError(400, f"{options.gpu} GPU(s) asked but only {len(gpu_ids)} free")
-            spec = {**options.dump(), "gpu_ids": gpu_ids}
-            if self.deployment_id and deps.get(self.db_url, self.deployment_id):
-                deps.set_status(self.db_url, self.deployment_id, "starting", spec=spec)
-            else:
-                dep = deps.create(
-                    self.db_url,
-                    owner=self.user.name,
-                    kind="ide",
-                    name=self.name or "default",
-                    spec=spec,
-                    status="starting",
-                )
-                self.deployment_id = dep.id
+            self.record_start({**options.dump(), "gpu_ids": gpu_ids})
         self.port = random_port()
         from ai4lab.backends.base import JobSpec
 
@@ -247,11 +225,11 @@ class LocalSessionSpawner(ProfileFormSpawner):
         )
         self.job_state = await self.backend.submit(job)
         self.job_state["gpu_ids"] = gpu_ids
-        deps.set_status(self.db_url, self.deployment_id, "starting", backend_state=self.job_state)
+        self.record("starting", backend_state=self.job_state)
         self._event(50, f"Process started (pid {self.job_state['pid']})")
         await self._wait_answering(job.name)
         url = f"{self.user.url}{self.name}/" if self.name else self.user.url
-        deps.set_status(self.db_url, self.deployment_id, "running", endpoints={"url": url.rstrip("/") + "/"})
+        self.record("running", endpoints={"url": url.rstrip("/") + "/"})
         self._event(90, "Server answering")
         return (self.ip or "127.0.0.1", self.port)
 
@@ -265,7 +243,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
                 if not status.running:
                     tail = await self.backend.logs(self.job_state, tail=15)
                     reason = f"session process {status.reason}"
-                    deps.set_status(self.db_url, self.deployment_id, "failed", reason + "\n" + tail)
+                    self.record("failed", reason + "\n" + tail)
                     raise RuntimeError(f"{reason}; last log lines:\n{tail}")
                 try:
                     r = await client.get(url)
@@ -275,28 +253,18 @@ class LocalSessionSpawner(ProfileFormSpawner):
                     pass
                 await asyncio.sleep(0.2)
         await self.backend.stop(self.job_state)
-        deps.set_status(self.db_url, self.deployment_id, "failed", "timed out waiting for the server")
+        self.record("failed", "timed out waiting for the server")
         raise TimeoutError(f"{name} did not answer within {self.ready_timeout:g}s")
 
     async def poll(self) -> int | None:
         if not self.job_state:
             return 0
         status = await self.backend.status(self.job_state)
-        if status.running:
-            return None
-        if self.deployment_id:
-            dep = deps.get(self.db_url, self.deployment_id)
-            if dep is not None and dep.status in RUNNING_STATUSES:
-                deps.set_status(self.db_url, self.deployment_id, "failed", status.reason)
-        return status.exit_code if status.exit_code is not None else 1
+        return None if status.running else self.record_ended(status)
 
     async def stop(self, now: bool = False) -> None:
         if self.job_state:
             await self.backend.stop(self.job_state, timeout=0 if now else 10)
-        if self.deployment_id:
-            shutting_down = (get_settings().state / "shutting-down").exists()
-            reason = deps.SHUTDOWN_REASON if shutting_down else "stopped"
-            dep = deps.get(self.db_url, self.deployment_id)
-            if dep is None or dep.status != "failed":  # a failure (out of memory) keeps its reason
-                deps.set_status(self.db_url, self.deployment_id, "stopped", reason)
+        shutting_down = (get_settings().state / "shutting-down").exists()
+        self.record_stopped(deps.SHUTDOWN_REASON if shutting_down else "stopped")
         self.job_state = {}

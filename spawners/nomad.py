@@ -24,9 +24,7 @@ from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from ai4lab.backends.nomad import NomadBackend, NomadError, endpoints_from_allocation
-from ai4lab.core import deployments as deps
 from ai4lab.core.settings import GpuDevice, get_settings
-from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.nomad import MAIN_TASK, NomadJobSpec, load_defaults, load_federation
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
@@ -208,19 +206,8 @@ class NomadSpawner(ProfileFormSpawner):
         base = self.server.base_url if self.server else "/"
         env["JUPYTERHUB_SERVICE_URL"] = f"http://0.0.0.0:${{NOMAD_PORT_ide}}{base}"
         options = SessionOptions(**self.user_options) if self.user_options else None
-        env["MLFLOW_TRACKING_URI"] = get_settings().public_url + "/services/mlflow"
-        env["MLFLOW_TRACKING_TOKEN"] = self.api_token
-        env["AI4LAB_API_URL"] = get_settings().public_url + "/services/ai4lab"
-        env["AI4LAB_API_TOKEN"] = self.api_token
-        if options:
-            env |= {
-                "AI4LAB_IDE": options.ide,
-                "AI4LAB_PROFILE": options.profile,
-                "AI4LAB_CPU": f"{options.cpu:g}",
-                "AI4LAB_RAM_GB": f"{options.ram_gb:g}",
-                "AI4LAB_GPU": str(options.gpu),
-                "OMP_NUM_THREADS": str(max(1, int(options.cpu))),
-            }
+        public = get_settings().public_url
+        env |= self.session_env(options, public + "/services/mlflow", public + "/services/ai4lab")
         return env
 
     def job_spec(self, options: SessionOptions) -> NomadJobSpec:
@@ -255,47 +242,27 @@ class NomadSpawner(ProfileFormSpawner):
             spec = self.job_spec(options)
         except ValueError as e:
             raise web.HTTPError(400, str(e), reason=str(e)) from None
-        record = {**options.dump(), "backend": "nomad"}
-        if self.deployment_id and deps.get(self.db_url, self.deployment_id):
-            deps.set_status(self.db_url, self.deployment_id, "starting", spec=record)
-        else:
-            dep = deps.create(
-                self.db_url,
-                owner=self.user.name,
-                kind="ide",
-                name=self.name or "default",
-                spec=record,
-                backend="nomad",
-                status="starting",
-                vo=spec.project,
-            )
-            self.deployment_id = dep.id
+        self.record_start({**options.dump(), "backend": "nomad"}, backend="nomad", vo=spec.project)
         try:
             self.job_state = await self.backend.submit(spec)
         except (NomadError, ValueError, httpx.HTTPError) as e:
-            self._mark_failed(f"Nomad refused the session job: {e}")
+            self.record("failed", f"Nomad refused the session job: {e}")
             raise
-        deps.set_status(self.db_url, self.deployment_id, "starting", backend_state=self.job_state)
+        self.record("starting", backend_state=self.job_state)
         self._event(10, f"Nomad job {self.job_state['job_id']} registered (evaluation {self.job_state['eval_id'][:8]})")
         try:
             url = await self._follow_allocation()
             await self._wait_answering(url)
         except BaseException as e:
             await self.backend.stop(self.job_state)
-            self._mark_failed(str(e) or type(e).__name__)
+            self.record("failed", str(e) or type(e).__name__)
             raise
-        deps.set_status(
-            self.db_url,
-            self.deployment_id,
+        self.record(
             "running",
             endpoints={"url": f"{self.user.url}{self.name + '/' if self.name else ''}", "server": url},
         )
         self._event(95, f"Server answering at {url}")
         return url
-
-    def _mark_failed(self, reason: str) -> None:
-        if self.deployment_id:
-            deps.set_status(self.db_url, self.deployment_id, "failed", reason)
 
     async def _follow_allocation(self) -> str:
         """Progress from the allocation's task events until its main task runs; the server URL."""
@@ -351,19 +318,10 @@ class NomadSpawner(ProfileFormSpawner):
             status = await self.backend.status(self.job_state)
         except (NomadError, httpx.HTTPError):
             return None  # Nomad unreachable for a moment is not a dead session
-        if status.running:
-            return None
-        if self.deployment_id:
-            dep = deps.get(self.db_url, self.deployment_id)
-            if dep is not None and dep.status in RUNNING_STATUSES:
-                deps.set_status(self.db_url, self.deployment_id, "failed", status.reason)
-        return status.exit_code if status.exit_code is not None else 1
+        return None if status.running else self.record_ended(status)
 
     async def stop(self, now: bool = False) -> None:
         if self.job_state:
             await self.backend.stop({**self.job_state, "purge": self.purge})
-        if self.deployment_id:
-            dep = deps.get(self.db_url, self.deployment_id)
-            if dep is not None and dep.status in ("starting", "running", "queued"):
-                deps.set_status(self.db_url, self.deployment_id, "stopped", "stopped")
+        self.record_stopped()
         self.job_state = {}

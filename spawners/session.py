@@ -16,9 +16,11 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Dict, List, Unicode, default
 
+from ai4lab.backends.base import JobStatus
 from ai4lab.core import accounts
 from ai4lab.core import deployments as deps
 from ai4lab.core.settings import Quota, get_settings
+from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
 from ai4lab.spawners.profiles import DEFAULT_PROFILES, IDES, SessionOptions, validate_options
 
 
@@ -144,6 +146,63 @@ class ProfileFormSpawner(Spawner):
         super().clear_state()
         self.job_state = {}
         # keep deployment_id: a restart of this server updates the same record
+
+    # -- what every session is told, wherever it runs ----------------------------------
+    def session_env(self, options: SessionOptions | None, mlflow_url: str, api_url: str) -> dict[str, str]:
+        """MLflow and the platform API, both with the session's own token, and the user's choice (AI4LAB_*)."""
+        env = {
+            "MLFLOW_TRACKING_URI": mlflow_url,
+            "MLFLOW_TRACKING_TOKEN": self.api_token,
+            "AI4LAB_API_URL": api_url,
+            "AI4LAB_API_TOKEN": self.api_token,
+        }
+        if options:
+            env |= {
+                "AI4LAB_IDE": options.ide,
+                "AI4LAB_PROFILE": options.profile,
+                "AI4LAB_CPU": f"{options.cpu:g}",
+                "AI4LAB_RAM_GB": f"{options.ram_gb:g}",
+                "AI4LAB_GPU": str(options.gpu),
+                "OMP_NUM_THREADS": str(max(1, int(options.cpu))),
+            }
+        return env
+
+    # -- the session's deployment record (one per named server, kept across its restarts) ------
+    def record_start(self, spec: dict[str, Any], backend: str = "local", vo: str | None = None) -> None:
+        """The record says ``starting``, with what was asked; made on the server's first start."""
+        if self.deployment_id and deps.get(self.db_url, self.deployment_id):
+            deps.set_status(self.db_url, self.deployment_id, "starting", spec=spec)
+            return
+        dep = deps.create(
+            self.db_url,
+            owner=self.user.name,
+            kind="ide",
+            name=self.name or "default",
+            spec=spec,
+            backend=backend,
+            status="starting",
+            vo=vo,
+        )
+        self.deployment_id = dep.id
+
+    def record(self, status: str, reason: str = "", **fields: Any) -> None:
+        if self.deployment_id:
+            deps.set_status(self.db_url, self.deployment_id, status, reason, **fields)
+
+    def record_ended(self, status: JobStatus) -> int:
+        """``poll`` found the job ended: a session that was up failed (with the backend's reason); its exit code."""
+        if self.deployment_id:
+            dep = deps.get(self.db_url, self.deployment_id)
+            if dep is not None and dep.status in RUNNING_STATUSES:
+                deps.set_status(self.db_url, self.deployment_id, "failed", status.reason)
+        return status.exit_code if status.exit_code is not None else 1
+
+    def record_stopped(self, reason: str = "stopped") -> None:
+        """``stop``: an active record is stopped; a failure (out of memory) keeps its reason."""
+        if self.deployment_id:
+            dep = deps.get(self.db_url, self.deployment_id)
+            if dep is not None and dep.status in ACTIVE_STATUSES:
+                deps.set_status(self.db_url, self.deployment_id, "stopped", reason)
 
     # -- progress: events pushed by start(), read by progress() ---------------------
     def _reset_events(self) -> None:

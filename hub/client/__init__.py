@@ -18,6 +18,21 @@ import httpx
 from ai4lab.core.statuses import ACTIVE_STATUSES
 
 
+def _reason(r: httpx.Response) -> str:
+    """The platform's sentence; for a 422, each field at fault as ``where: what``."""
+    try:
+        detail = r.json().get("detail", r.text)
+    except (ValueError, AttributeError):
+        return r.text
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', [])[1:]) or 'body'}: {e.get('msg')}"
+            for e in detail
+            if isinstance(e, dict)
+        )
+    return str(detail)
+
+
 class ApiError(RuntimeError):
     """The API refused a request; ``status`` is the HTTP status, the message its reason."""
 
@@ -52,11 +67,7 @@ class Client:
         except httpx.TransportError as e:
             raise ApiError(0, f"cannot reach the platform at {self.url}: {e}") from None
         if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            raise ApiError(r.status_code, f"{r.status_code}: {detail}")
+            raise ApiError(r.status_code, f"{r.status_code}: {_reason(r)}")
         ctype = r.headers.get("content-type", "")
         return r.json() if ctype.startswith("application/json") else r.content
 

@@ -72,11 +72,11 @@ class Hardware(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cpu_num: int | None = Field(default=None, description="CPU cores")
-    gpu_num: int | None = Field(default=None, description="GPUs")
+    cpu_num: int | None = Field(default=None, ge=1, description="CPU cores")
+    gpu_num: int | None = Field(default=None, ge=0, description="GPUs")
     gpu_type: str | None = Field(default=None, description="GPU model (cluster backends)")
-    ram: int | None = Field(default=None, description="memory in MB")
-    disk: int | None = Field(default=None, description="disk in MB")
+    ram: int | None = Field(default=None, ge=1, description="memory in MB")
+    disk: int | None = Field(default=None, ge=1, description="disk in MB")
     datacenter: str | None = Field(default=None, description="datacenter (Nomad federation)")
 
     def chosen(self) -> dict[str, Any]:
@@ -93,6 +93,27 @@ class DeploymentRequest(BaseModel):
     def backend(self, platform: Platform) -> str:
         """Where a new deployment of this request runs (the registry's second key)."""
         return "local"
+
+
+class ItemRequest(DeploymentRequest):
+    """A deployment of a catalog item: which one, with what title and resources (on the settings' backend)."""
+
+    item: str = Field(min_length=1, description="catalog id of the module or tool")
+    title: str = Field(default="", description="a title to find the deployment again")
+    hardware: Hardware = Field(default_factory=Hardware, description="within the item's deploy form")
+
+    def backend(self, platform: Platform) -> str:
+        return platform.settings.backend
+
+
+def resources(hardware: dict[str, Any], ram_mb: int = 2000) -> dict[str, Any]:
+    """What a deployment's record keeps of the resources it was given (``spec``); GPUs are handed out later."""
+    return {
+        "cpu": hardware.get("cpu_num", 1),
+        "ram_mb": hardware.get("ram", ram_mb),
+        "gpu": int(hardware.get("gpu_num", 0) or 0),
+        "gpu_ids": [],
+    }
 
 
 @dataclass
@@ -248,6 +269,19 @@ class Lifecycle:
             await self.refresh(dep)
 
     # -- shared helpers -----------------------------------------------------------------------
+    def record(self, caller: Caller, kind: str, item: CatalogItem, spec: dict[str, Any], status: str) -> Deployment:
+        """The deployment's record, made the moment the request is accepted (so that it can be followed)."""
+        return deps.create(
+            self.settings.db_url,
+            owner=caller.name,
+            kind=kind,
+            name=item.id,
+            spec=spec,
+            backend=self.backend,
+            status=status,
+            vo=caller.vo,
+        )
+
     def mine(self, active_only: bool = False) -> list[Deployment]:
         """This lifecycle's deployment records (its kinds on its backend), newest first."""
         return [

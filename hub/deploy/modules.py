@@ -30,11 +30,12 @@ from ai4lab.deploy import module_env
 from ai4lab.deploy.lifecycle import (
     Caller,
     DeploymentRequest,
-    Hardware,
+    ItemRequest,
     Lifecycle,
     Platform,
     chosen_hardware,
     cpu_only,
+    resources,
 )
 from ai4lab.deploy.module_code import working_copy
 from ai4lab.deploy.trainings import model_file
@@ -48,17 +49,11 @@ def api_prefix(dep_id: str) -> str:
     return f"/services/ai4lab/deployments/{dep_id}/api"
 
 
-class ModuleRequest(DeploymentRequest):
+class ModuleRequest(ItemRequest):
     kind: Literal["module"]
-    item: str | None = Field(default=None, description="catalog id of the module")
-    title: str = Field(default="", description="a title to find the deployment again")
-    hardware: Hardware = Field(default_factory=Hardware, description="within the module's deploy form")
     weights: str | None = Field(
         default=None, description="weights to predict with: a file in your storage or a training id"
     )
-
-    def backend(self, platform: Platform) -> str:
-        return platform.settings.backend
 
 
 class ModuleServers(Lifecycle):
@@ -98,22 +93,11 @@ class ModuleServers(Lifecycle):
             "title": request.title or item.title,
             "entry_point": item.run.entry_point,
             "package_path": item.run.package_path,
-            "cpu": hardware.get("cpu_num", 1),
-            "ram_mb": hardware.get("ram", 2000),
-            "gpu": hardware.get("gpu_num", 0),
-            "gpu_ids": [],
+            **resources(hardware),
             "weights": weights,
             "warnings": warnings,
         }
-        dep = deps.create(
-            self.settings.db_url,
-            owner=caller.name,
-            kind="module",
-            name=item.id,
-            spec=spec,
-            status="starting",
-            vo=caller.vo,
-        )
+        dep = self.record(caller, "module", item, spec, "starting")
         self.spawn(self.start(dep))
         return dep
 

@@ -50,7 +50,7 @@ class Step(BaseModel):
 class PipelineRequest(DeploymentRequest):
     kind: Literal["pipeline"]
     title: str = Field(default="", description="a title (default: the steps' modules, joined by arrows)")
-    steps: list[Step] = Field(default_factory=list, description="at least 2 steps, run in this order")
+    steps: list[Step] = Field(min_length=2, description="at least 2 steps, run in this order")
 
     def backend(self, platform: Platform) -> str:
         return "pipeline"
@@ -79,8 +79,6 @@ class Pipelines(Lifecycle):
     # -- create -------------------------------------------------------------------------
     async def create(self, request: PipelineRequest, caller: Caller) -> Deployment:
         steps, owner = request.steps, caller.name
-        if len(steps) < 2:
-            raise PlatformError(400, "a pipeline needs at least 2 steps: [{deployment, input_field, output}, ...]")
         described = []
         for n, step in enumerate(steps, 1):
             dep = deps.get(self.settings.db_url, step.deployment)

@@ -27,9 +27,9 @@ class SessionChoice(BaseModel):
 
     profile: str | None = Field(default=None, description="slug of a profile of the spawn form")
     ide: str | None = Field(default=None, description="lab or vscode")
-    cpu: float | None = Field(default=None, description="CPU cores")
-    ram_gb: float | None = Field(default=None, description="memory in GB")
-    gpu: int | None = Field(default=None, description="number of GPUs")
+    cpu: float | None = Field(default=None, gt=0, description="CPU cores")
+    ram_gb: float | None = Field(default=None, gt=0, description="memory in GB")
+    gpu: int | None = Field(default=None, ge=0, description="number of GPUs")
     gpu_model: str | None = Field(default=None, description="GPU model ('' any); cluster spawners only")
 
 

@@ -50,11 +50,12 @@ from ai4lab.core.storage import in_user_storage
 from ai4lab.deploy.lifecycle import (
     Caller,
     DeploymentRequest,
-    Hardware,
+    ItemRequest,
     Lifecycle,
     Platform,
     chosen_hardware,
     cpu_only,
+    resources,
 )
 from ai4lab.flower.config import FlowerConfig, FlowerConfigError, validate_config
 
@@ -68,11 +69,8 @@ TOOL_ROLES = ("intermediate", "advanced")
 CONFIG_FIELDS: dict[str, tuple[str, ...]] = {FLOWER_ITEM: tuple(FlowerConfig.model_fields), CVAT_ITEM: ("storage",)}
 
 
-class ToolRequest(DeploymentRequest):
+class ToolRequest(ItemRequest):
     kind: Literal["tool"]
-    item: str | None = Field(default=None, description="catalog id of the tool, e.g. ai4lab-flower")
-    title: str = Field(default="", description="a title to find the deployment again")
-    hardware: Hardware = Field(default_factory=Hardware, description="within the tool's deploy form")
     config: dict[str, Any] | None = Field(
         default=None,
         description="the tool's settings, e.g. ai4lab-flower: {rounds, strategy, ...}; "
@@ -301,20 +299,10 @@ class LocalTools(Lifecycle):
             "item": item.id,
             "title": request.title or item.title,
             "config": driver.check(request.config),
-            "cpu": hardware.get("cpu_num", 1),
-            "ram_mb": hardware.get("ram", 1000),
-            "gpu_ids": [],
+            **resources(hardware, ram_mb=1000),
             "warnings": warnings,
         }
-        dep = deps.create(
-            self.settings.db_url,
-            owner=caller.name,
-            kind="tool",
-            name=item.id,
-            spec=spec,
-            status="starting",
-            vo=caller.vo,
-        )
+        dep = self.record(caller, "tool", item, spec, "starting")
         deps.set_status(
             self.settings.db_url,
             dep.id,

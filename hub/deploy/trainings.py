@@ -40,39 +40,27 @@ from ai4lab.core.settings import Settings
 from ai4lab.core.statuses import RUNNING_STATUSES
 from ai4lab.core.storage import in_user_storage
 from ai4lab.deploy import module_env, runner, runner_result
-from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, Hardware, Lifecycle, Platform
+from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, ItemRequest, Lifecycle, Platform, resources
 from ai4lab.deploy.module_code import link_folder, runner_env, working_copy
 
 log = logging.getLogger("ai4lab.trainings")
 JOB_KINDS = ("training", "batch")
 
 
-class TrainingRequest(DeploymentRequest):
+class TrainingRequest(ItemRequest):
     kind: Literal["training"]
-    item: str | None = Field(default=None, description="catalog id of the module to train")
-    title: str = Field(default="", description="a title to find the training again")
-    hardware: Hardware = Field(default_factory=Hardware, description="within the module's training form")
     dataset: str | None = Field(default=None, description="folder or file in your storage")
     args: dict[str, Any] = Field(default_factory=dict, description="the module's train arguments")
     init_weights: str | None = Field(default=None, description="start from the model of this training (its id)")
 
-    def backend(self, platform: Platform) -> str:
-        return platform.settings.backend
 
-
-class BatchRequest(DeploymentRequest):
+class BatchRequest(ItemRequest):
     kind: Literal["batch"]
-    item: str | None = Field(default=None, description="catalog id of the module to predict with")
-    title: str = Field(default="", description="a title to find the job again")
-    hardware: Hardware = Field(default_factory=Hardware, description="within the module's training form")
-    input: str | None = Field(default=None, description="folder of files in your storage to predict on")
-    output: str | None = Field(default=None, description="folder in your storage for the results")
+    input: str = Field(min_length=1, description="folder of files in your storage to predict on")
+    output: str = Field(min_length=1, description="folder in your storage for the results")
     fields: dict[str, Any] = Field(default_factory=dict, description="other predict arguments")
     file_field: str | None = Field(default=None, description="the predict field that takes each file")
     weights: str | None = Field(default=None, description="weights to predict with: a training id")
-
-    def backend(self, platform: Platform) -> str:
-        return platform.settings.backend
 
 
 def in_storage(settings: Settings, owner: str, path: str, what: str) -> Path:
@@ -173,8 +161,6 @@ class LocalJobs(Lifecycle):
         if problems := check_choice(form, asked):
             raise PlatformError(400, "hardware: " + "; ".join(problems))
         if isinstance(request, BatchRequest):
-            if not request.input or not request.output:
-                raise PlatformError(400, "batch jobs need input and output folders in your storage")
             dep = await self._create_batch(caller, item, request)
         else:
             hardware = {k: f["value"] for k, f in form["hardware"].items() if "range" in f} | asked
@@ -229,18 +215,13 @@ class LocalJobs(Lifecycle):
             "init_weights": init_weights,
             "platform_args": platform_args,
             "warnings": warnings,
-            "cpu": hardware.get("cpu_num", 1),
-            "ram_mb": hardware.get("ram", 2000),
-            "gpu": gpu,
-            "gpu_ids": [],
+            **resources(hardware),
         }
-        return deps.create(
-            self.settings.db_url, owner=owner, kind="training", name=item.id, spec=spec, status="queued", vo=caller.vo
-        )
+        return self.record(caller, "training", item, spec, "queued")
 
     async def _create_batch(self, caller: Caller, item: CatalogItem, request: BatchRequest) -> Deployment:
         """Predict over a folder of the user's storage, results to another folder, as a queued job."""
-        owner, input_path, output_path = caller.name, request.input or "", request.output or ""
+        owner, input_path, output_path = caller.name, request.input, request.output
         if self.settings.quotas[caller.role].trainings < 1:
             raise PlatformError(403, f"batch jobs need role intermediate or advanced; yours is {caller.role}")
         if not item.run.package_path or not item.run.entry_point:
@@ -268,9 +249,7 @@ class LocalJobs(Lifecycle):
             "gpu": 0,
             "gpu_ids": [],
         }
-        return deps.create(
-            self.settings.db_url, owner=owner, kind="batch", name=item.id, spec=spec, status="queued", vo=caller.vo
-        )
+        return self.record(caller, "batch", item, spec, "queued")
 
     def in_storage(self, owner: str, path: str, what: str) -> Path:
         return in_storage(self.settings, owner, path, what)

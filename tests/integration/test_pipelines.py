@@ -69,7 +69,8 @@ def test_pipeline_checks_its_steps(pia: httpx.Client, quinn: httpx.Client, steps
         return api.post(f"{API}/deployments", json={"kind": "pipeline", "steps": steps})
 
     one = create(pia, [{"deployment": prep["id"]}])
-    assert one.status_code == 400 and "at least 2 steps" in one.json()["detail"]
+    assert one.status_code == 422 and one.json()["detail"][0]["loc"] == ["body", "steps"]
+    assert "at least 2 items" in one.json()["detail"][0]["msg"]
     json_into_file = create(pia, [{"deployment": prep["id"]}, {"deployment": digits["id"], "input_field": "image"}])
     assert json_into_file.status_code == 400 and "passes JSON" in json_into_file.json()["detail"]
     no_arg = create(pia, [{"deployment": prep["id"], "output": "file"},

@@ -213,4 +213,5 @@ def test_batch_inference_over_a_storage_folder(trainer: httpx.Client, dataset: s
     post = lambda **b: trainer.post(f"{API}/deployments", json={"kind": "batch", "item": "ai4lab-digits", **b})  # noqa: E731
     assert post(input=sevens, output=f"{sevens}/out").status_code == 400
     assert post(input="nothing-here", output="x").status_code == 400
-    assert post(input=sevens).status_code == 400
+    r = post(input=sevens)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "output"]
