@@ -263,57 +263,6 @@ def test_cvat_tool_on_nomad(platform: Platform, nomad: FakeNomadServer, tokens: 
     assert job["ID"] not in {j["ID"] for j in fake.jobs.values()}
 
 
-def test_module_and_training_deployments_on_nomad(platform: Platform, nomad: FakeNomadServer,
-                                                  tokens: dict[str, str]) -> None:
-    fake = nomad.fake
-    with platform.api(tokens["bob"]) as api:
-        r = api.post(f"{API}/deployments", json={"kind": "module", "item": "ai4lab-digits", "title": "digits on nomad",
-                                                 "hardware": {"cpu_num": 1, "ram": 2000}})
-        assert r.status_code == 201, r.text
-        mod = wait_status(api, r.json()["id"], "running")
-        job = job_of(fake, deployment=mod["id"])
-        assert job["TaskGroups"][0]["Tasks"][-1]["Config"]["image"] == "ai4lab/ai4lab-digits:latest"
-        port = fake.alloc_of(job["ID"])["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
-        assert mod["endpoints"] == {"api": f"http://127.0.0.1:{port}"}
-        fake.set_logs(job["ID"], "deepaas started\n")
-        assert api.get(f"{API}/deployments/{mod['id']}/logs").text == "deepaas started\n"
-        # alice cannot see bob's deployment
-        with platform.api(tokens["alice"]) as other:
-            assert other.get(f"{API}/deployments/{mod['id']}").status_code == 404
-
-        # a training the scheduler cannot place: queued, with Nomad's reason
-        r = api.post(f"{API}/deployments", json={"kind": "training", "item": "ai4lab-digits",
-                                                 "args": {"epochs": 2},
-                                                 "hardware": {"gpu_num": 1, "ram": 8000}})
-        assert r.status_code == 201, r.text
-        big = wait_status(api, r.json()["id"], "queued", reason="pending: not placed yet")
-        assert "no node can run it" in big["status_reason"] and "exhausted (memory)" in big["status_reason"]
-        assert api.delete(f"{API}/deployments/{big['id']}").json()["status"] == "stopped"
-
-        # a training that runs and completes
-        r = api.post(f"{API}/deployments", json={"kind": "training", "item": "ai4lab-digits",
-                                                 "args": {"epochs": 2}, "hardware": {"ram": 2000}})
-        train = wait_status(api, r.json()["id"], "running")
-        tjob = job_of(fake, deployment=train["id"])
-        assert tjob["Type"] == "batch"
-        assert tjob["TaskGroups"][0]["Tasks"][-1]["Config"]["args"] == ["train", "--epochs", "2"]
-        fake.finish(tjob["ID"], 0)
-        assert wait_status(api, train["id"], "succeeded")["status_reason"] == "completed"
-
-        # node loss: rescheduled once on the other node, then nowhere left -> failed with the reason
-        node = fake.alloc_of(job["ID"])["NodeName"]
-        fake.lose_node(node)
-        fake.wait_running(job["ID"])
-        assert fake.alloc_of(job["ID"])["NodeName"] != node
-        assert wait_status(api, mod["id"], "running")["status"] == "running"
-        other = fake.alloc_of(job["ID"])["NodeName"]
-        fake.lose_node(other)
-        failed = wait_status(api, mod["id"], "failed")
-        assert failed["status_reason"].startswith(f"lost: alloc is lost since its node {other} is down; "
-                                                  "not rescheduled: no node can run it")
-
-
-
 @contextmanager
 def deepaas_at(port: int, body: bytes, content_type: str) -> Iterator[list[str]]:
     """A stand-in for a module image's DEEPaaS at an allocation's port (images cannot run here): it answers
@@ -381,3 +330,53 @@ def test_nomad_modules_in_a_pipeline_and_ended_ones_not_proxied(platform: Platfo
             assert r.status_code == 409 and "is failed" in r.json()["detail"]
             assert asked[-1] == "GET /v2/models/" and len([a for a in asked if a.startswith("GET")]) == 1
         api.delete(f"{API}/deployments/{prep['id']}")
+
+
+def test_module_and_training_deployments_on_nomad(platform: Platform, nomad: FakeNomadServer,
+                                                  tokens: dict[str, str]) -> None:
+    fake = nomad.fake
+    with platform.api(tokens["bob"]) as api:
+        r = api.post(f"{API}/deployments", json={"kind": "module", "item": "ai4lab-digits", "title": "digits on nomad",
+                                                 "hardware": {"cpu_num": 1, "ram": 2000}})
+        assert r.status_code == 201, r.text
+        mod = wait_status(api, r.json()["id"], "running")
+        job = job_of(fake, deployment=mod["id"])
+        assert job["TaskGroups"][0]["Tasks"][-1]["Config"]["image"] == "ai4lab/ai4lab-digits:latest"
+        port = fake.alloc_of(job["ID"])["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
+        assert mod["endpoints"] == {"api": f"http://127.0.0.1:{port}"}
+        fake.set_logs(job["ID"], "deepaas started\n")
+        assert api.get(f"{API}/deployments/{mod['id']}/logs").text == "deepaas started\n"
+        # alice cannot see bob's deployment
+        with platform.api(tokens["alice"]) as other:
+            assert other.get(f"{API}/deployments/{mod['id']}").status_code == 404
+
+        # a training the scheduler cannot place: queued, with Nomad's reason
+        r = api.post(f"{API}/deployments", json={"kind": "training", "item": "ai4lab-digits",
+                                                 "args": {"epochs": 2},
+                                                 "hardware": {"gpu_num": 1, "ram": 8000}})
+        assert r.status_code == 201, r.text
+        big = wait_status(api, r.json()["id"], "queued", reason="pending: not placed yet")
+        assert "no node can run it" in big["status_reason"] and "exhausted (memory)" in big["status_reason"]
+        assert api.delete(f"{API}/deployments/{big['id']}").json()["status"] == "stopped"
+
+        # a training that runs and completes
+        r = api.post(f"{API}/deployments", json={"kind": "training", "item": "ai4lab-digits",
+                                                 "args": {"epochs": 2}, "hardware": {"ram": 2000}})
+        train = wait_status(api, r.json()["id"], "running")
+        tjob = job_of(fake, deployment=train["id"])
+        assert tjob["Type"] == "batch"
+        assert tjob["TaskGroups"][0]["Tasks"][-1]["Config"]["args"] == ["train", "--epochs", "2"]
+        fake.finish(tjob["ID"], 0)
+        assert wait_status(api, train["id"], "succeeded")["status_reason"] == "completed"
+
+        # node loss: rescheduled once on the other node, then nowhere left -> failed with the reason
+        node = fake.alloc_of(job["ID"])["NodeName"]
+        fake.lose_node(node)
+        fake.wait_running(job["ID"])
+        assert fake.alloc_of(job["ID"])["NodeName"] != node
+        assert wait_status(api, mod["id"], "running")["status"] == "running"
+        other = fake.alloc_of(job["ID"])["NodeName"]
+        fake.lose_node(other)
+        failed = wait_status(api, mod["id"], "failed")
+        assert failed["status_reason"].startswith(f"lost: alloc is lost since its node {other} is down; "
+                                                  "not rescheduled: no node can run it")
