@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import random_port
 from tornado import web
@@ -227,34 +226,16 @@ class LocalSessionSpawner(ProfileFormSpawner):
         self.job_state["gpu_ids"] = gpu_ids
         self.record("starting", backend_state=self.job_state)
         self._event(50, f"Process started (pid {self.job_state['pid']})")
-        await self._wait_answering(job.name)
+        try:
+            await self.wait_answering(f"http://127.0.0.1:{self.port}")
+        except BaseException as e:
+            await self.backend.stop(self.job_state)
+            self.record("failed", str(e) or type(e).__name__)
+            raise
         url = f"{self.user.url}{self.name}/" if self.name else self.user.url
         self.record("running", endpoints={"url": url.rstrip("/") + "/"})
         self._event(90, "Server answering")
         return (self.ip or "127.0.0.1", self.port)
-
-    async def _wait_answering(self, name: str) -> None:
-        url = f"http://127.0.0.1:{self.port}{self.server.base_url if self.server else '/'}api"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ready_timeout
-        async with httpx.AsyncClient(timeout=2) as client:
-            while loop.time() < deadline:
-                status = await self.backend.status(self.job_state)
-                if not status.running:
-                    tail = await self.backend.logs(self.job_state, tail=15)
-                    reason = f"session process {status.reason}"
-                    self.record("failed", reason + "\n" + tail)
-                    raise RuntimeError(f"{reason}; last log lines:\n{tail}")
-                try:
-                    r = await client.get(url)
-                    if r.status_code < 500:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
-        await self.backend.stop(self.job_state)
-        self.record("failed", "timed out waiting for the server")
-        raise TimeoutError(f"{name} did not answer within {self.ready_timeout:g}s")
 
     async def poll(self) -> int | None:
         if not self.job_state:

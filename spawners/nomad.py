@@ -15,7 +15,6 @@ models of the cluster and their free counts (from the nodes' resources).
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
@@ -252,7 +251,7 @@ class NomadSpawner(ProfileFormSpawner):
         self._event(10, f"Nomad job {self.job_state['job_id']} registered (evaluation {self.job_state['eval_id'][:8]})")
         try:
             url = await self._follow_allocation()
-            await self._wait_answering(url)
+            await self.wait_answering(url, request_timeout=5)
         except BaseException as e:
             await self.backend.stop(self.job_state)
             self.record("failed", str(e) or type(e).__name__)
@@ -290,26 +289,6 @@ class NomadSpawner(ProfileFormSpawner):
                 status = await self.backend.status(self.job_state)
                 raise NomadSpawnError(f"the session's allocation ended before it answered: {status.reason}")
         raise NomadSpawnError("the session's job disappeared from Nomad")
-
-    async def _wait_answering(self, url: str) -> None:
-        """The service check of the job, seen from the hub: the server's API answers."""
-        probe = f"{url}{self.server.base_url if self.server else '/'}api"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ready_timeout
-        async with httpx.AsyncClient(timeout=5) as client:
-            while loop.time() < deadline:
-                try:
-                    r = await client.get(probe)
-                    if r.status_code < 500:
-                        return
-                except httpx.TransportError:
-                    pass
-                status = await self.backend.status(self.job_state)
-                if not status.running:
-                    tail = await self.backend.logs(self.job_state, tail=15)
-                    raise NomadSpawnError(f"session {status.reason}; last log lines:\n{tail}")
-                await asyncio.sleep(0.5)
-        raise TimeoutError(f"the session did not answer at {probe} within {self.ready_timeout:g}s")
 
     async def poll(self) -> int | None:
         if not self.job_state:

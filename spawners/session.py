@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable
 from inspect import isawaitable
 from typing import Any
 
+import httpx
 from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Dict, List, Unicode, default
@@ -203,6 +204,31 @@ class ProfileFormSpawner(Spawner):
             dep = deps.get(self.db_url, self.deployment_id)
             if dep is not None and dep.status in ACTIVE_STATUSES:
                 deps.set_status(self.db_url, self.deployment_id, "stopped", reason)
+
+    # -- waiting for the server ---------------------------------------------------------------
+    async def wait_answering(self, server_url: str, request_timeout: float = 2) -> None:
+        """Until the server's API (``<server_url><base_url>api``) answers below 500.
+
+        A job that ends first raises ``RuntimeError`` with the backend's reason and its last
+        log lines; no answer within ``ready_timeout`` raises ``TimeoutError``. The caller stops
+        the job and records the failure.
+        """
+        probe = f"{server_url.rstrip('/')}{self.server.base_url if self.server else '/'}api"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
+        async with httpx.AsyncClient(timeout=request_timeout) as client:
+            while loop.time() < deadline:
+                try:
+                    if (await client.get(probe)).status_code < 500:
+                        return
+                except httpx.TransportError:
+                    pass
+                status = await self.backend.status(self.job_state)
+                if not status.running:
+                    tail = await self.backend.logs(self.job_state, tail=15)
+                    raise RuntimeError(f"session {status.reason}; last log lines:\n{tail}")
+                await asyncio.sleep(0.3)
+        raise TimeoutError(f"the session did not answer at {probe} within {self.ready_timeout:g}s")
 
     # -- progress: events pushed by start(), read by progress() ---------------------
     def _reset_events(self) -> None:
