@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab.core.settings import GpuDevice, Quota
 
@@ -60,3 +60,99 @@ class StorageListing(BaseModel):
     path: str
     type: str = "directory"
     content: list[StorageEntry]
+
+
+class Answer(BaseModel):
+    """An answer whose documented fields are checked; fields added later still reach the client."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class FlowerRound(Answer):
+    round: int
+    metrics: dict[str, Any] = Field(description="the aggregated metrics of the round")
+
+
+class FlowerInfo(Answer):
+    """A Flower server deployment as its panel shows it."""
+
+    id: str
+    address: str | None = Field(description="host:port the clients join (once running)")
+    tls: bool = Field(description="whether clients must pin the server's certificate")
+    status: str
+    status_reason: str
+    state: str = Field(description="the server's own state: starting, waiting for clients, round n, finished, ...")
+    config: dict[str, Any] = Field(description="rounds, strategy, metric, minimum clients ...")
+    metric: str
+    rounds_total: int
+    rounds: list[FlowerRound]
+    result: float | None = Field(description="the metric after the last round")
+    clients: list[dict[str, Any]] = Field(description="clients connected now")
+    refused: int = Field(description="connections refused for a wrong token")
+    mlflow_run_id: str | None = None
+    mlflow_run: str | None = None
+    model: str | None = Field(default=None, description="the final global model in the owner's storage")
+    error: str | None = None
+
+
+class FlowerToken(Answer):
+    token: str
+    address: str
+    certificate: str | None = Field(description="the server's certificate (PEM), when it speaks TLS")
+    snippet: str = Field(description="how a client joins, from a terminal or a notebook")
+
+
+class CvatAccess(Answer):
+    url: str | None = Field(description="CVAT's UI, once running")
+    username: str | None
+    password: str | None
+    status: str
+
+
+class CvatExport(Answer):
+    dataset: str = Field(description="the folder in the owner's storage")
+    files: list[str]
+
+
+class MetricPoint(Answer):
+    step: int
+    value: float
+
+
+class Metrics(Answer):
+    run_id: str | None
+    status: str | None = None
+    metrics: dict[str, list[MetricPoint]]
+
+
+class Source(Answer):
+    """A catalog source as admins see it."""
+
+    name: str
+    type: str
+    url: str | None = None
+    path: str | None = None
+    kind: str | None = None
+    branch: str | None = None
+    added: bool = Field(description="added at run time (not in the settings file)")
+    fetched_at: Any = None
+    last_error: str | None = None
+    items: list[str]
+
+
+class Refreshed(Answer):
+    modules: int
+    tools: int
+    errors: list[dict[str, Any]]
+
+
+class Removed(Answer):
+    removed: str
+
+
+class Withdrawn(Answer):
+    withdrawn: str
+
+
+class Deleted(Answer):
+    deleted: str

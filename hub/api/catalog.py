@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai4lab.api.answers import Refreshed, Removed, Source, Withdrawn
 from ai4lab.api.auth import HubUser
 from ai4lab.api.context import ApiContext, MaybeUser, User
 from ai4lab.catalog import added_sources
@@ -68,12 +69,19 @@ def build_router(api: ApiContext) -> APIRouter:
         if not user.admin:
             raise PlatformError(403, "admins only")
 
-    @router.get("/sources", summary="The catalog sources, with their items and last fetch (admin)")
+    @router.get(
+        "/sources", summary="The catalog sources, with their items and last fetch (admin)", response_model=list[Source]
+    )
     async def list_sources(user: User) -> list[dict[str, Any]]:
         require_admin(user)
         return catalog.source_views()
 
-    @router.post("/sources", status_code=201, summary="Add a module or AI4OS catalog repository from git (admin)")
+    @router.post(
+        "/sources",
+        status_code=201,
+        summary="Add a module or AI4OS catalog repository from git (admin)",
+        response_model=Source,
+    )
     async def add_source(body: AddSource, user: User) -> dict[str, Any]:
         require_admin(user)
         cfg = await asyncio.to_thread(added_sources.detect, body.name, body.git, body.branch, body.kind)
@@ -83,7 +91,7 @@ def build_router(api: ApiContext) -> APIRouter:
         catalog.reload()
         return next(v for v in catalog.source_views() if v["name"] == cfg.name)
 
-    @router.delete("/sources/{name}", summary="Remove a source added at run time (admin)")
+    @router.delete("/sources/{name}", summary="Remove a source added at run time (admin)", response_model=Removed)
     async def delete_source(name: str, user: User) -> dict[str, str]:
         require_admin(user)
         added_sources.remove(settings, name)
@@ -100,7 +108,7 @@ def build_router(api: ApiContext) -> APIRouter:
         require_admin(user)
         return [e.model_dump() for e in catalog.errors()]
 
-    @router.post("/refresh", summary="Fetch remote catalog sources again (admin)")
+    @router.post("/refresh", summary="Fetch remote catalog sources again (admin)", response_model=Refreshed)
     async def refresh(user: User) -> dict[str, Any]:
         require_admin(user)
         errs = await asyncio.to_thread(catalog.refresh, True)
@@ -239,7 +247,9 @@ def build_router(api: ApiContext) -> APIRouter:
         catalog.reload()
         return _detail(find(kind, item_id, user))
 
-    @router.delete("/{kind}/{item_id}", summary="Withdraw a published item (its owner or an admin)")
+    @router.delete(
+        "/{kind}/{item_id}", summary="Withdraw a published item (its owner or an admin)", response_model=Withdrawn
+    )
     async def withdraw(kind: KindPath, item_id: str, user: User) -> dict[str, str]:
         item = find(kind, item_id, user)
         if item.source != "published":

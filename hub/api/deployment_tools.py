@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai4lab.api.answers import CvatAccess, CvatExport, FlowerInfo, FlowerToken
 from ai4lab.api.auth import HubUser
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core.db import Deployment
@@ -52,19 +53,25 @@ def build_router(api: ApiContext) -> APIRouter:
             raise PlatformError(400, f"deployment {dep_id} is not {what}")
         return dep
 
-    @router.get("/{dep_id}/flower", summary="A Flower deployment: address, rounds, clients, outputs")
+    @router.get(
+        "/{dep_id}/flower", summary="A Flower deployment: address, rounds, clients, outputs", response_model=FlowerInfo
+    )
     async def flower_info(dep_id: str, user: User) -> dict[str, Any]:
         return tools.info(of_tool(dep_id, user, FLOWER_ITEM, "a Flower server"))
 
-    @router.get("/{dep_id}/flower/token", summary="The Flower token and how to join (owner/admin)")
+    @router.get(
+        "/{dep_id}/flower/token", summary="The Flower token and how to join (owner/admin)", response_model=FlowerToken
+    )
     async def flower_token(dep_id: str, user: User) -> dict[str, Any]:
         return tools.token(of_tool(dep_id, user, FLOWER_ITEM, "a Flower server"))
 
-    @router.post("/{dep_id}/flower/token", summary="Rotate the Flower token: the old one is refused")
+    @router.post(
+        "/{dep_id}/flower/token", summary="Rotate the Flower token: the old one is refused", response_model=FlowerToken
+    )
     async def flower_rotate(dep_id: str, user: User) -> dict[str, Any]:
         return tools.rotate(of_tool(dep_id, user, FLOWER_ITEM, "a Flower server"))
 
-    @router.get("/{dep_id}/cvat", summary="CVAT's address and admin account (owner/admin)")
+    @router.get("/{dep_id}/cvat", summary="CVAT's address and admin account (owner/admin)", response_model=CvatAccess)
     async def cvat_access(dep_id: str, user: User) -> dict[str, Any]:
         return NomadTools.cvat_access(of_tool(dep_id, user, CVAT_ITEM, "a CVAT deployment"), box)
 
@@ -72,6 +79,7 @@ def build_router(api: ApiContext) -> APIRouter:
         "/{dep_id}/cvat/export",
         status_code=201,
         summary="Export a CVAT task's annotations into datasets/<name>/ of the owner's storage",
+        response_model=CvatExport,
     )
     async def cvat_export(dep_id: str, body: CvatExportRequest, user: User) -> dict[str, Any]:
         from ai4lab.deploy.cvat_export import ExportError, export_task_annotations

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from ai4lab.api.answers import DeploymentView
+from ai4lab.api.answers import DeploymentView, Metrics
 from ai4lab.api.context import ApiContext, User
 from ai4lab.api.mlflow_gateway import HOP_HEADERS
 from ai4lab.core import deployments as deps
@@ -253,7 +253,9 @@ def build_router(api: ApiContext) -> APIRouter:
             return Response(answer.content, media_type=answer.content_type)
         return JSONResponse(answer.json)
 
-    @router.get("/{dep_id}/metrics", summary="Metric histories of a training (from its MLflow run)")
+    @router.get(
+        "/{dep_id}/metrics", summary="Metric histories of a training (from its MLflow run)", response_model=Metrics
+    )
     async def metrics(dep_id: str, user: User) -> dict[str, Any]:
         dep = api.deployment(dep_id, user)
         run_id = dep.endpoints.get("mlflow_run_id") or await run_of(dep)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import Response
 
-from ai4lab.api.answers import StorageEntry, StorageListing
+from ai4lab.api.answers import Deleted, StorageEntry, StorageListing
 from ai4lab.api.auth import HubUser
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core.errors import PlatformError
@@ -83,7 +83,7 @@ def build_router(api: ApiContext) -> APIRouter:
             return [store.mkdir(path)]
         return [store.write(f"{path.strip('/')}/{Path(f.filename or 'upload').name}", await f.read()) for f in files]
 
-    @router.delete("/{path:path}", summary="Delete a file or folder of my storage")
+    @router.delete("/{path:path}", summary="Delete a file or folder of my storage", response_model=Deleted)
     @_file_errors
     async def storage_delete(path: str, user: User) -> dict[str, str]:
         storage_for(user).delete(path)
