@@ -164,16 +164,20 @@ def build_router(api: ApiContext) -> APIRouter:
         await upstream.aclose()
         return Response(content, status_code=upstream.status_code, headers=out)
 
-    @router.api_route(
-        "/{dep_id}/api/{path:path}",
-        methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
-        summary="The deployment's own API (DEEPaaS, Swagger UI at ui), for its owner",
-    )
     async def proxy(dep_id: str, path: str, request: Request, user: User) -> Response:
         dep = running_module(dep_id, user)
         body = await read_body(request)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
         return await forward(dep, request.method, f"/{path}", request.query_params, headers, body)
+
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"):  # one route each: one operation id each
+        router.add_api_route(
+            "/{dep_id}/api/{path:path}",
+            proxy,
+            methods=[method],
+            name=f"proxy_{method.lower()}",
+            summary="The deployment's own API (DEEPaaS, Swagger UI at ui), for its owner",
+        )
 
     async def with_weights(request: Request, weights: str) -> tuple[bytes, dict[str, str]]:
         """The multipart body again, with the deployment's weights unless the request names others."""
