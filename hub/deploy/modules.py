@@ -227,7 +227,11 @@ class ModuleServers(Lifecycle):
                 await self.stop(dep, f"stopped after {idle} s without requests")
 
     async def recover(self) -> None:
-        """After an API restart: re-attach what still runs, restart what was starting or what a shutdown stopped."""
+        """After an API restart: re-attach what still runs, restart what was starting or what a shutdown stopped.
+
+        A server caught starting is ended first, also one launched but not recorded yet (found by its job name):
+        otherwise the deployment would run two.
+        """
         for dep in self.mine():
             if dep.status in ACTIVE_STATUSES:
                 alive = dep.backend_state and (await self.local.status(dep.backend_state)).running
@@ -235,6 +239,7 @@ class ModuleServers(Lifecycle):
                     continue
                 if alive:
                     await self.local.stop(dep.backend_state)
+                await self.local.stop_job(f"module-{dep.id}")
                 deps.set_status(self.settings.db_url, dep.id, "starting", "restarting after a platform restart")
                 self.spawn(self.start(dep))
         await super().recover()

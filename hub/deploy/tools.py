@@ -327,6 +327,8 @@ class LocalTools(Lifecycle):
             job = await driver.job(dep, workdir, port, token)
             if (cur := deps.get(self.settings.db_url, dep_id)) is None or cur.status != "starting":
                 return  # stopped while its environment was being built
+            # a server launched before a platform restart may have left its status file: wait for this one's own
+            (workdir / "status.json").unlink(missing_ok=True)
             state = await self.local.submit(job)
             state.update(
                 port=port, token=self.box.seal(token), status_file=str(workdir / "status.json"), workdir=str(workdir)
