@@ -2,6 +2,7 @@
 
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations (local aliases) as objects
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,6 +12,7 @@ from ai4lab.api.answers import Account, Me
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core import accounts
 from ai4lab.core.errors import PlatformError
+from ai4lab.core.storage import local_usage
 
 
 def build_router(api: ApiContext) -> APIRouter:
@@ -30,6 +32,10 @@ def build_router(api: ApiContext) -> APIRouter:
             "role": caller.role,
             "vo": caller.vo,
             "quota": settings.quotas[caller.role],
+            "storage": {
+                "used_bytes": await asyncio.to_thread(local_usage, settings.user_storage(user.name)),
+                "allowed_bytes": settings.quotas[caller.role].storage_bytes,
+            },
             "gpus": settings.gpus,
         }
 

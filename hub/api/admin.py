@@ -6,6 +6,7 @@ the JupyterLab admin panel and scripts; the page stops deployments through the o
 ``DELETE /deployments/{id}``, which admins may call for anyone's.
 """
 
+import asyncio
 import os
 from collections import defaultdict
 from typing import Any
@@ -25,6 +26,7 @@ from ai4lab.core.isolation import describe_mode
 from ai4lab.core.limits import CgroupLimits
 from ai4lab.core.settings import Settings
 from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
+from ai4lab.core.storage import human_size, local_usage
 
 
 def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
@@ -53,6 +55,13 @@ def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
         "quotas": {role: q.model_dump() for role, q in settings.quotas.items()},
         "gpus": [g.model_dump() for g in settings.gpus],
         "users": [{"name": u.name, "role": u.role, "admin": u.is_admin, "vo": u.vo} for u in users.values()],
+        "storage": {
+            name: {
+                "used_bytes": local_usage(settings.user_storage(name)),
+                "allowed_bytes": settings.quotas[u.role].storage_bytes,
+            }
+            for name, u in users.items()
+        },
         "catalog_errors": [e.model_dump() for e in catalog.errors()],
         "checks": last_reports(settings),
         "sources": catalog.source_views(),
@@ -71,19 +80,19 @@ def build_router(api: ApiContext) -> APIRouter:
     @router.get("/usage", summary="All deployments, usage per user and VO, quotas, catalog errors (admin)")
     async def usage_json(user: User) -> dict[str, Any]:
         require_admin(user)
-        return usage(settings, catalog)
+        return await asyncio.to_thread(usage, settings, catalog)
 
     @router.get("", include_in_schema=False, response_class=HTMLResponse)
     async def page(user: User, status: str = "active") -> HTMLResponse:
         require_admin(user)
-        data = usage(settings, catalog)
+        data = await asyncio.to_thread(usage, settings, catalog)
         shown = [
             d
             for d in data["deployments"]
             if status == "all" or (status == "active") == (d["status"] in ACTIVE_STATUSES)
         ]
         html = _env.get_template("admin.html").render(
-            prefix=prefix, hub_home=hub_home, user=user, data=data, shown=shown, status=status
+            prefix=prefix, hub_home=hub_home, user=user, data=data, shown=shown, status=status, size=human_size
         )
         return HTMLResponse(html)
 

@@ -30,12 +30,18 @@ class DeploymentView(BaseModel):
     progress: dict[str, int] | None = Field(default=None, description="batch jobs: files done and total")
 
 
+class StorageUsage(BaseModel):
+    used_bytes: int = Field(description="what the user's storage holds")
+    allowed_bytes: int = Field(description="what their role's quota allows (quota.storage_gb)")
+
+
 class Me(BaseModel):
     name: str
     admin: bool
     role: str = Field(description="basic, intermediate or advanced")
     vo: str | None = None
     quota: Quota = Field(description="what the role allows")
+    storage: StorageUsage = Field(description="storage used against the quota")
     gpus: list[GpuDevice] = Field(description="the GPUs of this platform")
 
 

@@ -1,26 +1,30 @@
-"""``/storage``: the caller's own storage: list, download, upload, make folders, delete.
+"""``/storage``: the caller's own storage: list, download, upload, make folders, rename, delete.
 
 Every path goes through the storage's resolver (``ai4lab.core.storage``): a
 path or a symlink that leaves the user's storage is a 400, as is any other
 malformed path; a missing file is a 404; a file where a folder is wanted (or
-the reverse) is a 409.
+the reverse), or a taken name, is a 409. Uploads are streamed to a temporary
+name and counted against the role's storage quota as they arrive: one that
+would go over it is a 507 saying what is used and allowed, and leaves nothing.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations (local aliases) as objects
 
+import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab.api.answers import Deleted, StorageEntry, StorageListing
 from ai4lab.api.auth import HubUser
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core.errors import PlatformError
-from ai4lab.core.storage import OwnedStorage, UserStorage
+from ai4lab.core.storage import OwnedStorage, QuotaExceeded, UserStorage, chunks_of
 
 T = TypeVar("T")
 
@@ -40,6 +44,20 @@ def _file_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
     return wrapper
 
 
+class StorageMove(BaseModel):
+    """Rename or move a file or folder within my storage."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(description="the new path, inside my storage")
+    overwrite: bool = Field(default=False, description="replace a file already there (never a folder)")
+
+
+async def _stream(file: Any) -> AsyncIterator[bytes]:
+    parts = chunks_of(file)
+    while (data := await asyncio.to_thread(next, parts, None)) is not None:
+        yield data
+
+
 def build_router(api: ApiContext) -> APIRouter:
     settings = api.settings
     router = APIRouter(prefix=f"{api.prefix}/storage", tags=["storage"])
@@ -48,6 +66,25 @@ def build_router(api: ApiContext) -> APIRouter:
         store = OwnedStorage(f"file://{settings.user_storage(user.name)}", {}, api.platform.local.identity(user.name))
         store.ensure_root()
         return store
+
+    async def budget(user: HubUser, store: UserStorage, replaced: int = 0) -> tuple[int, int]:
+        """What is used and what may still be written (``replaced``: bytes a write frees by replacing a file)."""
+        allowed = settings.quotas[api.caller(user).role].storage_bytes
+        used = await asyncio.to_thread(store.usage)
+        return used, allowed - used + replaced
+
+    async def receive(store: UserStorage, path: str, parts: AsyncIterator[bytes], used: int, left: int) -> Any:
+        """Write ``parts`` to ``path``; over the quota, the upload is dropped and nothing is left."""
+        upload = await asyncio.to_thread(store.upload, path)
+        try:
+            async for data in parts:
+                if upload.size + len(data) > left:
+                    raise QuotaExceeded(used, upload.size + len(data), used + left)
+                await asyncio.to_thread(upload.write, data)
+            return await asyncio.to_thread(upload.commit)
+        except BaseException:
+            await asyncio.to_thread(upload.abort)
+            raise
 
     @router.get("", summary="List the root of my storage", response_model=StorageListing)
     @router.get(
@@ -60,16 +97,31 @@ def build_router(api: ApiContext) -> APIRouter:
         store = storage_for(user)
         if not path.strip("/") or store.is_dir(path):
             return {"path": path.strip("/"), "type": "directory", "content": store.listdir(path)}
-        return Response(
-            store.read(path),
+        info = store.info(path)
+        return StreamingResponse(
+            _stream(store.open(path)),
             media_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="{Path(path).name}"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="{Path(path).name}"',
+                "Content-Length": str(info["size"]),
+            },
         )
 
-    @router.put("/{path:path}", summary="Upload a file (raw body) to my storage", response_model=StorageEntry)
+    @router.put("/{path:path}", summary="Upload a file (raw body, streamed) to my storage", response_model=StorageEntry)
     @_file_errors
     async def storage_put(path: str, request: Request, user: User) -> dict[str, Any]:
-        return storage_for(user).write(path, await request.body())
+        store = storage_for(user)
+        used, left = await budget(user, store, await asyncio.to_thread(store.size_of, path))
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > left:
+            raise QuotaExceeded(used, declared, used + left)
+        info: dict[str, Any] = await receive(store, path, request.stream(), used, left)
+        return info
+
+    @router.patch("/{path:path}", summary="Rename or move a file or folder of my storage", response_model=StorageEntry)
+    @_file_errors
+    async def storage_move(path: str, move: StorageMove, user: User) -> dict[str, Any]:
+        return await asyncio.to_thread(storage_for(user).move, path, move.to, move.overwrite)
 
     @router.post(
         "/{path:path}",
@@ -81,7 +133,17 @@ def build_router(api: ApiContext) -> APIRouter:
         store = storage_for(user)
         if not files:
             return [store.mkdir(path)]
-        return [store.write(f"{path.strip('/')}/{Path(f.filename or 'upload').name}", await f.read()) for f in files]
+        targets = [f"{path.strip('/')}/{Path(f.filename or 'upload').name}" for f in files]
+        replaced = sum([await asyncio.to_thread(store.size_of, t) for t in targets])
+        used, left = await budget(user, store, replaced)
+        adding = sum(f.size or 0 for f in files)
+        if adding > left:  # all or none: checked before the first file is written
+            raise QuotaExceeded(used, adding, used + left)
+        written = []
+        for target, f in zip(targets, files, strict=True):
+            written.append(await receive(store, target, _stream(f.file), used, left))
+            left -= written[-1]["size"]
+        return written
 
     @router.delete("/{path:path}", summary="Delete a file or folder of my storage", response_model=Deleted)
     @_file_errors

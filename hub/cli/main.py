@@ -34,8 +34,10 @@ app.add_typer(config_app, name="config")
 def _add_subcommands() -> None:
     from ai4lab.cli import remote as remote_cli
     from ai4lab.cli.catalog import app as catalog_app
+    from ai4lab.cli.storage import app as storage_app
 
     app.add_typer(catalog_app, name="catalog")
+    app.add_typer(storage_app, name="storage")
     remote_cli.register(app)
 
 

@@ -7,15 +7,24 @@ Inside an ai4lab session it needs no arguments: ``AI4LAB_API_URL`` and
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from ai4lab.core.statuses import ACTIVE_STATUSES
+
+CHUNK = 1 << 20  # uploads and downloads go in parts of 1 MiB
+
+
+def _storage(path: str) -> str:
+    return "/storage/" + quote(path.strip("/"))
 
 
 def _reason(r: httpx.Response) -> str:
@@ -60,6 +69,18 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def _stream(self, method: str, path: str) -> Iterator[httpx.Response]:
+        """An answer read as it arrives (downloads), with errors raised as by ``_call``."""
+        try:
+            with self.http.stream(method, path) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise ApiError(r.status_code, f"{r.status_code}: {_reason(r)}")
+                yield r
+        except httpx.TransportError as e:
+            raise ApiError(0, f"cannot reach the platform at {self.url}: {e}") from None
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -235,10 +256,57 @@ class Client:
 
     # -- storage ----------------------------------------------------------------------
     def ls(self, path: str = "") -> list[dict[str, Any]]:
-        return self._call("GET", f"/storage/{path}")["content"]
+        """The entries of a folder of my storage (a file: its own entry, without reading it)."""
+        with self._stream("GET", _storage(path)) as r:
+            if r.headers.get("content-type", "").startswith("application/json"):
+                return json.loads(r.read())["content"]
+        parent, _, name = path.strip("/").rpartition("/")
+        return [e for e in self.ls(parent) if e["name"] == name]
 
-    def upload(self, local: str | Path, path: str) -> dict[str, Any]:
-        return self._call("PUT", f"/storage/{path}", content=Path(local).read_bytes())
+    def upload(self, local: str | Path, path: str, progress: Callable[[int], object] | None = None) -> dict[str, Any]:
+        """Upload a file, streamed (``progress`` is called with the bytes sent of each part)."""
+        local = Path(local)
+
+        def parts() -> Iterator[bytes]:
+            with local.open("rb") as f:
+                while data := f.read(CHUNK):
+                    yield data
+                    if progress:
+                        progress(len(data))
+
+        size = local.stat().st_size
+        return self._call("PUT", _storage(path), content=parts(), headers={"Content-Length": str(size)})
 
     def download(self, path: str) -> bytes:
-        return self._call("GET", f"/storage/{path}")
+        return self._call("GET", _storage(path))
+
+    def get(self, path: str, local: str | Path, progress: Callable[[int, int], object] | None = None) -> Path:
+        """Download a file to ``local``, streamed; a failed download leaves no partial file there.
+
+        ``progress`` is called with the bytes received of each part and the file's size.
+        """
+        local = Path(local)
+        tmp = local.with_name(f".{local.name}.part")
+        try:
+            with self._stream("GET", _storage(path)) as r, tmp.open("wb") as f:
+                if r.headers.get("content-type", "").startswith("application/json"):
+                    raise ApiError(409, f"{path!r} is a folder: download its files one by one")
+                size = int(r.headers.get("content-length") or 0)
+                for data in r.iter_bytes(CHUNK):
+                    f.write(data)
+                    if progress:
+                        progress(len(data), size)
+            tmp.replace(local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return local
+
+    def mkdir(self, path: str) -> dict[str, Any]:
+        return self._call("POST", _storage(path))[0]
+
+    def move(self, path: str, to: str, overwrite: bool = False) -> dict[str, Any]:
+        return self._call("PATCH", _storage(path), json={"to": to, "overwrite": overwrite})
+
+    def rm(self, path: str) -> dict[str, Any]:
+        """Delete a file or a folder with everything in it."""
+        return self._call("DELETE", _storage(path))

@@ -36,6 +36,13 @@ class Quota(BaseModel):
     gpu: int = Field(description="GPUs")
     sessions: int = Field(default=2, description="IDE sessions running at once")
     trainings: int = Field(default=1, description="trainings running at once (more wait in the queue)")
+    storage_gb: float = Field(
+        default=10, ge=0, description="platform storage in GB (uploads, dataset imports and new jobs stop at it)"
+    )
+
+    @property
+    def storage_bytes(self) -> int:
+        return int(self.storage_gb * 1e9)
 
 
 class NomadSettings(BaseModel):
@@ -102,9 +109,9 @@ def _default_sources() -> list[SourceConfig]:
 
 def _default_quotas() -> dict[str, Quota]:
     return {
-        "basic": Quota(cpu=2, ram_gb=4, gpu=0, sessions=1, trainings=0),
-        "intermediate": Quota(cpu=4, ram_gb=16, gpu=1, sessions=2, trainings=1),
-        "advanced": Quota(cpu=8, ram_gb=32, gpu=2, sessions=4, trainings=2),
+        "basic": Quota(cpu=2, ram_gb=4, gpu=0, sessions=1, trainings=0, storage_gb=5),
+        "intermediate": Quota(cpu=4, ram_gb=16, gpu=1, sessions=2, trainings=1, storage_gb=50),
+        "advanced": Quota(cpu=8, ram_gb=32, gpu=2, sessions=4, trainings=2, storage_gb=200),
     }
 
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import os
 import posixpath
+import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 
 from ai4lab.core.errors import PlatformError
+
+if TYPE_CHECKING:
+    from ai4lab.core.settings import Settings
 
 
 class StoragePathError(PlatformError, ValueError):
@@ -27,6 +32,50 @@ class StoragePathError(PlatformError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(400, message)
+
+
+class QuotaExceeded(PlatformError):
+    """507: a write that would take the user's storage over what their role allows; nothing of it is kept."""
+
+    def __init__(self, used: int, adding: int, allowed: int) -> None:
+        super().__init__(
+            507,
+            f"storage quota exceeded: {human_size(used)} used, {human_size(adding)} more would go over the "
+            f"{human_size(allowed)} your role allows; delete files from your storage or ask an admin for more",
+        )
+        self.used, self.adding, self.allowed = used, adding, allowed
+
+
+def human_size(n: float) -> str:
+    """``1.5 GB``: sizes in messages and listings people read (powers of 1000, as disks are sold)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def local_usage(root: str | os.PathLike[str]) -> int:
+    """Bytes of the files under ``root``; symlinks count as themselves, never as what they point to."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue  # removed while walking
+    return total
+
+
+def storage_not_full(settings: Settings, user: str, role: str, what: str) -> None:
+    """Refuse a job that writes to the user's storage when it already holds what the quota allows (507)."""
+    allowed = settings.quotas[role].storage_bytes
+    if (used := local_usage(settings.user_storage(user))) >= allowed:
+        raise PlatformError(
+            507,
+            f"your storage is full ({human_size(used)} of the {human_size(allowed)} your role allows): "
+            f"delete files from it before starting a {what}",
+        )
 
 
 def clean_relpath(path: str) -> str:
@@ -105,6 +154,30 @@ class UserStorage:
         rel = clean_relpath(rel)
         return f"{self.root}/{rel}" if rel else self.root
 
+    def _name(self, rel: str) -> str:
+        """Where the entry ``rel`` itself is: its folder resolved, its last part not followed.
+
+        Why: deleting or moving a symlink acts on the link, never on what it points to
+        (which may be outside the storage); only the folder it sits in must be inside.
+        """
+        rel = clean_relpath(rel)
+        if not rel:
+            raise StoragePathError("give a path inside your storage, not its root")
+        if not self.local:
+            return self._full(rel)
+        return str(resolve_in_storage(self.root, posixpath.dirname(rel)) / posixpath.basename(rel))
+
+    def usage(self) -> int:
+        """Bytes stored: what the quota is measured against."""
+        if self.local:
+            return local_usage(self.root)
+        return int(self.fs.du(self.root)) if self.fs.exists(self.root) else 0
+
+    def size_of(self, rel: str) -> int:
+        """Bytes of the file ``rel`` (0 when missing or a folder): what replacing it frees."""
+        full = self._full(rel)
+        return int(self.fs.size(full) or 0) if self.fs.isfile(full) else 0
+
     def ensure_root(self) -> None:
         if self.local:
             self.fs.makedirs(self.root, exist_ok=True)
@@ -169,6 +242,23 @@ class UserStorage:
         return self.fs.open(self._full(rel), mode)
 
     def write(self, rel: str, data: bytes) -> dict[str, Any]:
+        upload = self.upload(rel)
+        try:
+            upload.write(data)
+            return upload.commit()
+        except BaseException:
+            upload.abort()
+            raise
+
+    def committed(self, full: str) -> None:
+        """Called once an upload is in place (a subclass hands the file over to its owner)."""
+
+    def upload(self, rel: str) -> Upload:
+        """A file being written in parts; it replaces ``rel`` only at ``commit``.
+
+        Why: an upload that fails or is refused half-way (quota, a dropped connection)
+        must neither truncate the stored file nor leave a partial one under its name.
+        """
         rel = clean_relpath(rel)
         if not rel:
             raise StoragePathError("give a file path to write to")
@@ -178,11 +268,28 @@ class UserStorage:
         parent = posixpath.dirname(full)
         if parent:
             self.fs.makedirs(parent, exist_ok=True)
-        # write to a temporary name first so that a failed upload never truncates a stored file
-        tmp = f"{full}.ai4lab-upload"
-        self.fs.pipe_file(tmp, data)
-        self.fs.mv(tmp, full)
-        return self.info(rel)
+        return Upload(self, rel, full)
+
+    def move(self, rel: str, to: str, overwrite: bool = False) -> dict[str, Any]:
+        """Rename a file or folder (a symlink is moved as itself); a taken name is refused unless ``overwrite``."""
+        src, dst_rel = self._name(rel), clean_relpath(to)
+        if not (os.path.lexists(src) if self.local else self.fs.exists(src)):
+            raise FileNotFoundError(f"no such file or folder in your storage: {clean_relpath(rel)!r}")
+        dst = self._name(dst_rel)
+        if dst == src or dst.startswith(src.rstrip("/") + "/"):
+            raise StoragePathError(f"cannot move {clean_relpath(rel)!r} into itself")
+        if os.path.lexists(dst) if self.local else self.fs.exists(dst):
+            if not overwrite or self.fs.isdir(dst):
+                raise FileExistsError(f"{dst_rel!r} already exists in your storage")
+            self.fs.rm(dst)
+        self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
+        if self.local:
+            os.rename(src, dst)  # also a symlink or a folder, in one step
+        else:
+            self.fs.mv(src, dst, recursive=True)
+        return (
+            self.info(dst_rel) if not (self.local and os.path.islink(dst)) else self._entry({"islink": True}, dst_rel)
+        )
 
     def mkdir(self, rel: str) -> dict[str, Any]:
         rel = clean_relpath(rel)
@@ -202,16 +309,46 @@ class UserStorage:
         rel = clean_relpath(rel)
         if not rel:
             raise StoragePathError("refusing to delete the storage root")
-        if self.local:
-            parent = resolve_in_storage(self.root, posixpath.dirname(rel))
-            link = parent / posixpath.basename(rel)
-            if link.is_symlink():
-                link.unlink()
-                return
+        if self.local and os.path.islink(link := self._name(rel)):
+            os.unlink(link)
+            return
         full = self._full(rel)
         if not self.fs.exists(full):
             raise FileNotFoundError(f"no such file or folder in your storage: {rel!r}")
         self.fs.rm(full, recursive=True)
+
+
+class Upload:
+    """One file being uploaded to a temporary name beside its target (see :meth:`UserStorage.upload`)."""
+
+    def __init__(self, store: UserStorage, rel: str, full: str) -> None:
+        self.store, self.rel, self.full = store, rel, full
+        self.tmp = f"{full}.ai4lab-upload-{secrets.token_hex(4)}"
+        self.size = 0
+        self.file = store.fs.open(self.tmp, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+
+    def commit(self) -> dict[str, Any]:
+        self.file.close()
+        self.store.fs.mv(self.tmp, self.full)
+        self.store.committed(self.full)
+        return self.store.info(self.rel)
+
+    def abort(self) -> None:
+        """Drop what was written; the stored file (if any) is left as it was."""
+        self.file.close()
+        if self.store.fs.exists(self.tmp):
+            self.store.fs.rm(self.tmp)
+
+
+def chunks_of(file: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    """A file read in parts (downloads are streamed, never read whole into memory)."""
+    with file:
+        while data := file.read(size):
+            yield data
 
 
 class OwnedStorage(UserStorage):
@@ -247,11 +384,19 @@ class OwnedStorage(UserStorage):
 
         private_dir(Path(self.root), self.ident, Path(self.root).parent)
 
-    def write(self, rel: str, data: bytes) -> dict[str, Any]:
-        full = self._full(rel)
-        created = self._missing(posixpath.dirname(full))
-        info = super().write(rel, data)
-        self._hand_over(full, created)
+    def upload(self, rel: str) -> Upload:
+        created = self._missing(posixpath.dirname(self._full(rel)))
+        upload = super().upload(rel)
+        self._hand_over(upload.full, created)
+        return upload
+
+    def committed(self, full: str) -> None:
+        self._hand_over(full, [])
+
+    def move(self, rel: str, to: str, overwrite: bool = False) -> dict[str, Any]:
+        created = self._missing(posixpath.dirname(self._name(to)))
+        info = super().move(rel, to, overwrite)
+        self._hand_over(self._name(to), created)
         return info
 
     def mkdir(self, rel: str) -> dict[str, Any]:

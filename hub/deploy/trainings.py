@@ -38,7 +38,7 @@ from ai4lab.core.isolation import give_tree
 from ai4lab.core.process_tokens import issue_process_token
 from ai4lab.core.settings import Settings
 from ai4lab.core.statuses import RUNNING_STATUSES
-from ai4lab.core.storage import in_user_storage
+from ai4lab.core.storage import in_user_storage, storage_not_full
 from ai4lab.deploy import module_env, runner, runner_result
 from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, ItemRequest, Lifecycle, Platform, resources
 from ai4lab.deploy.module_code import link_folder, runner_env, working_copy
@@ -160,6 +160,7 @@ class LocalJobs(Lifecycle):
         asked = request.hardware.chosen()
         if problems := check_choice(form, asked):
             raise PlatformError(400, "hardware: " + "; ".join(problems))
+        await asyncio.to_thread(storage_not_full, self.settings, caller.name, caller.role, request.kind)
         if isinstance(request, BatchRequest):
             dep = await self._create_batch(caller, item, request)
         else:

@@ -44,7 +44,7 @@ def test_defaults() -> None:
     assert s.ip == "127.0.0.1"
     assert s.state_dir == Path(".ai4lab")
     assert set(s.quotas) == set(ROLES)
-    assert s.quotas["basic"] == Quota(cpu=2, ram_gb=4, gpu=0, sessions=1, trainings=0)
+    assert s.quotas["basic"] == Quota(cpu=2, ram_gb=4, gpu=0, sessions=1, trainings=0, storage_gb=5)
     assert s.gpus == []
 
 
@@ -75,8 +75,8 @@ def test_yaml_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     s = Settings()
     assert s.port == 9000
     assert s.idle_timeout == 0
-    assert s.quotas["basic"] == Quota(cpu=1, ram_gb=2, gpu=0, sessions=1, trainings=0)  # unset fields keep the role default
-    assert s.quotas["advanced"] == Quota(cpu=4, ram_gb=8, gpu=2, sessions=3, trainings=2)
+    assert s.quotas["basic"] == Quota(cpu=1, ram_gb=2, gpu=0, sessions=1, trainings=0, storage_gb=5)  # unset fields keep the role default
+    assert s.quotas["advanced"] == Quota(cpu=4, ram_gb=8, gpu=2, sessions=3, trainings=2, storage_gb=200)
     assert s.gpus == [GpuDevice(id="0", model="Tesla T4"), GpuDevice(id="1", model="unknown")]
 
 
@@ -98,7 +98,7 @@ def test_nested_env_overrides_one_quota_from_yaml(monkeypatch: pytest.MonkeyPatc
     write_config(monkeypatch, tmp_path, FULL_QUOTAS)
     monkeypatch.setenv("AI4LAB_QUOTAS__BASIC__CPU", "0.5")
     s = Settings()
-    assert s.quotas["basic"] == Quota(cpu=0.5, ram_gb=2, gpu=0, sessions=1, trainings=0)
+    assert s.quotas["basic"] == Quota(cpu=0.5, ram_gb=2, gpu=0, sessions=1, trainings=0, storage_gb=5)
     assert s.quotas["advanced"].sessions == 3
 
 
@@ -113,8 +113,8 @@ def test_documented_nested_env_example_works_without_yaml(monkeypatch: pytest.Mo
 def test_quotas_missing_a_role_keep_its_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     write_config(monkeypatch, tmp_path, "quotas:\n  basic: {cpu: 1}\n")
     s = Settings()
-    assert s.quotas["basic"] == Quota(cpu=1, ram_gb=4, gpu=0, sessions=1, trainings=0)
-    assert s.quotas["advanced"] == Quota(cpu=8, ram_gb=32, gpu=2, sessions=4, trainings=2)
+    assert s.quotas["basic"] == Quota(cpu=1, ram_gb=4, gpu=0, sessions=1, trainings=0, storage_gb=5)
+    assert s.quotas["advanced"] == Quota(cpu=8, ram_gb=32, gpu=2, sessions=4, trainings=2, storage_gb=200)
 
 
 def test_quotas_for_unknown_role_is_an_error() -> None:

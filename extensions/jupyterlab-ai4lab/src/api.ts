@@ -106,6 +106,11 @@ export interface Deployment {
 
 export type MetricPoint = { step: number; value: number };
 
+export interface StorageUsage {
+  used_bytes: number;
+  allowed_bytes: number;
+}
+
 export interface StorageEntry {
   name: string;
   path: string;
@@ -182,7 +187,7 @@ export class Platform {
     return this.post('open-in-ide', { item });
   }
 
-  me(): Promise<{ name: string; role: string; admin: boolean }> {
+  me(): Promise<{ name: string; role: string; admin: boolean; storage: StorageUsage }> {
     return this.json('api/me');
   }
 

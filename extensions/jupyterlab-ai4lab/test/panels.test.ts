@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { badge } from '../src/dom';
 import { predictionText } from '../src/panels/deploy';
 import { flowerConfig, roundSeries, roundText } from '../src/panels/flower';
-import { joinPath, parentOf } from '../src/panels/storage';
+import { humanSize, joinPath, parentOf, usageText } from '../src/panels/storage';
 
 const form = {
   rounds: '5', strategy: 'FedProx', proximal_mu: '0.1', server_learning_rate: '1', min_fit_clients: '2',
@@ -50,6 +50,15 @@ describe('predictionText', () => {
   it('reads labels and lists', () => {
     expect(predictionText({ status: 'OK', predictions: { label: 7, probabilities: [] } })).toBe('Predicted label: 7');
     expect(predictionText({ predictions: [151.23456, 80] })).toBe('Predictions: 151.235, 80');
+  });
+});
+
+describe('storage usage', () => {
+  it('says what is used of the quota', () => {
+    expect(humanSize(999)).toBe('999 B');
+    expect(humanSize(1500000)).toBe('1.5 MB');
+    expect(usageText({ used_bytes: 2500000000, allowed_bytes: 5000000000 })).toBe('Used 2.5 GB of 5.0 GB (50%)');
+    expect(usageText({ used_bytes: 0, allowed_bytes: 0 })).toBe('Used 0 B of 0 B');
   });
 });
 

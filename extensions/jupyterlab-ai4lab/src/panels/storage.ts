@@ -1,6 +1,6 @@
 /** Storage: browse my platform storage, upload, download, delete, and pick a training input. */
 
-import { StorageEntry } from '../api';
+import { StorageEntry, StorageUsage } from '../api';
 import { busy, fill, h, showError } from '../dom';
 import { Ctx, Panel } from './base';
 
@@ -14,11 +14,28 @@ export function joinPath(...parts: string[]): string {
   return parts.flatMap(p => p.split('/')).filter(Boolean).join('/');
 }
 
+/** Sizes as people read them (powers of 1000, as disks are sold; the same as the platform's messages). */
+export function humanSize(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (Math.abs(n) >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return i === 0 ? `${n.toFixed(0)} B` : `${n.toFixed(1)} ${units[i]}`;
+}
+
+export function usageText(u: StorageUsage): string {
+  const percent = u.allowed_bytes ? ` (${Math.round((100 * u.used_bytes) / u.allowed_bytes)}%)` : '';
+  return `Used ${humanSize(u.used_bytes)} of ${humanSize(u.allowed_bytes)}${percent}`;
+}
+
 export class StoragePanel extends Panel {
   private path = '';
   private crumbs = h('div', { id: 'ai4lab-storage-path', class: 'ai4lab-crumbs' });
   private list = h('ul', { id: 'ai4lab-storage-list', class: 'ai4lab-files' });
   private errors = h('div', { class: 'ai4lab-errors' });
+  private usage = h('p', { id: 'ai4lab-storage-usage', class: 'ai4lab-note' });
   private upload = h('input', { id: 'ai4lab-storage-upload', type: 'file', multiple: true });
   private uploadButton = h('button', { id: 'ai4lab-storage-upload-button', class: 'jp-mod-styled', text: 'Upload' });
   private folder = h('input', { id: 'ai4lab-storage-folder', type: 'text', placeholder: 'new folder name' });
@@ -40,7 +57,7 @@ export class StoragePanel extends Panel {
       onclick: () => this.ctx.open('deploy', { dataset: this.path }) });
     this.node.append(h('h2', { text: 'Storage' }),
       h('p', { class: 'ai4lab-note', text: 'Your platform storage (also at storage/ in this session).' }),
-      this.crumbs, h('div', { class: 'ai4lab-toolbar' }, this.upload, this.uploadButton, this.folder, mkdir, useHere),
+      this.usage, this.crumbs, h('div', { class: 'ai4lab-toolbar' }, this.upload, this.uploadButton, this.folder, mkdir, useHere),
       this.errors, this.list);
     void this.cd('');
   }
@@ -52,6 +69,7 @@ export class StoragePanel extends Panel {
   async cd(path: string): Promise<void> {
     try {
       const listing = await this.ctx.api.listStorage(path);
+      void this.ctx.api.me().then(me => { this.usage.textContent = usageText(me.storage); }, () => undefined);
       this.path = listing.path ?? path;
       fill(this.errors);
       this.renderCrumbs();

@@ -1,0 +1,182 @@
+"""``ai4lab storage``: my platform storage from a terminal, without a browser.
+
+Why: a dataset is uploaded before a training uses it (``ai4lab train --data
+datasets/...``), and weights are fetched after; both can be large, so files
+are streamed in parts with a progress bar, and a transfer that fails leaves no
+partial file behind (on the platform, nor on this machine).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from ai4lab.cli.output import err, fail, out
+from ai4lab.client import ApiError, Client
+from ai4lab.core.storage import human_size
+
+app = typer.Typer(help="My platform storage: list, upload, download, move, delete.", no_args_is_help=True)
+
+BIG = 1 << 20  # files from this size on show a progress bar
+
+
+@app.callback()
+def connect(
+    ctx: typer.Context,
+    url: str | None = typer.Option(None, help="platform API URL (default $AI4LAB_API_URL, or this machine's platform)"),
+    token: str | None = typer.Option(None, help="hub API token (default $AI4LAB_API_TOKEN)"),
+) -> None:
+    """The connection every storage command uses."""
+    ctx.obj = (url, token)
+
+
+def _client(ctx: typer.Context) -> Client:
+    from ai4lab.cli.remote import _client as remote_client
+
+    url, token = ctx.obj
+    return remote_client(url, token)
+
+
+def _refused(e: ApiError) -> NoReturn:
+    fail(str(e), 1)
+
+
+@contextmanager
+def _bar(what: str, total: int) -> Iterator[Progress]:
+    """A progress bar on stderr for a large file; nothing for a small one."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+        disable=total < BIG,
+    )
+    with progress:
+        progress.add_task(what, total=total)
+        yield progress
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    path: str = typer.Argument("", help="a folder (or file) of my storage; default its root"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List a folder of my storage."""
+    try:
+        entries = _client(ctx).ls(path)
+    except ApiError as e:
+        _refused(e)
+    if as_json:
+        out.print_json(json.dumps(entries))
+        return
+    table = Table("name", "size", "modified", box=None)
+    for entry in entries:
+        folder = entry["type"] == "directory"
+        size = "" if folder else human_size(entry["size"])
+        table.add_row(entry["name"] + ("/" if folder else ""), size, entry.get("modified") or "")
+    out.print(table)
+
+
+@app.command("put")
+def put(
+    ctx: typer.Context,
+    local: Path = typer.Argument(..., help="a file, or a folder with --recursive"),
+    path: str = typer.Argument("", help="where in my storage (a name ending in '/' is a folder); default the root"),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="upload a folder with everything in it"),
+) -> None:
+    """Upload a file or a folder to my storage."""
+    if not local.exists():
+        fail(f"no such file or folder on this machine: {local}")
+    if local.is_dir() and not recursive:
+        fail(f"{local} is a folder: add --recursive to upload it with everything in it")
+    client = _client(ctx)
+    base = path if path and not path.endswith("/") else f"{path}{local.name}"
+    files = (
+        [(local, base)]
+        if local.is_file()
+        else [(f, f"{base}/{f.relative_to(local).as_posix()}") for f in sorted(local.rglob("*")) if f.is_file()]
+    )
+    for source, target in files:
+        try:
+            with _bar(f"upload {source.name}", source.stat().st_size) as bar:
+                task = bar.task_ids[0]
+                entry = client.upload(source, target, progress=lambda n: bar.advance(task, n))  # noqa: B023
+        except ApiError as e:
+            _refused(e)
+        out.print(f"{entry['path']}  {human_size(entry['size'])}", markup=False)
+
+
+@app.command("get")
+def get(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., help="a file of my storage"),
+    local: Path = typer.Argument(Path("."), help="where to write it (a folder: keep the file's name)"),
+) -> None:
+    """Download a file of my storage."""
+    target = local / Path(path).name if local.is_dir() else local
+    if not target.parent.is_dir():
+        fail(f"no such folder on this machine: {target.parent}")
+    client = _client(ctx)
+    try:
+        entry = client.ls(path)
+        if not entry or entry[0]["type"] == "directory":
+            fail(f"{path!r} is not a file of your storage: `ai4lab storage ls {path}` shows what is there", 1)
+        with _bar(f"download {target.name}", entry[0]["size"]) as bar:
+            client.get(path, target, progress=lambda n, _size: bar.advance(bar.task_ids[0], n))
+    except ApiError as e:
+        _refused(e)
+    out.print(f"{target}  {human_size(target.stat().st_size)}", markup=False)
+
+
+@app.command("rm")
+def rm(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., help="a file or folder of my storage"),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="delete a folder with everything in it"),
+) -> None:
+    """Delete a file (or, with --recursive, a folder) of my storage."""
+    client = _client(ctx)
+    try:
+        entries = client.ls(path)
+        is_file = len(entries) == 1 and entries[0]["path"] == path.strip("/") and entries[0]["type"] == "file"
+        if not is_file and not recursive:
+            fail(f"{path!r} is a folder: add --recursive to delete it with everything in it")
+        client.rm(path)
+    except ApiError as e:
+        _refused(e)
+    out.print(f"deleted {path}", markup=False)
+
+
+@app.command("mv")
+def mv(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., help="a file or folder of my storage"),
+    to: str = typer.Argument(..., help="its new path"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a file already there"),
+) -> None:
+    """Rename or move a file or folder within my storage."""
+    try:
+        entry = _client(ctx).move(path, to, overwrite)
+    except ApiError as e:
+        _refused(e)
+    out.print(f"{path} -> {entry['path']}", markup=False)
+
+
+@app.command("mkdir")
+def mkdir(ctx: typer.Context, path: str = typer.Argument(..., help="the new folder")) -> None:
+    """Make a folder in my storage (and the folders above it)."""
+    try:
+        entry = _client(ctx).mkdir(path)
+    except ApiError as e:
+        _refused(e)
+    out.print(f"{entry['path']}/", markup=False)
