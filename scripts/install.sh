@@ -50,6 +50,9 @@ if { [ "$have" != "$want" ] && [ "$have" != "$want,test" ]; } || ! "$VENV/bin/py
     echo "$want" > "$stamp"
 fi
 
+# --- rclone + FUSE: S3 / WebDAV storage mounted as storage/ in sessions and jobs ---
+command -v rclone >/dev/null && command -v fusermount3 >/dev/null || apt_install rclone fuse3
+
 # --- Node.js + configurable-http-proxy ---------------------------------------
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 mkdir -p "$RUNTIME" "$TOOLS/bin" && chmod 755 "$RUNTIME" "$TOOLS" "$TOOLS/bin"

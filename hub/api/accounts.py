@@ -12,7 +12,7 @@ from ai4lab.api.answers import Account, Me
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core import accounts
 from ai4lab.core.errors import PlatformError
-from ai4lab.core.storage import local_usage
+from ai4lab.core.storage import open_storage
 
 
 def build_router(api: ApiContext) -> APIRouter:
@@ -33,7 +33,7 @@ def build_router(api: ApiContext) -> APIRouter:
             "vo": caller.vo,
             "quota": settings.quotas[caller.role],
             "storage": {
-                "used_bytes": await asyncio.to_thread(local_usage, settings.user_storage(user.name)),
+                "used_bytes": await asyncio.to_thread(open_storage(settings, user.name).usage),
                 "allowed_bytes": settings.quotas[caller.role].storage_bytes,
             },
             "gpus": settings.gpus,

@@ -26,7 +26,7 @@ from ai4lab.core.isolation import describe_mode
 from ai4lab.core.limits import CgroupLimits
 from ai4lab.core.settings import Settings
 from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
-from ai4lab.core.storage import human_size, local_usage
+from ai4lab.core.storage import human_size, open_storage
 
 
 def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
         "users": [{"name": u.name, "role": u.role, "admin": u.is_admin, "vo": u.vo} for u in users.values()],
         "storage": {
             name: {
-                "used_bytes": local_usage(settings.user_storage(name)),
+                "used_bytes": open_storage(settings, name).usage(),
                 "allowed_bytes": settings.quotas[u.role].storage_bytes,
             }
             for name, u in users.items()

@@ -24,7 +24,7 @@ from ai4lab.api.answers import Deleted, StorageEntry, StorageListing
 from ai4lab.api.auth import HubUser
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core.errors import PlatformError
-from ai4lab.core.storage import OwnedStorage, QuotaExceeded, UserStorage, chunks_of
+from ai4lab.core.storage import QuotaExceeded, UserStorage, chunks_of, open_storage
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ def build_router(api: ApiContext) -> APIRouter:
     router = APIRouter(prefix=f"{api.prefix}/storage", tags=["storage"])
 
     def storage_for(user: HubUser) -> UserStorage:
-        store = OwnedStorage(f"file://{settings.user_storage(user.name)}", {}, api.platform.local.identity(user.name))
+        store = open_storage(settings, user.name, api.platform.local.identity(user.name))
         store.ensure_root()
         return store
 

@@ -22,6 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from ai4lab.core.remote_storage import StorageBackend
 from ai4lab.core.runtime import default_runtime_dir, default_user_python
 
 Role = Literal["basic", "intermediate", "advanced"]
@@ -165,6 +166,11 @@ class Settings(BaseSettings):
         default_factory=NomadSettings, description="Nomad cluster (AI4LAB_NOMAD__ADDRESS, ...)."
     )
     quotas: dict[str, Quota] = Field(default_factory=_default_quotas, description="Per-role resource limits.")
+    storage: StorageBackend = Field(
+        default_factory=StorageBackend,
+        description="Where users' storage lives: local (a folder per user in the state folder), s3 or webdav "
+        "(one folder per user below the URL; see README 'Connect your storage').",
+    )
     gpus: list[GpuDevice] = Field(
         default_factory=list,
         description="Local GPU inventory, e.g. [{id: '0', model: 'Tesla T4'}]; empty means no GPU.",

@@ -70,7 +70,7 @@ def local_usage(root: str | os.PathLike[str]) -> int:
 def storage_not_full(settings: Settings, user: str, role: str, what: str) -> None:
     """Refuse a job that writes to the user's storage when it already holds what the quota allows (507)."""
     allowed = settings.quotas[role].storage_bytes
-    if (used := local_usage(settings.user_storage(user))) >= allowed:
+    if (used := open_storage(settings, user).usage()) >= allowed:
         raise PlatformError(
             507,
             f"your storage is full ({human_size(used)} of the {human_size(allowed)} your role allows): "
@@ -151,8 +151,7 @@ class UserStorage:
     def _full(self, rel: str) -> str:
         if self.local:
             return str(resolve_in_storage(self.root, rel))
-        rel = clean_relpath(rel)
-        return f"{self.root}/{rel}" if rel else self.root
+        return "/".join(p for p in (self.root, clean_relpath(rel)) if p)
 
     def _name(self, rel: str) -> str:
         """Where the entry ``rel`` itself is: its folder resolved, its last part not followed.
@@ -192,7 +191,7 @@ class UserStorage:
 
     def _entry(self, info: dict[str, Any], rel: str) -> dict[str, Any]:
         """What a listing shows of one entry; ``rel`` is the path the user knows it by."""
-        mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("modified") or info.get("created")
         if isinstance(mtime, (int, float)):
             # the machine's wall-clock time, without an offset (as the listing always showed it)
             mtime = datetime.fromtimestamp(mtime).isoformat()  # noqa: DTZ006
@@ -250,6 +249,15 @@ class UserStorage:
             upload.abort()
             raise
 
+    def replace(self, src: str, dst: str) -> None:
+        """Move ``src`` over ``dst`` (both full paths), replacing a file there in one step where the server can."""
+        if self.local:
+            os.replace(src, dst)
+        elif "webdav" in self.fs.protocol:
+            self.fs.client.move(src, dst, overwrite=True)  # webdav4's mv refuses to replace
+        else:
+            self.fs.mv(src, dst)
+
     def committed(self, full: str) -> None:
         """Called once an upload is in place (a subclass hands the file over to its owner)."""
 
@@ -281,10 +289,16 @@ class UserStorage:
         if os.path.lexists(dst) if self.local else self.fs.exists(dst):
             if not overwrite or self.fs.isdir(dst):
                 raise FileExistsError(f"{dst_rel!r} already exists in your storage")
+            if not self.fs.isdir(src):
+                self.replace(src, dst)
+                return self.info(dst_rel)
             self.fs.rm(dst)
         self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
         if self.local:
             os.rename(src, dst)  # also a symlink or a folder, in one step
+        elif "s3" in self.fs.protocol and self.fs.isdir(src):
+            for key in self.fs.find(src):  # an S3 folder is a prefix: each object is copied, then removed
+                self.fs.mv(key, dst + key[len(src) :])
         else:
             self.fs.mv(src, dst, recursive=True)
         return (
@@ -333,7 +347,7 @@ class Upload:
 
     def commit(self) -> dict[str, Any]:
         self.file.close()
-        self.store.fs.mv(self.tmp, self.full)
+        self.store.replace(self.tmp, self.full)
         self.store.committed(self.full)
         return self.store.info(self.rel)
 
@@ -390,6 +404,15 @@ class OwnedStorage(UserStorage):
         self._hand_over(upload.full, created)
         return upload
 
+    def replace(self, src: str, dst: str) -> None:
+        """Move ``src`` over ``dst`` (both full paths), replacing a file there in one step where the server can."""
+        if self.local:
+            os.replace(src, dst)
+        elif "webdav" in self.fs.protocol:
+            self.fs.client.move(src, dst, overwrite=True)  # webdav4's mv refuses to replace
+        else:
+            self.fs.mv(src, dst)
+
     def committed(self, full: str) -> None:
         self._hand_over(full, [])
 
@@ -405,3 +428,15 @@ class OwnedStorage(UserStorage):
         info = super().mkdir(rel)
         self._hand_over(full, created)
         return info
+
+
+def open_storage(settings: Settings, user: str, ident: Any = None) -> UserStorage:
+    """``user``'s storage as the platform API reaches it: their folder, or the remote server configured.
+
+    ``ident`` (the user's system account): files the platform writes to a local folder are handed to it.
+    """
+    backend = settings.storage
+    if backend.remote:
+        return UserStorage(*backend.fsspec(user))
+    url = f"file://{settings.user_storage(user)}"
+    return OwnedStorage(url, {}, ident) if ident is not None else UserStorage(url, {})

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,44 +10,14 @@ boto3 = pytest.importorskip("boto3")
 pytest.importorskip("s3fs")
 
 from ai4lab.core.storage import StoragePathError, UserStorage  # noqa: E402
+from tests.storage_servers import S3Server, s3_server  # noqa: E402, F401
 
-MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 KEYS = {"aws_access_key_id": "x", "aws_secret_access_key": "y"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    if not MOTO_SERVER.exists():
-        pytest.skip(f"{MOTO_SERVER} not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto_server exited with code {proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto_server did not listen within 20 s")
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+def s3_endpoint(s3_server: S3Server) -> str:  # noqa: F811
+    return s3_server.endpoint
 
 
 @pytest.fixture
