@@ -22,6 +22,7 @@ from traitlets import Dict, Float, List, Unicode, default
 from ai4lab.backends.local import LocalBackend
 from ai4lab.core import deployments as deps
 from ai4lab.core.isolation import give, private_dir
+from ai4lab.core.mounts import ensure_mount
 from ai4lab.core.settings import get_settings
 from ai4lab.spawners.profiles import SessionOptions, render_form
 from ai4lab.spawners.session import ProfileFormSpawner
@@ -136,6 +137,8 @@ class LocalSessionSpawner(ProfileFormSpawner):
         ident = self.backend.identity(self.user.name)
         private_dir(self.workspace, ident, Path(self.workspace_root))
         private_dir(self.storage, ident, Path(self.storage_root))
+        if get_settings().storage.remote:  # S3 or WebDAV, mounted where storage/ points
+            ensure_mount(get_settings(), self.user.name, ident)
         link = self.workspace / "storage"
         if link.is_symlink() and link.resolve() != self.storage.resolve():
             link.unlink()
@@ -200,7 +203,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
         self.notebook_dir = str(self.workspace)
         self._event(
             20,
-            f"Workspace ready with storage/ ({options.ide}, {options.cpu:g} CPU, "
+            f"Workspace ready with storage/ ({get_settings().storage.type}; {options.ide}, {options.cpu:g} CPU, "
             f"{options.ram_gb:g} GB, {options.gpu} GPU)",
         )
         async with _gpu_lock:

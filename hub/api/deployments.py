@@ -82,6 +82,7 @@ def build_router(api: ApiContext) -> APIRouter:
     )
     async def create_deployment(body: Body, user: User) -> dict[str, Any]:  # type: ignore[valid-type]  # union built at run time
         lifecycle = registry.for_request(body)
+        await api.platform.storage(user.name)  # an S3 or WebDAV storage is mounted before paths in it are checked
         return view(await lifecycle.create(body, api.caller(user)))
 
     @router.get("/{dep_id}", summary="One deployment", response_model=DeploymentView)

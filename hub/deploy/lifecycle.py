@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -137,6 +138,14 @@ class Platform:
 
     def lock(self, name: str) -> asyncio.Lock:
         return self.locks.setdefault(name, asyncio.Lock())
+
+    async def storage(self, user: str) -> Path:
+        """The user's storage folder, with their S3 or WebDAV storage mounted there first when it is remote."""
+        from ai4lab.core.mounts import ensure_mount
+
+        if not self.settings.storage.remote:
+            return self.settings.user_storage(user)
+        return await asyncio.to_thread(ensure_mount, self.settings, user, self.local.identity(user))
 
     def cluster(self) -> NomadBackend:
         """The Nomad cluster of the settings (made on first use: it holds no connection)."""

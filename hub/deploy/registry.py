@@ -13,6 +13,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
+from ai4lab.core import deployments as deps
 from ai4lab.core.db import Deployment
 from ai4lab.core.errors import PlatformError
 from ai4lab.deploy.lifecycle import DeploymentRequest, Lifecycle, Platform
@@ -87,6 +88,12 @@ class Registry:
         return bool(found and found.resumes_after_restart)
 
     async def recover(self) -> None:
+        """After a restart; the storage of whoever has something active is mounted again first (if remote)."""
+        for owner in sorted({d.owner for d in deps.list_deployments(self.platform.settings.db_url, active_only=True)}):
+            try:
+                await self.platform.storage(owner)
+            except PlatformError as e:
+                log.warning("the storage of %s is not there for their deployments: %s", owner, e.message)
         for lifecycle in self.instances():
             try:
                 await lifecycle.recover()

@@ -29,6 +29,7 @@ from ai4lab.core import accounts, db
 from ai4lab.core import deployments as deps
 from ai4lab.core.isolation import describe_mode
 from ai4lab.core.limits import CgroupLimits
+from ai4lab.core.mounts import unmount_all
 from ai4lab.core.secrets_store import load_or_create
 from ai4lab.core.settings import Settings
 from ai4lab.deploy.registry import resumes_after_restart
@@ -208,6 +209,7 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
             except psutil.NoSuchProcess:
                 pass
         sweep_local_processes(settings)
+        unmount_all(settings)  # users' S3 / WebDAV storage: rclone exits with its mount
         CgroupLimits(settings.cgroup_parent).teardown()  # whatever a job left in its group
         flag.unlink(missing_ok=True)
     code = hub.returncode or 0
