@@ -137,8 +137,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
         ident = self.backend.identity(self.user.name)
         private_dir(self.workspace, ident, Path(self.workspace_root))
         private_dir(self.storage, ident, Path(self.storage_root))
-        if get_settings().storage.remote:  # S3 or WebDAV, mounted where storage/ points
-            ensure_mount(get_settings(), self.user.name, ident)
+        ensure_mount(get_settings(), self.user.name, ident)  # S3 or WebDAV, mounted where storage/ points
         link = self.workspace / "storage"
         if link.is_symlink() and link.resolve() != self.storage.resolve():
             link.unlink()
@@ -203,7 +202,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
         self.notebook_dir = str(self.workspace)
         self._event(
             20,
-            f"Workspace ready with storage/ ({get_settings().storage.type}; {options.ide}, {options.cpu:g} CPU, "
+            f"Workspace ready with storage/ ({options.ide}, {options.cpu:g} CPU, "
             f"{options.ram_gb:g} GB, {options.gpu} GPU)",
         )
         async with _gpu_lock:

@@ -86,6 +86,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_da
     ]
     p = Platform.create(
         Path(tmp_path_factory.mktemp("platform")) / "state", gpus=gpus, catalog_sources=json.dumps(sources),
+        own_storage_allow_http="true",  # users' own S3 / WebDAV servers of the tests listen on http://127.0.0.1
         **fake_oscar.settings(),
     )
     p.start()

@@ -6,13 +6,21 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import Field
 
 from ai4lab import __version__
-from ai4lab.api.answers import Account, Me
+from ai4lab.api.answers import Account, Me, StorageWhere
 from ai4lab.api.context import ApiContext, User
-from ai4lab.core import accounts
+from ai4lab.core import accounts, own_storage
 from ai4lab.core.errors import PlatformError
-from ai4lab.core.storage import open_storage
+from ai4lab.core.remote_storage import StorageBackend
+from ai4lab.core.storage import storage_use
+
+
+class OwnStorage(StorageBackend):
+    """My own storage server: its URL is my storage itself (no folder per user below it)."""
+
+    per_user_folder: bool = Field(default=False, description="keep my files in a folder of my name below the URL")
 
 
 def build_router(api: ApiContext) -> APIRouter:
@@ -32,12 +40,28 @@ def build_router(api: ApiContext) -> APIRouter:
             "role": caller.role,
             "vo": caller.vo,
             "quota": settings.quotas[caller.role],
-            "storage": {
-                "used_bytes": await asyncio.to_thread(open_storage(settings, user.name).usage),
-                "allowed_bytes": settings.quotas[caller.role].storage_bytes,
-            },
+            "storage": await asyncio.to_thread(storage_use, settings, user.name, caller.role),
             "gpus": settings.gpus,
         }
+
+    @router.get("/me/storage", summary="Where my storage is (the platform's or my own)", response_model=StorageWhere)
+    async def my_storage(user: User) -> dict[str, Any]:
+        return await asyncio.to_thread(own_storage.view, settings, user.name)
+
+    @router.put(
+        "/me/storage",
+        summary="Connect my own S3 or WebDAV storage (checked with its credentials first)",
+        response_model=StorageWhere,
+    )
+    async def connect_storage(backend: OwnStorage, user: User) -> dict[str, Any]:
+        await asyncio.to_thread(own_storage.connect, settings, user.name, backend)
+        return await asyncio.to_thread(own_storage.view, settings, user.name)
+
+    @router.delete("/me/storage", summary="Go back to the platform's storage", response_model=StorageWhere)
+    async def disconnect_storage(user: User) -> dict[str, Any]:
+        if not await asyncio.to_thread(own_storage.disconnect, settings, user.name):
+            raise PlatformError(404, "you have no storage of your own connected")
+        return await asyncio.to_thread(own_storage.view, settings, user.name)
 
     @router.get("/users", summary="All platform accounts (admin)", response_model=list[Account])
     async def users(user: User) -> list[dict[str, Any]]:

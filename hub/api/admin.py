@@ -26,7 +26,7 @@ from ai4lab.core.isolation import describe_mode
 from ai4lab.core.limits import CgroupLimits
 from ai4lab.core.settings import Settings
 from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
-from ai4lab.core.storage import human_size, open_storage
+from ai4lab.core.storage import human_size, storage_use
 
 
 def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
@@ -55,13 +55,7 @@ def usage(settings: Settings, catalog: Catalog) -> dict[str, Any]:
         "quotas": {role: q.model_dump() for role, q in settings.quotas.items()},
         "gpus": [g.model_dump() for g in settings.gpus],
         "users": [{"name": u.name, "role": u.role, "admin": u.is_admin, "vo": u.vo} for u in users.values()],
-        "storage": {
-            name: {
-                "used_bytes": open_storage(settings, name).usage(),
-                "allowed_bytes": settings.quotas[u.role].storage_bytes,
-            }
-            for name, u in users.items()
-        },
+        "storage": {name: storage_use(settings, name, u.role) for name, u in users.items()},
         "catalog_errors": [e.model_dump() for e in catalog.errors()],
         "checks": last_reports(settings),
         "sources": catalog.source_views(),

@@ -31,8 +31,24 @@ class DeploymentView(BaseModel):
 
 
 class StorageUsage(BaseModel):
-    used_bytes: int = Field(description="what the user's storage holds")
-    allowed_bytes: int = Field(description="what their role's quota allows (quota.storage_gb)")
+    used_bytes: int | None = Field(description="what the user's storage holds (None: their own storage)")
+    allowed_bytes: int | None = Field(
+        description="what their role's quota allows (quota.storage_gb); None: their own storage, no platform quota"
+    )
+
+
+class StorageWhere(BaseModel):
+    """Where my storage is: the platform's, or my own server; never the password."""
+
+    source: str = Field(description="platform or own")
+    type: str = Field(description="local, s3 or webdav")
+    url: str
+    endpoint_url: str
+    region: str
+    vendor: str
+    username: str
+    password: str = Field(description="'***' when one is set; never the password itself")
+    per_user_folder: bool
 
 
 class Me(BaseModel):

@@ -24,7 +24,7 @@ from ai4lab.api.answers import Deleted, StorageEntry, StorageListing
 from ai4lab.api.auth import HubUser
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core.errors import PlatformError
-from ai4lab.core.storage import QuotaExceeded, UserStorage, chunks_of, open_storage
+from ai4lab.core.storage import QuotaExceeded, UserStorage, chunks_of, open_storage, storage_quota
 
 T = TypeVar("T")
 
@@ -69,7 +69,9 @@ def build_router(api: ApiContext) -> APIRouter:
 
     async def budget(user: HubUser, store: UserStorage, replaced: int = 0) -> tuple[int, int]:
         """What is used and what may still be written (``replaced``: bytes a write frees by replacing a file)."""
-        allowed = settings.quotas[api.caller(user).role].storage_bytes
+        allowed = await asyncio.to_thread(storage_quota, settings, user.name, api.caller(user).role)
+        if allowed is None:  # the user's own storage: its server decides
+            return 0, 1 << 62
         used = await asyncio.to_thread(store.usage)
         return used, allowed - used + replaced
 

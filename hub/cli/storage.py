@@ -180,3 +180,57 @@ def mkdir(ctx: typer.Context, path: str = typer.Argument(..., help="the new fold
     except ApiError as e:
         _refused(e)
     out.print(f"{entry['path']}/", markup=False)
+
+
+@app.command("where")
+def where(ctx: typer.Context) -> None:
+    """Where my storage is: the platform's, or my own S3 or WebDAV server."""
+    try:
+        found = _client(ctx).storage_where()
+    except ApiError as e:
+        _refused(e)
+    _show_where(found)
+
+
+def _show_where(found: dict) -> None:
+    if found["source"] == "platform" and found["type"] == "local":
+        out.print("the platform's storage (a folder on the platform)")
+        return
+    whose = "my own" if found["source"] == "own" else "the platform's"
+    at = found["url"] + (f" (endpoint {found['endpoint_url']})" if found.get("endpoint_url") else "")
+    out.print(f"{whose} {found['type']} storage at {at}, as {found['username'] or 'anonymous'}", markup=False)
+
+
+@app.command("connect")
+def connect_own(
+    ctx: typer.Context,
+    kind: str = typer.Argument(..., help="s3 or webdav"),
+    url: str = typer.Argument(..., help="s3://BUCKET[/PREFIX], or https://HOST/remote.php/dav/files/USER (Nextcloud)"),
+    username: str = typer.Option("", "--username", "-u", help="S3 access key id, or WebDAV user"),
+    endpoint_url: str = typer.Option("", "--endpoint-url", help="S3 endpoint of MinIO or Ceph ('' : AWS)"),
+    region: str = typer.Option("", help="S3 region"),
+    vendor: str = typer.Option("other", help="WebDAV server: nextcloud, owncloud or other"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the secret key or password from stdin"),
+) -> None:
+    """Use my own S3 or WebDAV storage instead of the platform's (checked with its credentials first)."""
+    import sys
+
+    if kind not in ("s3", "webdav"):
+        fail(f"storage type {kind!r}: use s3 or webdav")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("password", hide_input=True)
+    extra = {"endpoint_url": endpoint_url, "region": region} if kind == "s3" else {"vendor": vendor}
+    try:
+        found = _client(ctx).connect_storage(kind, url, username, password, **extra)
+    except ApiError as e:
+        _refused(e)
+    _show_where(found)
+
+
+@app.command("disconnect")
+def disconnect_own(ctx: typer.Context) -> None:
+    """Go back to the platform's storage (what is on my own server stays there)."""
+    try:
+        found = _client(ctx).disconnect_storage()
+    except ApiError as e:
+        _refused(e)
+    _show_where(found)

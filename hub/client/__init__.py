@@ -307,6 +307,21 @@ class Client:
     def move(self, path: str, to: str, overwrite: bool = False) -> dict[str, Any]:
         return self._call("PATCH", _storage(path), json={"to": to, "overwrite": overwrite})
 
+    def storage_where(self) -> dict[str, Any]:
+        """Where my storage is: the platform's, or my own server (never its password)."""
+        return self._call("GET", "/me/storage")
+
+    def connect_storage(
+        self, type: str, url: str, username: str = "", password: str = "", **more: Any
+    ) -> dict[str, Any]:
+        """Use my own S3 bucket (``url`` s3://bucket, ``endpoint_url``) or WebDAV folder (Nextcloud) as my storage."""
+        body = {"type": type, "url": url, "username": username, "password": password, **more}
+        return self._call("PUT", "/me/storage", json=body)
+
+    def disconnect_storage(self) -> dict[str, Any]:
+        """Back to the platform's storage (what was on my own server stays there)."""
+        return self._call("DELETE", "/me/storage")
+
     def rm(self, path: str) -> dict[str, Any]:
         """Delete a file or a folder with everything in it."""
         return self._call("DELETE", _storage(path))

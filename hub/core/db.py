@@ -105,6 +105,16 @@ class PublishedItem(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
+class UserStorageConfig(Base):
+    """A user's own storage server, used instead of the operator's; ``password`` is sealed (``secret_box``)."""
+
+    __tablename__ = "user_storage"
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    password: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 from ai4lab.core.statuses import ACTIVE_STATUSES, FINAL_STATUSES  # noqa: E402,F401 - the names it always had
 
 

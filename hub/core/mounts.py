@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ai4lab.core.errors import PlatformError
 from ai4lab.core.isolation import Identity, private_dir
+from ai4lab.core.own_storage import backend_for
 from ai4lab.core.secrets_store import make_private
 from ai4lab.core.settings import Settings
 
@@ -60,7 +61,7 @@ def ensure_mount(settings: Settings, user: str, ident: Identity) -> Path:
     Raises PlatformError (502) with rclone's own reason when the remote cannot be mounted.
     """
     path = settings.user_storage(user)
-    backend = settings.storage
+    backend = backend_for(settings, user)
     if not backend.remote:
         return path
     if os.path.ismount(path):
@@ -115,6 +116,13 @@ def mounted(settings: Settings) -> list[Path]:
 
 def _unmount(path: Path) -> None:
     subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False, capture_output=True)
+
+
+def unmount(settings: Settings, user: str) -> None:
+    """Unmount ``user``'s storage (they connected another one); sessions still open keep what they opened."""
+    path = settings.user_storage(user).resolve()
+    if path in mounted(settings):
+        _unmount(path)
 
 
 def unmount_all(settings: Settings) -> list[str]:

@@ -171,6 +171,12 @@ class Settings(BaseSettings):
         description="Where users' storage lives: local (a folder per user in the state folder), s3 or webdav "
         "(one folder per user below the URL; see README 'Connect your storage').",
     )
+    own_storage: bool = Field(
+        default=True, description="Users may connect their own S3 or WebDAV storage instead of the platform's."
+    )
+    own_storage_allow_http: bool = Field(
+        default=False, description="Users' own storage may be at a plain http:// address (a lab network, tests)."
+    )
     gpus: list[GpuDevice] = Field(
         default_factory=list,
         description="Local GPU inventory, e.g. [{id: '0', model: 'Tesla T4'}]; empty means no GPU.",

@@ -67,10 +67,23 @@ def local_usage(root: str | os.PathLike[str]) -> int:
     return total
 
 
+def storage_quota(settings: Settings, user: str, role: str) -> int | None:
+    """Bytes the user may keep in their storage: the role's quota on the platform's storage; None on their own."""
+    from ai4lab.core.own_storage import own_backend
+
+    return None if own_backend(settings, user) else settings.quotas[role].storage_bytes
+
+
+def storage_use(settings: Settings, user: str, role: str) -> dict[str, int | None]:
+    """What ``GET /me`` and the admin view show: used and allowed bytes (None for a user's own storage)."""
+    allowed = storage_quota(settings, user, role)
+    return {"used_bytes": None if allowed is None else open_storage(settings, user).usage(), "allowed_bytes": allowed}
+
+
 def storage_not_full(settings: Settings, user: str, role: str, what: str) -> None:
     """Refuse a job that writes to the user's storage when it already holds what the quota allows (507)."""
-    allowed = settings.quotas[role].storage_bytes
-    if (used := open_storage(settings, user).usage()) >= allowed:
+    allowed = storage_quota(settings, user, role)
+    if allowed is not None and (used := open_storage(settings, user).usage()) >= allowed:
         raise PlatformError(
             507,
             f"your storage is full ({human_size(used)} of the {human_size(allowed)} your role allows): "
@@ -435,7 +448,9 @@ def open_storage(settings: Settings, user: str, ident: Any = None) -> UserStorag
 
     ``ident`` (the user's system account): files the platform writes to a local folder are handed to it.
     """
-    backend = settings.storage
+    from ai4lab.core.own_storage import backend_for
+
+    backend = backend_for(settings, user)
     if backend.remote:
         return UserStorage(*backend.fsspec(user))
     url = f"file://{settings.user_storage(user)}"

@@ -143,8 +143,6 @@ class Platform:
         """The user's storage folder, with their S3 or WebDAV storage mounted there first when it is remote."""
         from ai4lab.core.mounts import ensure_mount
 
-        if not self.settings.storage.remote:
-            return self.settings.user_storage(user)
         return await asyncio.to_thread(ensure_mount, self.settings, user, self.local.identity(user))
 
     def cluster(self) -> NomadBackend:
