@@ -98,7 +98,10 @@ def check_value(value: str, max_bytes: int) -> str:
         raise PlatformError(400, "the secret's value is empty: give a value")
     if "\x00" in value:
         raise PlatformError(400, "the secret's value contains a NUL byte, which no environment variable can hold")
-    size = len(value.encode())
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no process could be given it
+        raise PlatformError(400, "the secret's value is not valid Unicode text") from None
     if size > max_bytes:
         raise PlatformError(413, f"the secret's value has {size} bytes; at most {max_bytes} are kept")
     return value
@@ -160,7 +163,7 @@ def delete(db_url: str, owner: str, name: str) -> None:
     with session_scope(db_url) as s:
         row = s.get(UserSecret, (owner, name))
         if row is None:
-            raise PlatformError.not_found(f"secret {name!r}")
+            raise PlatformError.not_found(f"secret {name!r} of yours")
         s.delete(row)
 
 

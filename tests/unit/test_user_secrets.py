@@ -100,7 +100,8 @@ def test_other_mlflow_variables_are_allowed(settings: Settings) -> None:
 
 
 def test_values_are_checked(settings: Settings) -> None:
-    for value, status, reason in [("", 400, "empty"), ("a\x00b", 400, "NUL"), ("é" * 40, 413, "80 bytes")]:
+    cases = [("", 400, "empty"), ("a\x00b", 400, "NUL"), ("é" * 40, 413, "80 bytes"), ("\ud800", 400, "Unicode")]
+    for value, status, reason in cases:
         with pytest.raises(PlatformError) as e:
             user_secrets.put(settings, "alice", "X", value, replace=False)
         assert (e.value.status, reason in e.value.message) == (status, True), e.value.message
