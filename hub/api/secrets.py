@@ -49,7 +49,12 @@ def build_router(api: ApiContext) -> APIRouter:
         entry, _ = user_secrets.put(settings, user.name, body.name, body.value.get_secret_value(), replace=False)
         return entry
 
-    @router.put("/{name}", summary="Store or replace a secret", response_model=SecretEntry)
+    @router.put(
+        "/{name}",
+        summary="Store or replace a secret",
+        response_model=SecretEntry,
+        responses={201: {"model": SecretEntry, "description": "a new secret was stored"}},
+    )
     async def replace_secret(name: str, body: SecretValue, user: User, response: Response) -> dict[str, Any]:
         entry, created = user_secrets.put(settings, user.name, name, body.value.get_secret_value(), replace=True)
         if created:
