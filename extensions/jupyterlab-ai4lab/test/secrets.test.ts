@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { Platform } from '../src/api';
-import { SecretsPanel, changedText, secretNameProblem } from '../src/panels/secrets';
+import { SecretsPanel, changedText, secretNameProblem, secretsChoice, secretsFields } from '../src/panels/secrets';
 
 type Seen = { path: string; method: string; body: any };
 
@@ -124,5 +124,24 @@ describe('SecretsPanel', () => {
     } finally {
       window.confirm = confirm;
     }
+  });
+});
+
+describe('secretsChoice', () => {
+  const entries = [{ name: 'HF_TOKEN', created_at: null, updated_at: null }, { name: 'S3_KEY', created_at: null, updated_at: null }];
+  it('offers my secrets by name and sends only the chosen ones', () => {
+    const choice = secretsChoice(entries)!;
+    expect(choice.read()).toEqual({});
+    const boxes = choice.element.querySelectorAll<HTMLInputElement>('input[type=checkbox]');
+    expect([...boxes].map(b => b.value)).toEqual(['HF_TOKEN', 'S3_KEY']);
+    boxes[1].checked = true;
+    expect(choice.read()).toEqual({ secrets: ['S3_KEY'], secrets_as: 'env' });
+    (choice.element.querySelector('select') as HTMLSelectElement).value = 'files';
+    expect(choice.read()).toEqual({ secrets: ['S3_KEY'], secrets_as: 'files' });
+  });
+  it('is absent without secrets, and the fields default to env', () => {
+    expect(secretsChoice([])).toBeNull();
+    expect(secretsFields(['A'], 'anything')).toEqual({ secrets: ['A'], secrets_as: 'env' });
+    expect(secretsFields([], 'files')).toEqual({});
   });
 });

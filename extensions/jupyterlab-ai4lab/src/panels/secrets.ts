@@ -32,6 +32,27 @@ export function changedText(entry: SecretEntry): string {
   return when ? when.replace('T', ' ').slice(0, 16) : '';
 }
 
+/** The request fields that give a deployment some of my secrets; none when none is chosen. */
+export function secretsFields(names: string[], how: string): { secrets?: string[]; secrets_as?: string } {
+  return names.length ? { secrets: names, secrets_as: how === 'files' ? 'files' : 'env' } : {};
+}
+
+/** Check boxes of my secrets' names and how to give them, for a deploy or training form (null: I have none). */
+export function secretsChoice(entries: SecretEntry[], idPrefix = 'ai4lab-deploy'):
+  { element: HTMLElement; read(): { secrets?: string[]; secrets_as?: string } } | null {
+  if (!entries.length) {
+    return null;
+  }
+  const boxes = entries.map(e => h('input', { type: 'checkbox', value: e.name, 'data-secret': e.name }));
+  const how = h('select', { id: `${idPrefix}-secrets-as` },
+    h('option', { value: 'env', text: 'as environment variables' }),
+    h('option', { value: 'files', text: 'as files in $AI4LAB_SECRETS_DIR' }));
+  const element = h('fieldset', { id: `${idPrefix}-secrets`, class: 'ai4lab-field' },
+    h('legend', { text: 'Secrets to give it' }),
+    ...boxes.map(b => h('label', { class: 'ai4lab-check' }, b, ' ', h('code', { text: b.value }))), how);
+  return { element, read: () => secretsFields(boxes.filter(b => b.checked).map(b => b.value), how.value) };
+}
+
 export class SecretsPanel extends Panel {
   private list = h('ul', { id: 'ai4lab-secrets-list', class: 'ai4lab-files' });
   private errors = h('div', { class: 'ai4lab-errors' });
