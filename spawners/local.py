@@ -41,6 +41,8 @@ disable-workspace-trust: true
 class LocalSessionSpawner(ProfileFormSpawner):
     """Starts ``jupyterhub-singleuser`` in the user's workspace with storage and MLflow wired in."""
 
+    gives_secrets = True  # through the local backend: the session's environment, or its private files
+
     workspace_root = Unicode(config=True, help="Folder holding one workspace folder per user.")
     storage_root = Unicode(
         config=True, help="Folder holding one storage folder per user; linked as storage/ in the session."
@@ -123,10 +125,13 @@ class LocalSessionSpawner(ProfileFormSpawner):
             free_gpus=len(self._free_gpus()),
             ides=self.ides,
             limits_note="" if self.backend.limits.enforced else self.backend.limits.description,
+            secret_names=self.secret_names(),
         )
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
-        return self.check_options({k: v[0] if v else "" for k, v in formdata.items()}).dump()
+        # every check box of "secrets" counts; other fields have one value
+        raw = {k: v if k == "secrets" else v[0] if v else "" for k, v in formdata.items()}
+        return self.check_options(raw).dump()
 
     def check_options(self, raw: dict[str, Any]) -> SessionOptions:
         return self.validate(raw, free_gpus=len(self._free_gpus()))
@@ -223,6 +228,8 @@ class LocalSessionSpawner(ProfileFormSpawner):
             ram_gb=options.ram_gb,
             gpu_ids=gpu_ids,
             owner=self.user.name,
+            secrets=self.secret_values(options),
+            secrets_as=options.secrets_as,
         )
         self.job_state = await self.backend.submit(job)
         self.job_state["gpu_ids"] = gpu_ids

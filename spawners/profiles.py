@@ -8,12 +8,14 @@ the local and the Nomad spawner offer the same form.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
 
 from ai4lab.core.settings import GpuDevice, Quota
+from ai4lab.core.user_secrets import DELIVERIES
 
 IDES: dict[str, dict[str, str]] = {
     "lab": {"display_name": "JupyterLab", "default_url": "/lab"},
@@ -52,10 +54,18 @@ class SessionOptions(BaseModel):
     ram_gb: float = Field(description="memory in GB")
     gpu: int = Field(default=0, description="number of GPUs")
     gpu_model: str = Field(default="", description="GPU model asked for ('' any); cluster spawners only")
+    secrets: list[str] = Field(default_factory=list, description="names of the user's secrets given to the session")
+    secrets_as: str = Field(default="env", description="env (variables) or files (in $AI4LAB_SECRETS_DIR)")
 
     def dump(self) -> dict[str, Any]:
-        """The options as stored (user_options, deployment spec): gpu_model only when one was chosen."""
-        return self.model_dump(exclude=set() if self.gpu_model else {"gpu_model"})
+        """The options as stored (user_options, deployment spec): gpu_model and secrets only when chosen.
+
+        Secrets are names only: their values are read when the session starts, never stored with it.
+        """
+        unset = set() if self.gpu_model else {"gpu_model"}
+        if not self.secrets:
+            unset |= {"secrets", "secrets_as"}
+        return self.model_dump(exclude=unset)
 
 
 def _number(raw: Any, name: str, kind: type) -> float | int:
@@ -76,6 +86,31 @@ def _first(raw: Any) -> Any:
     return raw[0] if isinstance(raw, list) and raw else raw
 
 
+def chosen_secrets(raw: dict[str, Any], have: Collection[str] | None) -> tuple[list[str], str]:
+    """The secrets asked for (a list, or one comma-separated string from a form) and how to give them.
+
+    ``have``: the user's secret names; None where the spawner cannot give secrets (then asking is refused).
+    """
+    asked = raw.get("secrets") or []
+    if isinstance(asked, str):
+        asked = [asked]
+    if not isinstance(asked, list) or not all(isinstance(n, str) for n in asked):
+        raise ValueError("secrets must be a list of names of your secrets")
+    names = list(dict.fromkeys(n.strip() for item in asked for n in item.split(",") if n.strip()))
+    how = str(_first(raw.get("secrets_as")) or "env")
+    if how not in DELIVERIES:
+        raise ValueError(f"secrets_as must be one of {', '.join(DELIVERIES)}, got {how!r}")
+    if not names:
+        return [], "env"
+    if have is None:
+        raise ValueError("this spawner cannot give secrets to sessions: start the session without them")
+    if missing := [n for n in names if n not in have]:
+        raise ValueError(
+            f"no secret {', '.join(repr(n) for n in missing)} of yours: create it first (ai4lab secrets set NAME)"
+        )
+    return names, how
+
+
 def validate_options(
     raw: dict[str, Any],
     *,
@@ -85,12 +120,15 @@ def validate_options(
     free_gpus: int,
     ides: dict[str, dict[str, str]] = IDES,
     free_by_model: dict[str, int] | None = None,
+    secret_names: Collection[str] | None = None,
 ) -> SessionOptions:
     """Turn form or API input into checked options; ValueError says what to fix.
 
     ``free_by_model`` (cluster spawners): free GPUs per model offered; the user may
-    then pick a ``gpu_model`` ('' for any of them).
+    then pick a ``gpu_model`` ('' for any of them). ``secret_names``: the user's
+    secrets a session may be given (None: this spawner gives none).
     """
+    secrets, secrets_as = chosen_secrets(raw, secret_names)
     by_slug = {p["slug"]: p for p in profiles}
     slug = _first(raw.get("profile")) or next(
         (p["slug"] for p in profiles if p.get("default")), profiles[0]["slug"] if profiles else ""
@@ -128,14 +166,23 @@ def validate_options(
                 f"{gpu} GPU(s) asked but at most {max(free_by_model.values(), default=0)} "
                 "of one model free in the cluster"
             )
-        return SessionOptions(profile=slug, ide=ide, cpu=cpu, ram_gb=ram, gpu=gpu, gpu_model=model if gpu else "")
+        return SessionOptions(
+            profile=slug,
+            ide=ide,
+            cpu=cpu,
+            ram_gb=ram,
+            gpu=gpu,
+            gpu_model=model if gpu else "",
+            secrets=secrets,
+            secrets_as=secrets_as,
+        )
     if model:
         raise ValueError("choosing a GPU model is only possible on a cluster spawner")
     if gpu > free_gpus:
         raise ValueError(
             f"{gpu} GPU(s) asked but {free_gpus} free on this machine" + (" (it has no GPU)" if free_gpus == 0 else "")
         )
-    return SessionOptions(profile=slug, ide=ide, cpu=cpu, ram_gb=ram, gpu=gpu)
+    return SessionOptions(profile=slug, ide=ide, cpu=cpu, ram_gb=ram, gpu=gpu, secrets=secrets, secrets_as=secrets_as)
 
 
 _env = Environment(loader=PackageLoader("ai4lab", "templates"), autoescape=select_autoescape(["html"]))
@@ -151,10 +198,12 @@ def render_form(
     ides: dict[str, dict[str, str]] = IDES,
     gpu_models: dict[str, dict[str, int]] | None = None,
     limits_note: str = "",
+    secret_names: list[str] | None = None,
 ) -> str:
     """The form; ``gpu_models`` (cluster spawners): {model: {free, total}} offered as a choice.
 
     ``limits_note``: shown when the machine cannot enforce the CPU and RAM chosen ("limits not enforced: ...").
+    ``secret_names``: the user's secrets, offered as check boxes (None: this spawner gives no secrets).
     """
     return _env.get_template("spawn_form.html").render(
         quota=quota,
@@ -165,4 +214,5 @@ def render_form(
         ides=ides,
         gpu_models=gpu_models,
         limits_note=limits_note,
+        secret_names=secret_names,
     )

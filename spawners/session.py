@@ -18,8 +18,9 @@ from tornado import web
 from traitlets import Dict, List, Unicode, default
 
 from ai4lab.backends.base import JobStatus
-from ai4lab.core import accounts
+from ai4lab.core import accounts, user_secrets
 from ai4lab.core import deployments as deps
+from ai4lab.core.errors import PlatformError
 from ai4lab.core.settings import Quota, get_settings
 from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
 from ai4lab.spawners.profiles import DEFAULT_PROFILES, IDES, SessionOptions, validate_options
@@ -40,6 +41,10 @@ class ProfileFormSpawner(Spawner):
 
     # jupyterhub's Dict trait (jupyterhub has no type hints): the options of the session being started
     user_options: dict[str, Any]
+
+    #: Whether sessions of this spawner can be given the user's secrets (``secrets`` in the form): only where
+    #: the values reach the session's processes alone (not a cluster's job description).
+    gives_secrets = False
 
     # kept across hub restarts (get_state/load_state): the backend's job and the deployment record
     job_state = Dict()
@@ -70,6 +75,17 @@ class ProfileFormSpawner(Spawner):
         role = self._account().role
         return role, Quota(**self.quotas[role])
 
+    def secret_names(self) -> list[str] | None:
+        """The user's secrets a session may be given; None where this spawner gives none."""
+        return user_secrets.names(self.db_url, self.user.name) if self.gives_secrets else None
+
+    def secret_values(self, options: SessionOptions) -> dict[str, str]:
+        """The values of the secrets the session asked for, read now; a deleted one stops the start (400)."""
+        try:
+            return user_secrets.values(self.db_url, get_settings().state, self.user.name, options.secrets)
+        except PlatformError as e:
+            raise web.HTTPError(400, e.message, reason=e.message) from None
+
     def validate(
         self, raw: dict[str, Any], free_gpus: int, free_by_model: dict[str, int] | None = None
     ) -> SessionOptions:
@@ -83,6 +99,7 @@ class ProfileFormSpawner(Spawner):
             free_gpus=free_gpus,
             ides=self.ides,
             free_by_model=free_by_model,
+            secret_names=self.secret_names(),
         )
         running = [
             d

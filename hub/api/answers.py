@@ -178,3 +178,11 @@ class Withdrawn(Answer):
 
 class Deleted(Answer):
     deleted: str
+
+
+class SecretEntry(BaseModel):
+    """One of my secrets as the API shows it: its name and times, never its value."""
+
+    name: str = Field(description="the environment variable (or file) name it is given as")
+    created_at: str | None = None
+    updated_at: str | None = None

@@ -29,6 +29,10 @@ class JobSpec:
     owner: str | None = None
     #: Folders the platform prepared for the job (work folder, outputs): handed to the owner before it starts.
     owned_paths: list[Path] = field(default_factory=list)
+    #: The owner's secrets it was given, by name (kept out of ``repr``: a spec in a log must not show them).
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    #: ``env``: as environment variables of those names; ``files``: as files in ``$AI4LAB_SECRETS_DIR``.
+    secrets_as: str = "env"
 
 
 @dataclass

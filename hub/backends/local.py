@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,38 @@ def _group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
+def secrets_folder(secrets: dict[str, str], ident: Identity) -> Path:
+    """A new folder private to ``ident`` (0700) with one file per secret (0600, named as the secret).
+
+    In ``/dev/shm`` where the machine has it: the values stay in memory, never on a
+    disk that outlives the job. The folder's name is random (``mkdtemp``), so jobs of
+    several platforms on one machine never share one, and is kept in the job's state
+    so that ``stop`` (or the status that finds the job ended) removes it.
+    """
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+    folder = Path(tempfile.mkdtemp(prefix="ai4lab-secrets-", dir=base))
+    try:
+        for name, value in secrets.items():
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
+            isolation.give(folder / name, ident, 0o600)
+        isolation.give(folder, ident, 0o700)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
+def remove_secrets_folder(state: dict[str, Any]) -> None:
+    """Remove the secrets folder of a job (files mode), if it had one; never through a link the job put there."""
+    path = state.get("secrets_dir")
+    if not path or os.path.islink(path) or not os.path.isdir(path):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
 class LocalBackend:
     name = "local"
 
@@ -180,6 +214,12 @@ class LocalBackend:
         home = spec.env.get("HOME") or str(spec.cwd or ident.home)
         env = isolation.user_env(ident, home, spec.env)
         env[JOB_MARK] = spec.name  # finds the job's processes when its state was never recorded (stop_job)
+        folder = None
+        if spec.secrets and spec.secrets_as == "files":
+            folder = secrets_folder(spec.secrets, ident)
+            env["AI4LAB_SECRETS_DIR"] = str(folder)
+        elif spec.secrets:
+            env = {**spec.secrets, **env}  # the platform's own variables win over a secret of the same name
         if spec.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.gpu_ids)
         else:
@@ -195,17 +235,21 @@ class LocalBackend:
             if self.limits.enforced and (spec.cpu or spec.ram_gb)
             else None
         )
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                spec.command,
-                env=env,
-                cwd=spec.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=isolation.preexec(ident, before=group.join if group else None),
-            )
+        try:
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    spec.command,
+                    env=env,
+                    cwd=spec.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=isolation.preexec(ident, before=group.join if group else None),
+                )
+        except BaseException:
+            remove_secrets_folder({"secrets_dir": str(folder) if folder else None})
+            raise
         self._children[proc.pid] = proc
         return {
             "pid": proc.pid,
@@ -214,6 +258,7 @@ class LocalBackend:
             "log_path": str(log_path),
             "uid": ident.uid,
             **({"cgroup": group.name} if group else {}),
+            **({"secrets_dir": str(folder)} if folder else {}),
         }
 
     async def status(self, state: dict[str, Any]) -> JobStatus:
@@ -225,6 +270,7 @@ class LocalBackend:
         elif _same_process(state) is not None:
             code = None
         else:
+            remove_secrets_folder(state)
             return self._ended(group, None, "process is gone")
         if code is None:
             if group is not None and group.oom_kills():
@@ -234,8 +280,10 @@ class LocalBackend:
                 )
                 if child is not None:
                     await asyncio.to_thread(child.wait)
+                remove_secrets_folder(state)
                 return self._ended(group, -signal.SIGKILL, "out of memory")
             return JobStatus(running=True)
+        remove_secrets_folder(state)
         return self._ended(group, code, f"exited with code {code}")
 
     @staticmethod
@@ -253,6 +301,12 @@ class LocalBackend:
         pid = int(state.get("pid", 0))
         if not pid:
             return
+        try:
+            await self._stop(pid, state, timeout)
+        finally:
+            remove_secrets_folder(state)
+
+    async def _stop(self, pid: int, state: dict[str, Any], timeout: float) -> None:
         child = self._children.get(pid)
         signalled = await asyncio.to_thread(
             kill_tree, pid, float(state.get("create_time", 0)) or None, timeout, state.get("start_ticks")

@@ -17,9 +17,15 @@ from ai4lab.client import ApiError, Client
 
 module_app = typer.Typer(help="AI modules: export one to run elsewhere, start a new one.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="Pipelines: chain module or serverless deployments.", no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="Your secrets (tokens, passwords) for your deployments and sessions; values are never shown.",
+    no_args_is_help=True,
+)
 
 URL_HELP = "platform API URL (default $AI4LAB_API_URL, or this machine's platform)"
 TOKEN_HELP = "hub API token (default $AI4LAB_API_TOKEN)"
+SECRET_HELP = "name of one of your secrets to give it (ai4lab secrets ls), repeatable"
+SECRETS_AS_HELP = "env: as environment variables; files: as files in $AI4LAB_SECRETS_DIR"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -61,6 +67,8 @@ def register(app: typer.Typer) -> None:
         weights: str | None = typer.Option(None, help="weights file in your storage"),
         no_wait: bool = typer.Option(False, "--no-wait", help="return at once, while it starts"),
         serverless: bool = typer.Option(False, "--serverless", help="as an OSCAR service (serverless inference)"),
+        secret: list[str] = typer.Option([], "--secret", help=SECRET_HELP),
+        secrets_as: str = typer.Option("env", "--secrets-as", help=SECRETS_AS_HELP),
         url: str | None = typer.Option(None, help=URL_HELP),
         token: str | None = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
@@ -71,7 +79,15 @@ def register(app: typer.Typer) -> None:
             dep = (
                 client.deploy_serverless(item, title=title)
                 if serverless
-                else client.deploy(item, title=title, weights=weights, wait=not no_wait, **hardware)
+                else client.deploy(
+                    item,
+                    title=title,
+                    weights=weights,
+                    wait=not no_wait,
+                    secrets=secret,
+                    secrets_as=secrets_as,
+                    **hardware,
+                )
             )
         except (ApiError, TimeoutError) as e:
             _fail(str(e))
@@ -170,6 +186,8 @@ def register(app: typer.Typer) -> None:
         init_weights: str | None = typer.Option(None, "--from", help="start from the model of this training"),
         title: str = typer.Option(""),
         wait: bool = typer.Option(False, "--wait", help="wait until it ends"),
+        secret: list[str] = typer.Option([], "--secret", help=SECRET_HELP),
+        secrets_as: str = typer.Option("env", "--secrets-as", help=SECRETS_AS_HELP),
         url: str | None = typer.Option(None, help=URL_HELP),
         token: str | None = typer.Option(None, help=TOKEN_HELP),
     ) -> None:
@@ -184,6 +202,8 @@ def register(app: typer.Typer) -> None:
                 wait=wait,
                 hardware=hardware,
                 train_args=_fields(arg),
+                secrets=secret,
+                secrets_as=secrets_as,
             )
         except (ApiError, TimeoutError) as e:
             _fail(str(e))
@@ -208,6 +228,7 @@ def register(app: typer.Typer) -> None:
     app.command("cancel", help="Cancel a training or batch job (the same as stop).")(stop)
     app.add_typer(module_app, name="module")
     app.add_typer(pipeline_app, name="pipeline")
+    app.add_typer(secrets_app, name="secrets")
 
 
 def _file_fields(client: Client, dep: dict) -> list[str]:
@@ -339,3 +360,76 @@ def pipeline_run(
     except ApiError as e:
         _fail(str(e))
     sys.stdout.write(json.dumps(answer, indent=1) + "\n")
+
+
+@secrets_app.command("ls")
+def secrets_ls(
+    url: str | None = typer.Option(None, help=URL_HELP),
+    token: str | None = typer.Option(None, help=TOKEN_HELP),
+) -> None:
+    """List your secrets by name, with when they were created and last changed (never their values)."""
+    try:
+        rows = _client(url, token).secrets()
+    except ApiError as e:
+        _fail(str(e))
+    if not rows:
+        err.print("no secrets yet: add one with 'ai4lab secrets set NAME'", highlight=False)
+        return
+    table = Table("name", "created", "updated")
+    for row in rows:
+        table.add_row(row["name"], row.get("created_at") or "", row.get("updated_at") or "")
+    out.print(table)
+
+
+def _secret_value(from_file: Path | None) -> str:
+    """The value to store: from a file, from standard input when it is not a terminal, else asked without echo.
+
+    Never from the command line: arguments are visible to every user in ``ps`` and kept in shell history.
+    """
+    if from_file is not None:
+        try:
+            return from_file.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(f"cannot read {from_file}: {e}", 2)
+    if not sys.stdin.isatty():
+        value = sys.stdin.read()
+        return value[:-1] if value.endswith("\n") else value  # `echo token |` adds one newline
+    return str(typer.prompt("value", hide_input=True, confirmation_prompt=True))
+
+
+@secrets_app.command("set")
+def secrets_set(
+    name: str = typer.Argument(..., help="letters, digits and _ (e.g. HF_TOKEN): the variable it is given as"),
+    replace: bool = typer.Option(False, "--replace", help="replace the value of an existing secret"),
+    from_file: Path | None = typer.Option(
+        None, "--from-file", help="read the value from this file (else standard input, or a hidden prompt)"
+    ),
+    url: str | None = typer.Option(None, help=URL_HELP),
+    token: str | None = typer.Option(None, help=TOKEN_HELP),
+) -> None:
+    """Store a secret; the value comes from standard input, a hidden prompt or --from-file, never from arguments."""
+    from ai4lab.core.user_secrets import name_problem
+
+    if problem := name_problem(name):
+        _fail(problem, 2)
+    client = _client(url, token)
+    value = _secret_value(from_file)
+    try:
+        entry = client.set_secret(name, value, replace=replace)
+    except ApiError as e:
+        _fail(str(e))
+    out.print(f"{entry['name']} stored", markup=False)
+
+
+@secrets_app.command("rm")
+def secrets_rm(
+    name: str = typer.Argument(..., help="the secret's name"),
+    url: str | None = typer.Option(None, help=URL_HELP),
+    token: str | None = typer.Option(None, help=TOKEN_HELP),
+) -> None:
+    """Delete a secret (deployments started later cannot use it any more)."""
+    try:
+        _client(url, token).delete_secret(name)
+    except ApiError as e:
+        _fail(str(e))
+    out.print(f"{name} deleted", markup=False)

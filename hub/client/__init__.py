@@ -42,6 +42,11 @@ def _reason(r: httpx.Response) -> str:
     return str(detail)
 
 
+def _secrets_fields(secrets: list[str] | None, secrets_as: str) -> dict[str, Any]:
+    """The request fields naming secrets, left out when there are none (kinds without them still accept it)."""
+    return {"secrets": list(secrets), "secrets_as": secrets_as} if secrets else {}
+
+
 class ApiError(RuntimeError):
     """The API refused a request; ``status`` is the HTTP status, the message its reason."""
 
@@ -122,10 +127,22 @@ class Client:
         weights: str | None = None,
         wait: bool = True,
         timeout: float = 300,
+        secrets: list[str] | None = None,
+        secrets_as: str = "env",
         **hardware: Any,
     ) -> dict[str, Any]:
-        """Start an inference deployment of a module; by default wait until it is running."""
-        body = {"kind": "module", "item": item_id, "title": title, "hardware": hardware, "weights": weights}
+        """Start an inference deployment of a module; by default wait until it is running.
+
+        ``secrets``: names of your secrets the server gets, as variables (``secrets_as="env"``) or files.
+        """
+        body = {
+            "kind": "module",
+            "item": item_id,
+            "title": title,
+            "hardware": hardware,
+            "weights": weights,
+            **_secrets_fields(secrets, secrets_as),
+        }
         dep = self._call("POST", "/deployments", json=body)
         return self.wait(dep["id"], "running", timeout) if wait else dep
 
@@ -183,12 +200,14 @@ class Client:
         timeout: float = 3600,
         hardware: dict[str, Any] | None = None,
         train_args: dict[str, Any] | None = None,
+        secrets: list[str] | None = None,
+        secrets_as: str = "env",
         **args: Any,
     ) -> dict[str, Any]:
         """Start a training of a module on ``dataset`` (a path in your storage) with its train arguments.
 
         The arguments are keywords (``epochs=3``), or ``train_args``, which may hold any name, also one of
-        this method's own (``timeout``, ``title``).
+        this method's own (``timeout``, ``title``). ``secrets``: names of your secrets the training gets.
         """
         args = {**args, **(train_args or {})}
         body = {
@@ -199,6 +218,7 @@ class Client:
             "title": title,
             "args": args,
             "hardware": hardware or {},
+            **_secrets_fields(secrets, secrets_as),
         }
         dep = self._call("POST", "/deployments", json=body)
         if not wait:
@@ -325,3 +345,17 @@ class Client:
     def rm(self, path: str) -> dict[str, Any]:
         """Delete a file or a folder with everything in it."""
         return self._call("DELETE", _storage(path))
+
+    # -- secrets ----------------------------------------------------------------------
+    def secrets(self) -> list[dict[str, Any]]:
+        """My secrets: name, created_at, updated_at (values are never returned)."""
+        return self._call("GET", "/secrets")
+
+    def set_secret(self, name: str, value: str, *, replace: bool = False) -> dict[str, Any]:
+        """Store a secret; an existing name is refused (409) unless ``replace``."""
+        if replace:
+            return self._call("PUT", f"/secrets/{quote(name, safe='')}", json={"value": value})
+        return self._call("POST", "/secrets", json={"name": name, "value": value})
+
+    def delete_secret(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/secrets/{quote(name, safe='')}")

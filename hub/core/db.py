@@ -1,4 +1,4 @@
-"""Platform database: users' roles and accounts, deployments.
+"""Platform database: users' roles and accounts, deployments, published items, users' secrets.
 
 SQLite by default (WAL, so the hub, the API service and the CLI can share it),
 PostgreSQL through any SQLAlchemy URL. The schema is owned by Alembic
@@ -101,6 +101,17 @@ class PublishedItem(Base):
     package_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     docker_image: Mapped[str | None] = mapped_column(String(512), nullable=True)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class UserSecret(Base):
+    """One named secret of a user (a token, a password); ``value`` is sealed (``ai4lab.core.secret_box``)."""
+
+    __tablename__ = "user_secrets"
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -189,6 +189,14 @@ class Settings(BaseSettings):
         description="Seconds without a request after which a module deployment is stopped (0: never).",
     )
     max_upload_mb: float = Field(default=20, description="Largest upload accepted by predictions (MB).")
+    secret_max_bytes: int = Field(
+        default=65536,
+        ge=1,
+        description="Largest value of one user secret (bytes, UTF-8): tokens, passwords, a key file.",
+    )
+    secrets_per_user: int = Field(
+        default=100, ge=0, description="How many secrets one user may keep (`ai4lab secrets set`)."
+    )
     allow_token_in_url: bool = Field(
         default=False,
         description="Accept a hub token as ?token= in URLs of the platform API and the MLflow gateway. "

@@ -27,18 +27,19 @@ import asyncio
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai4lab.catalog.deploy_config import check_choice, deploy_config
 from ai4lab.catalog.registry import Viewer
-from ai4lab.core import accounts
+from ai4lab.core import accounts, user_secrets
 from ai4lab.core import deployments as deps
 from ai4lab.core.db import ACTIVE_STATUSES, Deployment
 from ai4lab.core.errors import PlatformError
 
 if TYPE_CHECKING:
+    from ai4lab.backends.base import JobSpec
     from ai4lab.backends.local import LocalBackend
     from ai4lab.backends.nomad import NomadBackend
     from ai4lab.catalog import Catalog
@@ -102,6 +103,16 @@ class ItemRequest(DeploymentRequest):
     item: str = Field(min_length=1, description="catalog id of the module or tool")
     title: str = Field(default="", description="a title to find the deployment again")
     hardware: Hardware = Field(default_factory=Hardware, description="within the item's deploy form")
+    secrets: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description='names of your secrets (GET /secrets) that the deployment gets, e.g. ["HF_TOKEN"]',
+    )
+    secrets_as: Literal["env", "files"] = Field(
+        default="env",
+        description="env: environment variables of the secrets' names; "
+        "files: one file per secret (mode 0600) in the folder $AI4LAB_SECRETS_DIR",
+    )
 
     def backend(self, platform: Platform) -> str:
         return platform.settings.backend
@@ -234,6 +245,9 @@ class Lifecycle:
     #: Whether a deployment that a platform shutdown stopped starts again at the next start (sessions,
     #: servers), or ends there (a job cannot resume where it was).
     resumes_after_restart: ClassVar[bool] = False
+    #: Whether its deployments can be given their owner's secrets (``ItemRequest.secrets``): only where the
+    #: values reach the process and nothing else (the local backend's environment or private files).
+    takes_secrets: ClassVar[bool] = False
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -276,8 +290,23 @@ class Lifecycle:
             await self.refresh(dep)
 
     # -- shared helpers -----------------------------------------------------------------------
-    def record(self, caller: Caller, kind: str, item: CatalogItem, spec: dict[str, Any], status: str) -> Deployment:
-        """The deployment's record, made the moment the request is accepted (so that it can be followed)."""
+    def record(
+        self,
+        caller: Caller,
+        kind: str,
+        item: CatalogItem,
+        spec: dict[str, Any],
+        status: str,
+        request: ItemRequest | None = None,
+    ) -> Deployment:
+        """The deployment's record, made the moment the request is accepted (so that it can be followed).
+
+        The secrets a ``request`` names are checked here (400 for one the caller does not have) and
+        recorded by name only, with how they are given; their values are read when it starts.
+        """
+        if request is not None and request.secrets:
+            names = user_secrets.check_names(self.settings.db_url, caller.name, request.secrets)
+            spec = {**spec, "secrets": names, "secrets_as": request.secrets_as}
         return deps.create(
             self.settings.db_url,
             owner=caller.name,
@@ -288,6 +317,14 @@ class Lifecycle:
             status=status,
             vo=caller.vo,
         )
+
+    def with_secrets(self, job: JobSpec, dep: Deployment) -> JobSpec:
+        """``job`` given the secrets its deployment names, read now (409 for one deleted since it was asked)."""
+        job.secrets = user_secrets.values(
+            self.settings.db_url, self.settings.state, dep.owner, list(dep.spec.get("secrets") or [])
+        )
+        job.secrets_as = dep.spec.get("secrets_as", "env")
+        return job
 
     def mine(self, active_only: bool = False) -> list[Deployment]:
         """This lifecycle's deployment records (its kinds on its backend), newest first."""

@@ -61,6 +61,7 @@ class ModuleServers(Lifecycle):
     backend: ClassVar[str] = "local"
     requests: ClassVar[tuple[type[DeploymentRequest], ...]] = (ModuleRequest,)
     resumes_after_restart: ClassVar[bool] = True
+    takes_secrets: ClassVar[bool] = True
 
     def __init__(self, platform: Platform) -> None:
         super().__init__(platform)
@@ -97,7 +98,7 @@ class ModuleServers(Lifecycle):
             "weights": weights,
             "warnings": warnings,
         }
-        dep = self.record(caller, "module", item, spec, "starting")
+        dep = self.record(caller, "module", item, spec, "starting", request)
         self.spawn(self.start(dep))
         return dep
 
@@ -137,7 +138,7 @@ class ModuleServers(Lifecycle):
                 ram_gb=(spec.get("ram_mb") or 0) / 1000,
                 gpu_ids=spec.get("gpu_ids", []),
             )
-            state = await self.local.submit(job)
+            state = await self.local.submit(self.with_secrets(job, dep))
             state["port"] = port
             deps.set_status(
                 self.settings.db_url, dep_id, "starting", "starting the DEEPaaS server", backend_state=state

@@ -75,6 +75,12 @@ class Registry:
         found = self.lifecycles.get((request.kind, backend))
         if found is None:
             raise PlatformError(400, f"{request.kind} deployments cannot run on the {backend} backend here")
+        if getattr(request, "secrets", None) and not found.takes_secrets:
+            raise PlatformError(
+                400,
+                f"{request.kind} deployments on the {backend} backend cannot be given secrets here: "
+                "only the local backend hands them to the process alone",
+            )
         return found
 
     def of(self, dep: Deployment) -> Lifecycle:

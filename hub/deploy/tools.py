@@ -271,6 +271,7 @@ class LocalTools(Lifecycle):
     kinds: ClassVar[tuple[str, ...]] = ("tool",)
     backend: ClassVar[str] = "local"
     requests: ClassVar[tuple[type[DeploymentRequest], ...]] = (ToolRequest,)
+    takes_secrets: ClassVar[bool] = True
 
     def __init__(self, platform: Platform) -> None:
         super().__init__(platform)
@@ -302,7 +303,7 @@ class LocalTools(Lifecycle):
             **resources(hardware, ram_mb=1000),
             "warnings": warnings,
         }
-        dep = self.record(caller, "tool", item, spec, "starting")
+        dep = self.record(caller, "tool", item, spec, "starting", request)
         deps.set_status(
             self.settings.db_url,
             dep.id,
@@ -324,7 +325,7 @@ class LocalTools(Lifecycle):
             )
             port = random_port()
             deps.set_status(self.settings.db_url, dep_id, "starting", "building the tool's environment")
-            job = await driver.job(dep, workdir, port, token)
+            job = self.with_secrets(await driver.job(dep, workdir, port, token), dep)
             if (cur := deps.get(self.settings.db_url, dep_id)) is None or cur.status != "starting":
                 return  # stopped while its environment was being built
             # a server launched before a platform restart may have left its status file: wait for this one's own

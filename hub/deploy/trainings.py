@@ -111,6 +111,7 @@ class LocalJobs(Lifecycle):
     kinds: ClassVar[tuple[str, ...]] = JOB_KINDS
     backend: ClassVar[str] = "local"
     requests: ClassVar[tuple[type[DeploymentRequest], ...]] = (TrainingRequest, BatchRequest)
+    takes_secrets: ClassVar[bool] = True
 
     def __init__(self, platform: Platform) -> None:
         super().__init__(platform)
@@ -218,7 +219,7 @@ class LocalJobs(Lifecycle):
             "warnings": warnings,
             **resources(hardware),
         }
-        return self.record(caller, "training", item, spec, "queued")
+        return self.record(caller, "training", item, spec, "queued", request)
 
     async def _create_batch(self, caller: Caller, item: CatalogItem, request: BatchRequest) -> Deployment:
         """Predict over a folder of the user's storage, results to another folder, as a queued job."""
@@ -250,7 +251,7 @@ class LocalJobs(Lifecycle):
             "gpu": 0,
             "gpu_ids": [],
         }
-        return self.record(caller, "batch", item, spec, "queued")
+        return self.record(caller, "batch", item, spec, "queued", request)
 
     def in_storage(self, owner: str, path: str, what: str) -> Path:
         return in_storage(self.settings, owner, path, what)
@@ -370,7 +371,7 @@ class LocalJobs(Lifecycle):
                 owner=dep.owner,
                 owned_paths=[workdir],
             )
-            state = await self.local.submit(job)
+            state = await self.local.submit(self.with_secrets(job, dep))
             state["result"] = request["result"]
             outputs = spec["output"] if dep.kind == "batch" else f"storage/models/{spec['item']}/{dep_id}"
             deps.set_status(

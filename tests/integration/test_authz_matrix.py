@@ -124,6 +124,14 @@ MATRIX: dict[tuple[str, str], Entry] = {
                                                         why="writes into the caller's own storage (checked below)"),
     ("POST", "/storage/{path}"):                      E("/storage/authz/uploads", 200, 200, 200, 401, body="upload"),
     ("DELETE", "/storage/{path}"):                    E("/storage/{fresh_file}", 200, 404, 404, 401),
+    # -- secrets: each caller's own, by name; nobody reaches the owner's (admins neither), values never listed
+    ("GET", "/secrets"):                              E("/secrets", 200, 200, 200, 401),
+    ("POST", "/secrets"):                             E("/secrets", 201, 201, 201, 401, body="new_secret",
+                                                        why="each caller stores a new secret of their own"),
+    ("PUT", "/secrets/{name}"):                       E("/secrets/{secret}", 200, 201, 201, 401, body="secret_value",
+                                                        why="the caller's own secret of that name: the owner replaces "
+                                                            "theirs, the others make their own (checked below)"),
+    ("DELETE", "/secrets/{name}"):                    E("/secrets/{fresh_secret}", 200, 404, 404, 401),
     # -- catalog: browsing is public; a private publication is its owner's (and admins')
     ("GET", "/catalog/{kind}"):                       E(("/catalog/modules", "/catalog/tools"), 200, 200, 200, 200),
     ("POST", "/catalog/{kind}"):                      E("/catalog/modules", 201, 201, 201, 401, body="publish",
@@ -186,10 +194,21 @@ class Resources:
         assert self.owner.put(f"{API}/storage/{path}", content=b"to be deleted").status_code == 200
         return path
 
+    def secret_name(self) -> str:
+        """A name no secret of this run has (a secret's name is an environment variable's)."""
+        return self.unique("secret").upper().replace("-", "_")
+
+    def secret(self) -> str:
+        name = self.secret_name()
+        r = self.owner.post(f"{API}/secrets", json={"name": name, "value": "the owner's value"})
+        assert r.status_code == 201, r.text
+        return name
+
     def fill(self, path: str) -> str:
         """The path with real ids; each ``{fresh_*}`` placeholder makes a new resource of the owner."""
         fresh: dict[str, Callable[[], str]] = {
-            "fresh_pipeline": self.pipeline, "fresh_published": self.publication, "fresh_file": self.stored_file}
+            "fresh_pipeline": self.pipeline, "fresh_published": self.publication, "fresh_file": self.stored_file,
+            "fresh_secret": self.secret}
         values = {name: make() for name, make in fresh.items() if "{" + name + "}" in path}
         return path.format(**self.ids, **values)
 
@@ -206,6 +225,8 @@ BODIES: dict[str, Callable[[Resources], dict[str, Any]]] = {
     "raw": lambda res: {"content": b"written by the authorization matrix"},
     "source": lambda res: {"json": {"name": res.unique("src"), "git": "file:///nonexistent/authz-repo"}},
     "upload": lambda res: {"files": {"files": ("note.txt", b"uploaded by the matrix", "text/plain")}},
+    "new_secret": lambda res: {"json": {"name": res.secret_name(), "value": "written by the matrix"}},
+    "secret_value": lambda res: {"json": {"value": "written by the matrix"}},
 }
 
 
@@ -253,6 +274,7 @@ def start_resources(platform: Platform, stem: str) -> Resources:
                "the Flower server did not start")
     res.ids["pipeline"] = res.pipeline()
     res.ids["published"] = res.publication()
+    res.ids["secret"] = res.secret()
     return res
 
 
@@ -305,4 +327,8 @@ def test_the_owners_things_are_unchanged_by_the_others(res: Resources) -> None:
         assert "hello.txt" not in {e["name"] for e in listing}, caller
     for dep in ("module", "flower"):
         assert owner.get(f"{API}/deployments/{res.ids[dep]}").json()["status"] == "running", dep
+    # the others' PUT and DELETE of the owner's secret's name reached secrets of their own
+    assert res.ids["secret"] in {s["name"] for s in owner.get(f"{API}/secrets").json()}
+    for caller in ("other", "admin"):
+        assert res.ids["secret"] in {s["name"] for s in res.clients[caller].get(f"{API}/secrets").json()}, caller
     assert owner.get(f"{API}/catalog/modules/{res.ids['published']}").json()["visibility"] == "private"

@@ -61,6 +61,7 @@ def real_values(res: Resources) -> dict[str, list[str]]:
         "dep_id": [res.ids[k] for k in ("module", "training", "flower", "pipeline")],
         "item_id": [res.ids["published"], "ai4lab-diabetes", "ai4lab-flower"],
         "path": [res.ids["file"], "authz", "v2/models/", "datasets"],
+        "name": [res.ids["secret"]],
     }
 
 

@@ -74,9 +74,9 @@ def test_launcher_and_sidebar_offer_every_panel(lab: Lab) -> None:
     page.wait_for_selector(".jp-Launcher-section:has-text('ai4lab')", timeout=60_000)
     cards = page.locator(".jp-Launcher-section:has-text('ai4lab') .jp-LauncherCard").all_inner_texts()
     assert [c.strip() for c in cards] == ["Marketplace", "Deployments & trainings", "Deploy & try", "Federated (Flower)",
-                                          "Storage"]
+                                          "Storage", "Secrets"]
     page.click("li.lm-TabBar-tab[data-id='ai4lab-sidebar']")
-    assert page.locator("#ai4lab-sidebar button.ai4lab-open").count() == 5
+    assert page.locator("#ai4lab-sidebar button.ai4lab-open").count() == 6
     lab.shot("lab-launcher")
 
 
@@ -133,6 +133,34 @@ def test_storage_upload_download_delete(lab: Lab, tmp_path: Path) -> None:
     assert lab.api.get(f"{API}/storage/notes").json()["content"] == []
     panel.locator("#ai4lab-storage-path a", has_text="storage").click()
     panel.locator("li[data-path=datasets]").wait_for()
+
+
+def test_secrets_panel_adds_lists_and_deletes_without_showing_values(lab: Lab) -> None:
+    import secrets
+
+    page = lab.page
+    panel = lab.open_panel("secrets")
+    panel.locator("li.ai4lab-note", has_text="no secrets yet").wait_for()
+    value = f"lab-{secrets.token_urlsafe(18)}"
+    panel.locator("#ai4lab-secret-name").fill("LAB_TOKEN")
+    panel.locator("#ai4lab-secret-value").fill(value)
+    panel.locator("#ai4lab-secret-save").click()
+    panel.locator("li[data-secret=LAB_TOKEN]").wait_for()
+    assert panel.locator("#ai4lab-secret-value").input_value() == ""  # write-only: cleared once sent
+    assert value not in page.content()
+    assert [s["name"] for s in lab.api.get(f"{API}/secrets").json()] == ["LAB_TOKEN"]
+    # a bad name is explained before anything is sent; a reserved one by the platform, as one sentence
+    for name, reason in (("9lives", "not an environment variable name"), ("PATH", "the platform sets itself")):
+        panel.locator("#ai4lab-secret-name").fill(name)
+        panel.locator("#ai4lab-secret-value").fill("x")
+        panel.locator("#ai4lab-secret-save").click()
+        panel.locator(".ai4lab-error", has_text=reason).wait_for()
+    assert [s["name"] for s in lab.api.get(f"{API}/secrets").json()] == ["LAB_TOKEN"]
+    lab.shot("lab-secrets")
+    page.once("dialog", lambda d: d.accept())
+    panel.locator("li[data-secret=LAB_TOKEN] button[data-action=delete]").click()
+    panel.locator("li.ai4lab-note", has_text="no secrets yet").wait_for()
+    assert lab.api.get(f"{API}/secrets").json() == []
 
 
 def test_train_from_storage_then_deploy_and_try(lab: Lab, held_out: list[tuple[Path, int]], tmp_path: Path) -> None:  # noqa: F811

@@ -265,3 +265,74 @@ async def test_a_cpu_bound_job_limited_to_one_core_does_not_get_two(tmp_path: Pa
     finally:
         await limited.stop(state, timeout=2)
     assert not limited.limits.group(state["cgroup"]).exists()
+
+
+# -- secrets --------------------------------------------------------------------------
+
+
+async def test_secrets_as_environment_never_override_the_platform(tmp_path: Path) -> None:
+    """Given as variables of their names; a secret cannot take the place of a variable the platform sets."""
+    b = LocalBackend(SHARED)
+    out = tmp_path / "env.txt"
+    spec = JobSpec(
+        name="secrets-env",
+        command=[sys.executable, "-c", f"import os, json; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))"],
+        env={**ENV, "FROM_PLATFORM": "platform"},
+        cwd=tmp_path,
+        secrets={"HF_TOKEN": "hf-value", "FROM_PLATFORM": "secret"},
+    )
+    assert "hf-value" not in repr(spec)  # a spec in a log shows no value
+    state = await b.submit(spec)
+    assert (await wait_exit(b, state)).exit_code == 0
+    import json
+
+    env = json.loads(out.read_text())
+    assert env["HF_TOKEN"] == "hf-value" and env["FROM_PLATFORM"] == "platform"
+    assert "AI4LAB_SECRETS_DIR" not in env and "secrets_dir" not in state
+
+
+async def test_secrets_as_files_are_private_and_removed_when_the_job_ends(tmp_path: Path) -> None:
+    b = LocalBackend(SHARED)
+    out = tmp_path / "seen.txt"
+    code = (
+        "import os, stat\n"
+        "d = os.environ['AI4LAB_SECRETS_DIR']\n"
+        "f = os.path.join(d, 'HF_TOKEN')\n"
+        f"open({str(out)!r}, 'w').write('%s %o %o %s %s' % (open(f).read(), stat.S_IMODE(os.stat(d).st_mode), "
+        "stat.S_IMODE(os.stat(f).st_mode), 'HF_TOKEN' in os.environ, d))\n"
+        "import time; time.sleep(30)\n"
+    )
+    state = await b.submit(
+        JobSpec(name="secrets-files", command=[sys.executable, "-c", code], env=ENV, cwd=tmp_path,
+                secrets={"HF_TOKEN": "line1\nline2"}, secrets_as="files")
+    )
+    folder = Path(state["secrets_dir"])
+    await wait_for(lambda: out.exists() and out.read_text().endswith(str(folder)))
+    value_and_modes = out.read_text().removesuffix(f" {folder}")
+    assert value_and_modes == "line1\nline2 700 600 False"
+    assert folder.parent == Path("/dev/shm")  # in memory, not on a disk
+    await b.stop(state, timeout=2)
+    assert not folder.exists()
+
+    # a job that ends by itself: the status that finds it ended removes the folder
+    state = await b.submit(
+        JobSpec(name="secrets-files-2", command=[sys.executable, "-c", "pass"], env=ENV, cwd=tmp_path,
+                secrets={"A": "b"}, secrets_as="files")
+    )
+    folder = Path(state["secrets_dir"])
+    assert (folder / "A").read_text() == "b"
+    await wait_exit(b, state)
+    assert not folder.exists()
+
+
+async def test_secrets_folder_removed_when_the_job_cannot_start(tmp_path: Path) -> None:
+    import glob
+    import secrets
+
+    value = secrets.token_hex(16)  # found again among other jobs' folders by its value only
+    b = LocalBackend(SHARED)
+    with pytest.raises(OSError):
+        await b.submit(JobSpec(name="no-such", command=[str(tmp_path / "missing")], env=ENV, cwd=tmp_path,
+                               secrets={"UNSTARTED": value}, secrets_as="files"))
+    left = [f for f in glob.glob("/dev/shm/ai4lab-secrets-*/UNSTARTED") if Path(f).read_text() == value]
+    assert left == []

@@ -167,3 +167,44 @@ def test_render_form_escapes_profile_text() -> None:
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;" in html
     assert "a &amp; b" in html
+
+
+# -- secrets ----------------------------------------------------------------------------
+
+
+def with_secrets(raw: dict[str, Any], have: list[str] | None) -> SessionOptions:
+    return validate_options(raw, quota=QUOTA, role="intermediate", profiles=DEFAULT_PROFILES, free_gpus=1,
+                            secret_names=have)
+
+
+def test_secrets_chosen_by_name_from_the_users_own() -> None:
+    o = with_secrets({"secrets": ["HF_TOKEN", "S3_KEY"], "secrets_as": "files"}, ["HF_TOKEN", "S3_KEY", "OTHER"])
+    assert (o.secrets, o.secrets_as) == (["HF_TOKEN", "S3_KEY"], "files")
+    assert o.dump()["secrets"] == ["HF_TOKEN", "S3_KEY"]
+    # a form's one field, comma-separated, works too; env is the default
+    o = with_secrets({"secrets": "HF_TOKEN, S3_KEY"}, ["HF_TOKEN", "S3_KEY"])
+    assert (o.secrets, o.secrets_as) == (["HF_TOKEN", "S3_KEY"], "env")
+    # none asked: the stored options stay as they were before secrets existed
+    assert "secrets" not in with_secrets({}, ["HF_TOKEN"]).dump()
+
+
+@pytest.mark.parametrize(
+    ("raw", "have", "reason"),
+    [
+        ({"secrets": ["NOPE"]}, ["HF_TOKEN"], "no secret 'NOPE' of yours"),
+        ({"secrets": ["HF_TOKEN"], "secrets_as": "argv"}, ["HF_TOKEN"], "secrets_as must be one of env, files"),
+        ({"secrets": [1]}, ["HF_TOKEN"], "must be a list of names"),
+        ({"secrets": ["HF_TOKEN"]}, None, "cannot give secrets"),
+    ],
+)
+def test_bad_secret_choices_are_refused(raw: dict[str, Any], have: list[str] | None, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        with_secrets(raw, have)
+
+
+def test_form_offers_the_users_secrets_by_name() -> None:
+    html = render_form(quota=QUOTA, role="intermediate", profiles=DEFAULT_PROFILES, gpus=[], free_gpus=0,
+                       secret_names=["HF_TOKEN"])
+    assert 'name="secrets" value="HF_TOKEN"' in html and 'name="secrets_as"' in html
+    without = render_form(quota=QUOTA, role="intermediate", profiles=DEFAULT_PROFILES, gpus=[], free_gpus=0)
+    assert 'name="secrets"' not in without

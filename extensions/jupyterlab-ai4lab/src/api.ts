@@ -250,6 +250,28 @@ export class Platform {
   flowerToken(id: string): Promise<{ token: string; snippet: string; certificate?: string | null }> {
     return this.json(`api/deployments/${id}/flower/token`);
   }
+
+  /** My secrets by name; the platform never sends a value back. */
+  secrets(): Promise<SecretEntry[]> {
+    return this.json('api/secrets');
+  }
+
+  /** Store a new secret, or (`replace`) the new value of an existing one. */
+  setSecret(name: string, value: string, replace = false): Promise<SecretEntry> {
+    return replace
+      ? this.post(`api/secrets/${encodeURIComponent(name)}`, { value }, 'PUT')
+      : this.post('api/secrets', { name, value });
+  }
+
+  deleteSecret(name: string): Promise<{ deleted: string }> {
+    return this.json(`api/secrets/${encodeURIComponent(name)}`, { method: 'DELETE' });
+  }
+}
+
+export interface SecretEntry {
+  name: string;
+  created_at: string | null;
+  updated_at: string | null;
 }
 
 export function encodePath(path: string): string {

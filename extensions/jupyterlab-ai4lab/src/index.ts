@@ -1,6 +1,6 @@
 /**
  * jupyterlab-ai4lab: the ai4lab panels in JupyterLab 4. A left-sidebar entry and
- * launcher cards open five panels in the main area; all of them talk to the platform
+ * launcher cards open six panels in the main area; all of them talk to the platform
  * through this session's server extension (`<base>/ai4lab/...`).
  */
 
@@ -19,6 +19,7 @@ import { DeployPanel } from './panels/deploy';
 import { DeploymentsPanel } from './panels/deployments';
 import { FlowerPanel } from './panels/flower';
 import { MarketplacePanel } from './panels/marketplace';
+import { SecretsPanel } from './panels/secrets';
 import { StoragePanel } from './panels/storage';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161">
@@ -32,12 +33,13 @@ export const PANELS: { name: PanelName; label: string; make: (ctx: Ctx) => Panel
   { name: 'deployments', label: 'Deployments & trainings', make: ctx => new DeploymentsPanel(ctx) },
   { name: 'deploy', label: 'Deploy & try', make: ctx => new DeployPanel(ctx) },
   { name: 'flower', label: 'Federated (Flower)', make: ctx => new FlowerPanel(ctx) },
-  { name: 'storage', label: 'Storage', make: ctx => new StoragePanel(ctx) }
+  { name: 'storage', label: 'Storage', make: ctx => new StoragePanel(ctx) },
+  { name: 'secrets', label: 'Secrets', make: ctx => new SecretsPanel(ctx) }
 ];
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyterlab-ai4lab:plugin',
-  description: 'ai4lab panels: marketplace, deployments and trainings, deploy and try, Flower, storage.',
+  description: 'ai4lab panels: marketplace, deployments and trainings, deploy and try, Flower, storage, secrets.',
   autoStart: true,
   requires: [ILabShell],
   optional: [ILauncher, ILayoutRestorer],

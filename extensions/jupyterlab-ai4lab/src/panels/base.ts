@@ -4,7 +4,7 @@ import { Widget } from '@lumino/widgets';
 
 import { Platform } from '../api';
 
-export type PanelName = 'marketplace' | 'deployments' | 'deploy' | 'flower' | 'storage';
+export type PanelName = 'marketplace' | 'deployments' | 'deploy' | 'flower' | 'storage' | 'secrets';
 
 export interface Ctx {
   api: Platform;

@@ -8,6 +8,7 @@ import { Deployment, PredictField } from '../api';
 import { ACTIVE, answerView, badge, busy, fill, h, showError, warningsOf } from '../dom';
 import { argsForm, deployForm, Form, predictForm, PredictRequest } from '../forms';
 import { Ctx, Panel } from './base';
+import { secretsChoice } from './secrets';
 
 type Purpose = 'inference' | 'training';
 
@@ -89,24 +90,26 @@ export class DeployPanel extends Panel {
     const purpose = this.purpose.value as Purpose;
     const seq = ++this.loadSeq;
     await busy(this.loadButton, this.errors, async () => {
-      const [config, trainArgs] = await Promise.all([
+      const [config, trainArgs, mySecrets] = await Promise.all([
         this.ctx.api.deployConfig('modules', id, purpose),
-        purpose === 'training' ? this.ctx.api.trainArgs(id) : Promise.resolve(null)
+        purpose === 'training' ? this.ctx.api.trainArgs(id) : Promise.resolve(null),
+        this.ctx.api.secrets().catch(() => []) // a platform without secrets still deploys
       ]);
       if (seq !== this.loadSeq) {
         return; // another item was loaded meanwhile: its form wins
       }
       const form = deployForm(config);
       const args = trainArgs ? argsForm(trainArgs) : null;
+      const secrets = secretsChoice(mySecrets);
       const submit = h('button', { id: 'ai4lab-deploy-submit', class: 'jp-mod-styled jp-mod-accept',
         text: purpose === 'training' ? 'Start training' : 'Deploy' });
-      submit.addEventListener('click', () => void this.submit(submit, id, purpose, form, args));
+      submit.addEventListener('click', () => void this.submit(submit, id, purpose, form, args, secrets?.read() ?? {}));
       const problems = config.deployable ? null : h('div', { class: 'ai4lab-error', role: 'alert', text: `Cannot run here: ${config.problems.join('; ')}` });
       fill(this.formArea,
         h('h3', { text: config.item.title }), problems, warningsOf(config.warnings),
         purpose === 'training' ? h('label', { class: 'ai4lab-field' }, h('span', { class: 'ai4lab-field-name', text: 'Dataset *' }), this.datasetInput,
           h('small', { text: 'Pick one in the Storage panel with “Use as training input”.' })) : null,
-        args?.element, form.element, submit);
+        args?.element, form.element, secrets?.element, submit);
     });
     await this.loadTry(id);
     if (tryOnly) {
@@ -114,7 +117,8 @@ export class DeployPanel extends Panel {
     }
   }
 
-  async submit(button: HTMLButtonElement, id: string, purpose: Purpose, form: Form<any>, args: Form<any> | null): Promise<void> {
+  async submit(button: HTMLButtonElement, id: string, purpose: Purpose, form: Form<any>, args: Form<any> | null,
+    secrets: Record<string, unknown> = {}): Promise<void> {
     const { values, problems } = form.read();
     const a = args?.read() ?? { values: {}, problems: [] };
     const all = [...problems, ...a.problems];
@@ -125,7 +129,8 @@ export class DeployPanel extends Panel {
       showError(this.errors, new Error(all.join('; ')));
       return;
     }
-    const body: Record<string, any> = { kind: purpose === 'training' ? 'training' : 'module', item: id, title: values.title, hardware: values.hardware };
+    const body: Record<string, any> = { kind: purpose === 'training' ? 'training' : 'module', item: id, title: values.title,
+      hardware: values.hardware, ...secrets };
     if (purpose === 'training') {
       body.dataset = this.datasetInput.value.trim();
       body.args = a.values;
