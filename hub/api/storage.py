@@ -20,7 +20,7 @@ from ai4lab.api.answers import Deleted, StorageEntry, StorageListing
 from ai4lab.api.auth import HubUser
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core.errors import PlatformError
-from ai4lab.core.storage import OwnedStorage, UserStorage
+from ai4lab.core.storage import UserStorage
 
 T = TypeVar("T")
 
@@ -41,13 +41,10 @@ def _file_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
 
 
 def build_router(api: ApiContext) -> APIRouter:
-    settings = api.settings
     router = APIRouter(prefix=f"{api.prefix}/storage", tags=["storage"])
 
     def storage_for(user: HubUser) -> UserStorage:
-        store = OwnedStorage(f"file://{settings.user_storage(user.name)}", {}, api.platform.local.identity(user.name))
-        store.ensure_root()
-        return store
+        return api.storage(user.name)
 
     @router.get("", summary="List the root of my storage", response_model=StorageListing)
     @router.get(
