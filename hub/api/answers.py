@@ -185,5 +185,6 @@ class DatasetEntry(Answer):
     path: str = Field(description="its path in the storage: what a training's dataset field takes")
     files: int = Field(description="files in the folder, besides its card")
     bytes: int
+    data_files: list[str] = Field(default_factory=list, description="names of its files besides the card (first 50)")
     modified: str | None = None
     card: DatasetCard | None = Field(description="its card, when it was imported (or has a dataset.json)")

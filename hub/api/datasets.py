@@ -13,8 +13,9 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import ValidationError
 
-from ai4lab.api.answers import DatasetEntry, DeploymentView
+from ai4lab.api.answers import DatasetCard, DatasetEntry, DeploymentView
 from ai4lab.api.context import ApiContext, User
 from ai4lab.deploy.datasets import DatasetImports, DatasetSource, list_datasets
 
@@ -28,7 +29,13 @@ def build_router(api: ApiContext) -> APIRouter:
         "", summary="My datasets: the folders under datasets/ with their cards", response_model=list[DatasetEntry]
     )
     async def datasets(user: User) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(list_datasets, api.storage(user.name))
+        found = await asyncio.to_thread(list_datasets, api.storage(user.name))
+        for entry in found:  # a dataset.json the user wrote by hand is shown only when it is a card
+            try:
+                entry["card"] = DatasetCard.model_validate(entry["card"]).model_dump() if entry["card"] else None
+            except ValidationError:
+                entry["card"] = None
+        return found
 
     @router.post(
         "",

@@ -48,8 +48,10 @@ log = logging.getLogger("ai4lab.datasets")
 DATASETS = "datasets"
 #: Files of a dataset folder that describe it (written by the import).
 CARD_FILES = ("DATASET.md", "dataset.json")
-ZENODO_DOI = re.compile(r"^10\.5281/zenodo\.(\d+)$", re.IGNORECASE)
-RECORD_PATH = re.compile(r"^/(?:api/)?records?/(\d+)/?$")
+ZENODO_DOI = re.compile(r"^10\.5281/zenodo\.(\d{1,12})$", re.IGNORECASE)
+RECORD_PATH = re.compile(r"^/(?:api/)?records?/(\d{1,12})/?$")
+#: Data files named in a listing (for pickers that offer one file of a dataset, e.g. a CSV).
+DATA_FILES = 50
 #: Largest ``dataset.json`` read back for a listing.
 CARD_BYTES = 2**20
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -147,6 +149,8 @@ def resolve_zenodo(record_id: int, zenodo_url: str, timeout: float = 30) -> Reso
         raise PlatformError(502, f"cannot reach Zenodo at {base}: {e}") from None
     if r.status_code in (404, 410):
         raise PlatformError(404, f"no Zenodo record {record_id} at {base} (answer {r.status_code})")
+    if 400 <= r.status_code < 500:
+        raise PlatformError(400, f"Zenodo at {base} refused record {record_id} (answer {r.status_code})")
     if r.status_code != 200:
         raise PlatformError(502, f"Zenodo at {base} answered {r.status_code} for record {record_id}")
     try:
@@ -423,6 +427,7 @@ def list_datasets(storage: Any) -> list[dict[str, Any]]:
                 "path": path,
                 "files": len(files),
                 "bytes": sum(e.get("size") or 0 for e in files),
+                "data_files": [e["name"] for e in files[:DATA_FILES]],
                 "modified": entry.get("modified"),
                 "card": card,
             }

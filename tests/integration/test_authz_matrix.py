@@ -124,6 +124,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
                                                         why="writes into the caller's own storage (checked below)"),
     ("POST", "/storage/{path}"):                      E("/storage/authz/uploads", 200, 200, 200, 401, body="upload"),
     ("DELETE", "/storage/{path}"):                    E("/storage/{fresh_file}", 200, 404, 404, 401),
+    # -- datasets: each caller's own storage; an import is a deployment (the routes above)
+    ("GET", "/datasets"):                             E("/datasets", 200, 200, 200, 401),
+    ("POST", "/datasets"):                            E("/datasets", 201, 201, 201, 401, body="dataset",
+                                                        why="each caller imports into their own storage"),
     # -- catalog: browsing is public; a private publication is its owner's (and admins')
     ("GET", "/catalog/{kind}"):                       E(("/catalog/modules", "/catalog/tools"), 200, 200, 200, 200),
     ("POST", "/catalog/{kind}"):                      E("/catalog/modules", 201, 201, 201, 401, body="publish",
@@ -206,7 +210,10 @@ BODIES: dict[str, Callable[[Resources], dict[str, Any]]] = {
     "raw": lambda res: {"content": b"written by the authorization matrix"},
     "source": lambda res: {"json": {"name": res.unique("src"), "git": "file:///nonexistent/authz-repo"}},
     "upload": lambda res: {"files": {"files": ("note.txt", b"uploaded by the matrix", "text/plain")}},
+    "dataset": lambda res: {"json": {"source": f"10.5281/zenodo.{AUTHZ_RECORD}", "name": res.unique("ds")}},
 }
+#: The fake Zenodo's record the matrix imports (tests/fakes/zenodo.py).
+AUTHZ_RECORD = 7100
 
 
 def diabetes_csv(n: int = 40) -> bytes:
@@ -264,7 +271,10 @@ def stop_resources(res: Resources) -> None:
 
 
 @pytest.fixture(scope="module")
-def res(platform: Platform) -> Iterator[Resources]:
+def res(platform: Platform, fake_zenodo: Any) -> Iterator[Resources]:
+    from tests.fakes.zenodo import Record
+
+    fake_zenodo.fake.add(Record(id=AUTHZ_RECORD, title="authz", files={"a.txt": b"imported by the matrix"}))
     res = start_resources(platform, "authz")
     yield res
     stop_resources(res)

@@ -20,6 +20,8 @@ import httpx
 import psutil
 import pytest
 
+from ai4lab.client import Client
+from ai4lab.client.widgets import TrainingLauncher
 from ai4lab.core.envs import ensure_env, env_bin
 from ai4lab.core.settings import bundled_catalog_path
 from tests.fakes.zenodo import Record
@@ -224,6 +226,10 @@ def test_a_training_uses_an_imported_dataset(platform: Platform, fake_zenodo: An
     imported = wait_ended(dana, r.json()["id"])
     assert imported["status"] == "succeeded", imported["status_reason"]
     path = imported["endpoints"]["dataset"]
+    # the training form's pickers offer it: the notebook widget (the Lab panel's is tested in its suite)
+    launcher = TrainingLauncher(Client(f"{platform.url}{API}", platform.token("dana")), "ai4lab-digits",
+                                auto_poll=False)
+    assert {path, f"{path}/digits.csv"} <= set(launcher.dataset.options)
     r = dana.post(f"{API}/deployments", json={"kind": "training", "item": "ai4lab-digits",
                                               "dataset": f"{path}/digits.csv", "args": {"epochs": 2}})
     assert r.status_code == 201, r.text
