@@ -266,6 +266,9 @@ class Settings(BaseSettings):
         description="Zenodo whose REST API resolves dataset DOIs (10.5281/zenodo.<n>) and record URLs "
         "(<zenodo_url>/api/records/<n>); a Zenodo sandbox or mirror, or a local fake in tests.",
     )
+    dataset_imports: int = Field(
+        default=2, ge=1, description="Dataset imports one user may run at once; more are refused (429)."
+    )
     dataset_timeout: float = Field(
         default=60, description="Seconds a dataset download may wait for the server's next bytes before it fails."
     )

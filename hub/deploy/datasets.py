@@ -219,8 +219,11 @@ class DatasetImports(Lifecycle):
         return in_user_storage(self.settings.user_storage(owner), rel, "dataset")
 
     def tmp_path(self, dep: Deployment) -> Path:
-        """The hidden folder an import downloads into (beside its target, so that the rename is atomic)."""
-        return self.storage_path(dep.owner, f"{DATASETS}/.import-{dep.id}")
+        """The hidden folder an import downloads into (beside its target, so that the rename is atomic).
+
+        Its own name is not resolved: if the user replaced it by a link, the link is what gets removed.
+        """
+        return self.storage_path(dep.owner, DATASETS) / f".import-{dep.id}"
 
     # -- create -----------------------------------------------------------------------------
     async def create(self, request: DatasetSource, caller: Caller) -> Deployment:
@@ -239,11 +242,19 @@ class DatasetImports(Lifecycle):
         name = request.name or resolved.default_name or "dataset"
         rel = f"{DATASETS}/{name}"
         async with self.platform.lock(f"datasets-{caller.name}"):
-            if any(d.name == name and d.owner == caller.name for d in self.mine(active_only=True)):
+            running = [d for d in self.mine(active_only=True) if d.owner == caller.name]
+            if any(d.name == name for d in running):
                 raise PlatformError(409, f"dataset {name!r} is being imported already: wait for it or cancel it")
+            if len(running) >= self.settings.dataset_imports:
+                raise PlatformError(
+                    429,
+                    f"{len(running)} dataset imports of yours are running, at most "
+                    f"{self.settings.dataset_imports} at once: wait for one to end, or cancel one",
+                )
             target = self.storage_path(caller.name, rel)
             if target.exists() and not request.replace:
                 raise PlatformError(409, f"dataset {name!r} exists in {rel}: pass replace=true, or choose another name")
+            self._check_space(resolved)
             card: dict[str, Any] = {**resolved.card, "name": name, "path": rel, "imported_by": caller.name}
             spec = {
                 "source": request.source,
@@ -266,6 +277,17 @@ class DatasetImports(Lifecycle):
             )
         await self.start(dep)
         return deps.get(self.settings.db_url, dep.id) or dep
+
+    def _check_space(self, resolved: Resolved) -> None:
+        """507 when the record's files cannot fit on the storage's disk (their sizes are known for Zenodo)."""
+        need = sum(f.get("size") or 0 for f in resolved.files)
+        root = self.settings.storage_root
+        free = shutil.disk_usage(root if root.exists() else self.settings.state).free
+        if need > free:
+            raise PlatformError(
+                507,
+                f"the dataset needs {need / 1e9:.2f} GB, the storage has {free / 1e9:.2f} GB free: nothing was fetched",
+            )
 
     async def start(self, dep: Deployment) -> None:
         try:

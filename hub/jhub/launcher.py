@@ -107,7 +107,8 @@ def sweep_local_processes(settings: Settings) -> int:
         if resumes_after_restart(dep.kind, dep.backend):  # sessions and servers start again with the platform
             deps.set_status(settings.db_url, dep.id, "stopped", deps.SHUTDOWN_REASON)
         elif dep.kind in ("training", "batch", "dataset"):  # a job cannot resume where it was
-            deps.set_status(settings.db_url, dep.id, "failed", f"the platform was stopped during the {dep.kind}")
+            what = "dataset import" if dep.kind == "dataset" else dep.kind
+            deps.set_status(settings.db_url, dep.id, "failed", f"the platform was stopped during the {what}")
         else:
             deps.set_status(settings.db_url, dep.id, "stopped", "the platform was stopped")
     return killed

@@ -33,6 +33,8 @@ class Record:
     version: str = "1.0"
     #: files whose md5 the record states wrongly (key -> the md5 it claims)
     wrong_md5: dict[str, str] = field(default_factory=dict)
+    #: files whose size the record states wrongly (key -> the size it claims)
+    wrong_size: dict[str, int] = field(default_factory=dict)
     #: bytes per second its files are served at (0: as fast as possible)
     rate: int = 0
     access: str = "open"
@@ -58,7 +60,7 @@ class FakeZenodo:
                 files.append({
                     "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{rec.id}/{key}")),
                     "key": key,
-                    "size": len(content),
+                    "size": rec.wrong_size.get(key, len(content)),
                     "checksum": f"md5:{md5}",
                     "links": {"self": f"{base}/api/records/{rec.id}/files/{key}/content"},
                 })

@@ -137,8 +137,10 @@ def test_names_clashes_and_bad_sources(platform: Platform, fake_zenodo: Any, dan
     assert wait_ended(dana, r.json()["id"])["status"] == "succeeded"
     assert dana.get(f"{API}/storage/datasets/tiny/a.txt").content == b"second"
     before += 1
-    # bad sources and names: 4xx with the reason, nothing recorded
+    # bad sources and names, a record too large for the disk: 4xx/507 with the reason, nothing recorded
+    fake_zenodo.fake.add(Record(id=7009, title="Huge", files={"huge.bin": b"x"}, wrong_size={"huge.bin": 10**16}))
     for body, status, words in [
+        ({"source": "10.5281/zenodo.7009"}, 507, "storage has"),
         ({"source": "10.1234/not-zenodo"}, 400, "only Zenodo DOIs"),
         ({"source": "hello"}, 400, "neither a DOI nor a URL"),
         ({"source": "http://example.org/data.csv"}, 400, "not HTTPS"),
@@ -210,6 +212,11 @@ def test_a_cancel_leaves_nothing_and_others_cannot_touch_it(platform: Platform, 
     assert dep["id"] not in [d["id"] for d in omar.get(f"{API}/deployments").json()]
     assert omar.get(f"{API}/datasets").json() == []
     assert dana.get(f"{API}/deployments/{dep['id']}").json()["status"] == "running"
+    # at most two imports of hers at once (dataset_imports): a third is refused
+    second = dana.post(f"{API}/datasets", json={"source": "10.5281/zenodo.7005", "name": "slow-too"}).json()
+    r = dana.post(f"{API}/datasets", json={"source": "10.5281/zenodo.7005", "name": "slow-three"})
+    assert r.status_code == 429 and "at most 2 at once" in r.json()["detail"]
+    assert dana.delete(f"{API}/deployments/{second['id']}").json()["status"] == "cancelled"
     # dana cancels it: the process ends, nothing is left
     r = dana.delete(f"{API}/deployments/{dep['id']}")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
