@@ -25,7 +25,7 @@ import logging
 import re
 import shutil
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -93,7 +93,6 @@ class Resolved:
     card: dict[str, Any]
     default_name: str
     record: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _slug(text: str) -> str:
