@@ -73,8 +73,17 @@ def fake_oscar() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def fake_zenodo() -> Iterator[Any]:
+    """One fake Zenodo per session (tests/fakes/zenodo.py); tests add the records they import."""
+    from tests.fakes.zenodo import FakeZenodoServer
+
+    with FakeZenodoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_data.RemoteCatalogs,
-             fake_oscar: Any) -> Iterator[Platform]:
+             fake_oscar: Any, fake_zenodo: Any) -> Iterator[Platform]:
     # two pretend GPUs: the inventory logic (CUDA_VISIBLE_DEVICES, exclusivity) needs no real device
     gpus = '[{"id": "0", "model": "Tesla T4"}, {"id": "1", "model": "Tesla T4"}]'
     from ai4lab.core.settings import bundled_catalog_path
@@ -87,7 +96,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_da
     p = Platform.create(
         Path(tmp_path_factory.mktemp("platform")) / "state", gpus=gpus, catalog_sources=json.dumps(sources),
         own_storage_allow_http="true",  # users' own S3 / WebDAV servers of the tests listen on http://127.0.0.1
-        **fake_oscar.settings(),
+        zenodo_url=fake_zenodo.url, **fake_oscar.settings(),
     )
     p.start()
     try:

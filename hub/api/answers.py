@@ -27,7 +27,11 @@ class DeploymentView(BaseModel):
     updated_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
-    progress: dict[str, int] | None = Field(default=None, description="batch jobs: files done and total")
+    progress: dict[str, int] | None = Field(
+        default=None,
+        description="batch jobs: files done and total; dataset imports: bytes done and total, "
+        "and files_done, files_total, bytes_done, bytes_total",
+    )
 
 
 class StorageUsage(BaseModel):
@@ -186,3 +190,31 @@ class SecretEntry(BaseModel):
     name: str = Field(description="the environment variable (or file) name it is given as")
     created_at: str | None = None
     updated_at: str | None = None
+
+
+class DatasetCard(Answer):
+    """Where a dataset came from (its ``dataset.json``, written by the import)."""
+
+    name: str
+    path: str
+    source: str = Field(description="zenodo:<record id>, or the URL it was downloaded from")
+    title: str | None = None
+    doi: str | None = None
+    record_url: str | None = None
+    creators: list[str] = Field(default_factory=list)
+    license: str | None = None
+    version: str | None = None
+    imported_at: str | None = None
+    files: list[dict[str, Any]] = Field(default_factory=list, description="key, size, md5, sha256, url of each file")
+
+
+class DatasetEntry(Answer):
+    """One folder under ``datasets/`` of the caller's storage."""
+
+    name: str
+    path: str = Field(description="its path in the storage: what a training's dataset field takes")
+    files: int = Field(description="files in the folder, besides its card")
+    bytes: int
+    data_files: list[str] = Field(default_factory=list, description="names of its files besides the card (first 50)")
+    modified: str | None = None
+    card: DatasetCard | None = Field(description="its card, when it was imported (or has a dataset.json)")

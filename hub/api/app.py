@@ -2,7 +2,7 @@
 
 ``create_app`` only wires: one router per URL prefix (``accounts``: ``/me``,
 ``/users``; ``deployments`` and ``deployment_tools``: ``/deployments``;
-``catalog``; ``storage``; ``secrets``; ``admin``; ``pages``: ``/marketplace``), the
+``catalog``; ``storage``; ``datasets``; ``secrets``; ``admin``; ``pages``: ``/marketplace``), the
 deployment registry behind them, the background loops, and the one error
 handler. Owners see and stop only their own deployments and storage; admins
 see all. Other users' things answer 404, so that their existence is not revealed.
@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ai4lab import __version__
-from ai4lab.api import accounts, admin, catalog, deployment_tools, deployments, pages, secrets, storage
+from ai4lab.api import accounts, admin, catalog, datasets, deployment_tools, deployments, pages, secrets, storage
 from ai4lab.api.auth import HubAuthenticator
 from ai4lab.api.context import ApiContext
 from ai4lab.core import deployments as deps
@@ -81,7 +81,7 @@ def create_app(
     app.state.api = api
     app.state.registry = registry
     app.state.catalog = platform.catalog
-    for module in (accounts, deployments, deployment_tools, catalog, storage, secrets, pages, admin):
+    for module in (accounts, deployments, deployment_tools, catalog, storage, datasets, secrets, pages, admin):
         app.include_router(module.build_router(api))
     install_error_handlers(app, registry)
     return app

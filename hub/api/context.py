@@ -14,6 +14,7 @@ from ai4lab.core import deployments as deps
 from ai4lab.core.db import Deployment
 from ai4lab.core.errors import PlatformError
 from ai4lab.core.settings import Settings
+from ai4lab.core.storage import UserStorage, open_storage
 from ai4lab.deploy.lifecycle import Caller, Platform
 from ai4lab.deploy.registry import Registry
 
@@ -59,6 +60,12 @@ class ApiContext:
 
     def deployment(self, dep_id: str, user: HubUser) -> Deployment:
         return self.visible(deps.get(self.settings.db_url, dep_id), user)
+
+    def storage(self, name: str) -> UserStorage:
+        """``name``'s own storage, its root made theirs on first use; what the platform writes there is theirs."""
+        store = open_storage(self.settings, name, self.platform.local.identity(name))
+        store.ensure_root()
+        return store
 
 
 def api_of(request: Request) -> ApiContext:

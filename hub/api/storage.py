@@ -24,7 +24,7 @@ from ai4lab.api.answers import Deleted, StorageEntry, StorageListing
 from ai4lab.api.auth import HubUser
 from ai4lab.api.context import ApiContext, User
 from ai4lab.core.errors import PlatformError
-from ai4lab.core.storage import QuotaExceeded, UserStorage, chunks_of, open_storage, storage_quota
+from ai4lab.core.storage import QuotaExceeded, UserStorage, chunks_of, storage_quota
 
 T = TypeVar("T")
 
@@ -59,17 +59,14 @@ async def _stream(file: Any) -> AsyncIterator[bytes]:
 
 
 def build_router(api: ApiContext) -> APIRouter:
-    settings = api.settings
     router = APIRouter(prefix=f"{api.prefix}/storage", tags=["storage"])
 
     def storage_for(user: HubUser) -> UserStorage:
-        store = open_storage(settings, user.name, api.platform.local.identity(user.name))
-        store.ensure_root()
-        return store
+        return api.storage(user.name)
 
     async def budget(user: HubUser, store: UserStorage, replaced: int = 0) -> tuple[int, int]:
         """What is used and what may still be written (``replaced``: bytes a write frees by replacing a file)."""
-        allowed = await asyncio.to_thread(storage_quota, settings, user.name, api.caller(user).role)
+        allowed = await asyncio.to_thread(storage_quota, api.settings, user.name, api.caller(user).role)
         if allowed is None:  # the user's own storage: its server decides
             return 0, 1 << 62
         used = await asyncio.to_thread(store.usage)

@@ -1,5 +1,5 @@
 """CLI commands that talk to a running platform through its API (``ai4lab.client``):
-deploy, predict, deployments, logs, stop, and ``module`` (export, new)."""
+deploy, predict, deployments, logs, stop, ``module`` (export, new), ``pipeline`` and ``datasets``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ module_app = typer.Typer(help="AI modules: export one to run elsewhere, start a 
 pipeline_app = typer.Typer(help="Pipelines: chain module or serverless deployments.", no_args_is_help=True)
 secrets_app = typer.Typer(
     help="Your secrets (tokens, passwords) for your deployments and sessions; values are never shown.",
+    no_args_is_help=True,
+)
+datasets_app = typer.Typer(
+    help="Datasets: import one by Zenodo DOI or URL into datasets/<name>/ of your storage, list them.",
     no_args_is_help=True,
 )
 
@@ -229,6 +233,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(module_app, name="module")
     app.add_typer(pipeline_app, name="pipeline")
     app.add_typer(secrets_app, name="secrets")
+    app.add_typer(datasets_app, name="datasets")
 
 
 def _file_fields(client: Client, dep: dict) -> list[str]:
@@ -433,3 +438,52 @@ def secrets_rm(
     except ApiError as e:
         _fail(str(e))
     out.print(f"{name} deleted", markup=False)
+
+
+@datasets_app.command("import")
+def datasets_import(
+    source: str = typer.Argument(..., help="Zenodo DOI (10.5281/zenodo.123), Zenodo record URL or HTTPS URL"),
+    name: str | None = typer.Option(None, "--name", help="folder under datasets/ (default: from the record's title)"),
+    replace: bool = typer.Option(False, "--replace", help="replace datasets/<name> when it exists"),
+    sha256: str | None = typer.Option(None, "--sha256", help="plain URLs: the file's SHA-256, verified"),
+    md5: str | None = typer.Option(None, "--md5", help="plain URLs: the file's MD5, verified"),
+    wait: bool = typer.Option(False, "--wait", help="wait until it ends"),
+    url: str | None = typer.Option(None, help=URL_HELP),
+    token: str | None = typer.Option(None, help=TOKEN_HELP),
+) -> None:
+    """Import a dataset (a job: `ai4lab logs <id>`, `ai4lab cancel <id>`); prints its id, status and folder."""
+    client = _client(url, token)
+    try:
+        dep = client.import_dataset(source, name=name, replace=replace, sha256=sha256, md5=md5)
+        if wait:
+            dep = client.wait_ended(dep)
+    except (ApiError, TimeoutError) as e:
+        _fail(str(e))
+    reason = f"  ({dep['status_reason'].splitlines()[0]})" if dep["status_reason"] else ""
+    out.print(f"{dep['id']} {dep['status']} {dep['spec']['dataset']}{reason}", markup=False)
+    if wait and dep["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@datasets_app.command("ls")
+def datasets_ls(
+    as_json: bool = typer.Option(False, "--json"),
+    url: str | None = typer.Option(None, help=URL_HELP),
+    token: str | None = typer.Option(None, help=TOKEN_HELP),
+) -> None:
+    """My datasets, with where each came from."""
+    try:
+        items = _client(url, token).datasets()
+    except ApiError as e:
+        _fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps(items, indent=1) + "\n")
+        return
+    table = Table("path", "files", "bytes", "source", "title", "license")
+    for d in items:
+        card = d.get("card") or {}
+        source = f"doi:{card['doi']}" if card.get("doi") else card.get("source") or ""
+        table.add_row(
+            d["path"], str(d["files"]), str(d["bytes"]), source, card.get("title") or "", card.get("license") or ""
+        )
+    out.print(table)

@@ -221,15 +221,7 @@ class Client:
             **_secrets_fields(secrets, secrets_as),
         }
         dep = self._call("POST", "/deployments", json=body)
-        if not wait:
-            return dep
-        deadline = time.monotonic() + timeout
-        while dep["status"] in ACTIVE_STATUSES:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"training {dep['id']} still {dep['status']} after {timeout:g}s")
-            time.sleep(1)
-            dep = self.deployment(dep["id"])
-        return dep
+        return self.wait_ended(dep, timeout) if wait else dep
 
     def metrics(self, dep_id: str) -> dict[str, list[dict[str, float]]]:
         """Per-step metric histories of a training (live while it runs)."""
@@ -273,6 +265,41 @@ class Client:
     def logs(self, dep_id: str, tail: int | None = None) -> str:
         data = self._call("GET", f"/deployments/{dep_id}/logs", params={"tail": tail} if tail else {})
         return data.decode() if isinstance(data, bytes) else str(data)
+
+    # -- datasets ---------------------------------------------------------------------
+    def datasets(self) -> list[dict[str, Any]]:
+        """My datasets: the folders under ``datasets/`` of my storage, each with its card (where it came from)."""
+        return self._call("GET", "/datasets")
+
+    def import_dataset(
+        self,
+        source: str,
+        *,
+        name: str | None = None,
+        replace: bool = False,
+        sha256: str | None = None,
+        md5: str | None = None,
+        wait: bool = False,
+        timeout: float = 3600,
+    ) -> dict[str, Any]:
+        """Import a dataset by Zenodo DOI, Zenodo record URL or HTTPS URL into ``datasets/<name>/``.
+
+        Returns the import (a deployment of kind ``dataset``: its ``progress`` has bytes and files); with
+        ``wait=True`` once it ended (``succeeded``, or ``failed`` with the reason).
+        """
+        body = {"source": source, "name": name, "replace": replace, "sha256": sha256, "md5": md5}
+        dep = self._call("POST", "/datasets", json={k: v for k, v in body.items() if v is not None})
+        return self.wait_ended(dep, timeout) if wait else dep
+
+    def wait_ended(self, dep: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+        """The deployment ``dep`` once it is no longer queued, starting or running (jobs: trainings, imports)."""
+        deadline = time.monotonic() + timeout
+        while dep["status"] in ACTIVE_STATUSES:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dep['kind']} {dep['id']} still {dep['status']} after {timeout:g}s")
+            time.sleep(0.5)
+            dep = self.deployment(dep["id"])
+        return dep
 
     # -- storage ----------------------------------------------------------------------
     def ls(self, path: str = "") -> list[dict[str, Any]]:

@@ -207,6 +207,18 @@ def svg_plot(metrics: dict[str, list[dict[str, float]]], width: int = 420, heigh
     )
 
 
+def dataset_choices(client: Client) -> list[str]:
+    """What a dataset picker offers: each folder under ``datasets/`` (``GET /datasets``), then its data files.
+
+    A help, not a condition: when the list cannot be read, the field is typed in as before.
+    """
+    try:
+        entries = client.datasets()
+    except ApiError:
+        return []
+    return [p for d in entries for p in (d["path"], *(f"{d['path']}/{f}" for f in d.get("data_files", [])))]
+
+
 class TrainingLauncher(w.VBox):
     """Start a training of a module on a dataset of your storage and watch its metrics."""
 
@@ -226,7 +238,14 @@ class TrainingLauncher(w.VBox):
         self.auto_poll = auto_poll
         self.training: dict[str, Any] | None = None
         self.metrics: dict[str, list[dict[str, float]]] = {}
-        self.dataset = w.Text(value=dataset, description="dataset", placeholder="folder or file in your storage")
+        # the dataset picker: the user's datasets and their files offered, any storage path accepted
+        self.dataset = w.Combobox(
+            value=dataset,
+            options=dataset_choices(self.client),
+            ensure_option=False,
+            description="dataset",
+            placeholder="folder or file in your storage",
+        )
         self.epochs = w.BoundedIntText(value=epochs, min=1, max=100_000, description="epochs")
         self.start_button = w.Button(description="Start training", button_style="primary")
         self.status = w.HTML()

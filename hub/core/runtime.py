@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Scripts run by a module's own Python (they import each other, so they travel together).
-RUNNERS = ("oneshot.py", "train_runner.py", "batch_runner.py")
+RUNNERS = ("oneshot.py", "train_runner.py", "batch_runner.py", "dataset_runner.py")
 
 
 def default_runtime_dir() -> Path:

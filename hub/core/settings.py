@@ -288,6 +288,18 @@ class Settings(BaseSettings):
     oscar_vo: str | None = Field(default=None, description="VO the OSCAR services are created in (OIDC clusters).")
     oscar_timeout: float = Field(default=300, description="Seconds to wait for one synchronous OSCAR invocation.")
 
+    zenodo_url: str = Field(
+        default="https://zenodo.org",
+        description="Zenodo whose REST API resolves dataset DOIs (10.5281/zenodo.<n>) and record URLs "
+        "(<zenodo_url>/api/records/<n>); a Zenodo sandbox or mirror, or a local fake in tests.",
+    )
+    dataset_imports: int = Field(
+        default=2, ge=1, description="Dataset imports one user may run at once; more are refused (429)."
+    )
+    dataset_timeout: float = Field(
+        default=60, description="Seconds a dataset download may wait for the server's next bytes before it fails."
+    )
+
     @model_validator(mode="after")
     def _fill_runtime_paths(self) -> Settings:
         """Defaults that live below ``runtime_dir`` (one setting moves them all)."""

@@ -16,6 +16,7 @@ from pydantic import Field
 from ai4lab.core import deployments as deps
 from ai4lab.core.db import Deployment
 from ai4lab.core.errors import PlatformError
+from ai4lab.deploy.datasets import DatasetImports
 from ai4lab.deploy.lifecycle import DeploymentRequest, Lifecycle, Platform
 from ai4lab.deploy.modules import ModuleServers
 from ai4lab.deploy.on_nomad import NomadJobs, NomadTools
@@ -38,6 +39,7 @@ LIFECYCLES: list[type[Lifecycle]] = [
     NomadTools,  # tool       on nomad   (CVAT)
     OscarServices,  # serverless on oscar   (an OSCAR service per deployment)
     Pipelines,  # pipeline   on pipeline (chains deployments, runs in the platform API)
+    DatasetImports,  # dataset  on local   (dataset_runner.py: a download as the owner, by DOI or URL)
 ]
 
 

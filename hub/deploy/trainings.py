@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -42,6 +42,9 @@ from ai4lab.core.storage import in_user_storage, storage_not_full
 from ai4lab.deploy import module_env, runner, runner_result
 from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, ItemRequest, Lifecycle, Platform, resources
 from ai4lab.deploy.module_code import link_folder, runner_env, working_copy
+
+if TYPE_CHECKING:
+    from ai4lab.backends.local import LocalBackend
 
 log = logging.getLogger("ai4lab.trainings")
 JOB_KINDS = ("training", "batch")
@@ -93,6 +96,16 @@ def model_file(settings: Settings, owner: str, training_id: str) -> Path:
     if not model.is_file():
         raise PlatformError(400, f"training {training_id} left no model file")
     return model
+
+
+def job_result(local: LocalBackend, dep: Deployment) -> dict[str, Any]:
+    """What a job's runner wrote last (``result.json``, named in its state), or {} when it wrote nothing readable."""
+    path = Path(dep.backend_state.get("result", ""))
+    try:  # written by the job, as its user: never followed out of the job's folder
+        result = json.loads(isolation.read_written_by(path, local.identity(dep.owner).uid, 2**22))
+    except (OSError, ValueError, isolation.IsolationError):
+        return {}
+    return result if isinstance(result, dict) else {}
 
 
 def _extras(package: Path) -> tuple[str, ...]:
@@ -427,22 +440,13 @@ class LocalJobs(Lifecycle):
                 await self._finish(dep, status.exit_code, status.reason)
         await self.schedule()
 
-    def _result(self, dep: Deployment) -> dict[str, Any]:
-        """What the job's runner wrote last (``result.json``), or {} when it wrote nothing readable."""
-        path = Path(dep.backend_state.get("result", ""))
-        try:  # written by the job, as its user: never followed out of the job's folder
-            result = json.loads(isolation.read_written_by(path, self.local.identity(dep.owner).uid, 2**22))
-        except (OSError, ValueError, isolation.IsolationError):
-            return {}
-        return result if isinstance(result, dict) else {}
-
     async def _finish(self, dep: Deployment, exit_code: int | None, ended: str = "") -> None:
         """Record how the job ended, from what it left behind.
 
         ``exit_code`` None: the process was no child of this API (it was started
         before a restart), so only ``result.json`` tells whether it finished.
         """
-        result = self._result(dep)
+        result = job_result(self.local, dep)
         endpoints = dict(dep.endpoints)
         run_id = result.get("mlflow_run_id")
         if run_id:

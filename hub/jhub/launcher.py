@@ -107,8 +107,9 @@ def sweep_local_processes(settings: Settings) -> int:
             killed += 1
         if resumes_after_restart(dep.kind, dep.backend):  # sessions and servers start again with the platform
             deps.set_status(settings.db_url, dep.id, "stopped", deps.SHUTDOWN_REASON)
-        elif dep.kind in ("training", "batch"):  # a job cannot resume where it was
-            deps.set_status(settings.db_url, dep.id, "failed", f"the platform was stopped during the {dep.kind}")
+        elif dep.kind in ("training", "batch", "dataset"):  # a job cannot resume where it was
+            what = "dataset import" if dep.kind == "dataset" else dep.kind
+            deps.set_status(settings.db_url, dep.id, "failed", f"the platform was stopped during the {what}")
         else:
             deps.set_status(settings.db_url, dep.id, "stopped", "the platform was stopped")
     return killed

@@ -132,6 +132,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
                                                         why="the caller's own secret of that name: the owner replaces "
                                                             "theirs, the others make their own (checked below)"),
     ("DELETE", "/secrets/{name}"):                    E("/secrets/{fresh_secret}", 200, 404, 404, 401),
+    # -- datasets: each caller's own storage; an import is a deployment (the routes above)
+    ("GET", "/datasets"):                             E("/datasets", 200, 200, 200, 401),
+    ("POST", "/datasets"):                            E("/datasets", 201, 201, 201, 401, body="dataset",
+                                                        why="each caller imports into their own storage"),
     # -- catalog: browsing is public; a private publication is its owner's (and admins')
     ("GET", "/catalog/{kind}"):                       E(("/catalog/modules", "/catalog/tools"), 200, 200, 200, 200),
     ("POST", "/catalog/{kind}"):                      E("/catalog/modules", 201, 201, 201, 401, body="publish",
@@ -227,7 +231,10 @@ BODIES: dict[str, Callable[[Resources], dict[str, Any]]] = {
     "upload": lambda res: {"files": {"files": ("note.txt", b"uploaded by the matrix", "text/plain")}},
     "new_secret": lambda res: {"json": {"name": res.secret_name(), "value": "written by the matrix"}},
     "secret_value": lambda res: {"json": {"value": "written by the matrix"}},
+    "dataset": lambda res: {"json": {"source": f"10.5281/zenodo.{AUTHZ_RECORD}", "name": res.unique("ds")}},
 }
+#: The fake Zenodo's record the matrix imports (tests/fakes/zenodo.py).
+AUTHZ_RECORD = 7100
 
 
 def diabetes_csv(n: int = 40) -> bytes:
@@ -286,7 +293,10 @@ def stop_resources(res: Resources) -> None:
 
 
 @pytest.fixture(scope="module")
-def res(platform: Platform) -> Iterator[Resources]:
+def res(platform: Platform, fake_zenodo: Any) -> Iterator[Resources]:
+    from tests.fakes.zenodo import Record
+
+    fake_zenodo.fake.add(Record(id=AUTHZ_RECORD, title="authz", files={"a.txt": b"imported by the matrix"}))
     res = start_resources(platform, "authz")
     yield res
     stop_resources(res)

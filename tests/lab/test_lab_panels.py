@@ -174,6 +174,8 @@ def test_train_from_storage_then_deploy_and_try(lab: Lab, held_out: list[tuple[P
     deploy = page.locator("#ai4lab-deploy")
     deploy.locator("#ai4lab-deploy-submit", has_text="Start training").wait_for(timeout=120_000)
     assert deploy.locator("#ai4lab-train-dataset").input_value() == "datasets/digits"
+    # the dataset picker offers the user's datasets (GET /datasets) as the field's suggestions
+    deploy.locator("#ai4lab-train-datasets option[value='datasets/digits']").wait_for(state="attached")
     deploy.locator("#ai4lab-deploy-item").fill("ai4lab-digits")
     deploy.locator("#ai4lab-arg-epochs").fill("0")  # checked before anything is sent
     deploy.locator("#ai4lab-deploy-submit").click()

@@ -118,6 +118,16 @@ export interface StorageEntry {
   size?: number;
 }
 
+/** A folder under `datasets/` of the user's storage (`GET /datasets`), with its card when it was imported. */
+export interface DatasetEntry {
+  name: string;
+  path: string;
+  files: number;
+  bytes: number;
+  data_files?: string[];
+  card: { title?: string | null; doi?: string | null; source?: string; license?: string | null } | null;
+}
+
 /** Typed calls of the platform API, over any `Send` (the server extension in Lab). */
 export class Platform {
   constructor(private readonly send: Send) {}
@@ -221,6 +231,14 @@ export class Platform {
 
   predictAnswer(id: string, form: FormData, accept = ''): Promise<Answer> {
     return this.answer(`api/deployments/${id}/predict`, form, accept);
+  }
+
+  datasets(): Promise<DatasetEntry[]> {
+    return this.json('api/datasets');
+  }
+
+  importDataset(body: { source: string; name?: string; replace?: boolean }): Promise<Deployment> {
+    return this.post('api/datasets', body);
   }
 
   listStorage(path: string): Promise<{ path: string; content: StorageEntry[] }> {

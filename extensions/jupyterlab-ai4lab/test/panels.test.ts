@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { badge } from '../src/dom';
-import { predictionText } from '../src/panels/deploy';
+import { datasetChoices, predictionText } from '../src/panels/deploy';
 import { flowerConfig, roundSeries, roundText } from '../src/panels/flower';
 import { humanSize, joinPath, parentOf, usageText } from '../src/panels/storage';
 
@@ -76,5 +76,20 @@ describe('badge', () => {
     expect(badge('failed').className).toContain('ai4lab-badge-bad');
     expect(badge('queued').className).toContain('ai4lab-badge-busy');
     expect(badge('stopped').className).toContain('ai4lab-badge-idle');
+  });
+});
+
+describe('datasetChoices', () => {
+  it('offers each dataset folder, labelled with its source, then its data files', () => {
+    const choices = datasetChoices([
+      { name: 'digits', path: 'datasets/digits', files: 1, bytes: 10, data_files: ['digits.csv'],
+        card: { title: 'Handwritten digits', doi: '10.5281/zenodo.7' } },
+      { name: 'mine', path: 'datasets/mine', files: 2, bytes: 3, card: null }
+    ]);
+    expect(choices).toEqual([
+      { value: 'datasets/digits', label: 'Handwritten digits (1 file, doi:10.5281/zenodo.7)' },
+      { value: 'datasets/digits/digits.csv', label: 'digits.csv in digits' },
+      { value: 'datasets/mine', label: 'mine (2 files, uploaded)' }
+    ]);
   });
 });

@@ -4,7 +4,7 @@
  * running deployment of the item, or once without one.
  */
 
-import { Deployment, PredictField } from '../api';
+import { DatasetEntry, Deployment, PredictField } from '../api';
 import { ACTIVE, answerView, badge, busy, fill, h, showError, warningsOf } from '../dom';
 import { argsForm, deployForm, Form, predictForm, PredictRequest } from '../forms';
 import { Ctx, Panel } from './base';
@@ -23,6 +23,22 @@ export function predictionText(result: any): string {
   return 'Prediction:';
 }
 
+/**
+ * What the training form's dataset picker offers: each dataset folder (labelled with where it came
+ * from), then each of its data files, for modules that train on one file (a CSV).
+ */
+export function datasetChoices(list: DatasetEntry[]): { value: string; label: string }[] {
+  const out: { value: string; label: string }[] = [];
+  for (const d of list) {
+    const from = d.card?.doi ? `doi:${d.card.doi}` : d.card?.source ?? 'uploaded';
+    out.push({ value: d.path, label: `${d.card?.title ?? d.name} (${d.files} file${d.files === 1 ? '' : 's'}, ${from})` });
+    for (const f of d.data_files ?? []) {
+      out.push({ value: `${d.path}/${f}`, label: `${f} in ${d.name}` });
+    }
+  }
+  return out;
+}
+
 export class DeployPanel extends Panel {
   private item = h('input', { id: 'ai4lab-deploy-item', type: 'text', placeholder: 'module id, e.g. ai4lab-digits', value: 'ai4lab-digits' });
   private purpose = h('select', { id: 'ai4lab-deploy-purpose' },
@@ -31,7 +47,10 @@ export class DeployPanel extends Panel {
   private formArea = h('div', { class: 'ai4lab-form-area' });
   private status = h('div', { id: 'ai4lab-deploy-status', class: 'ai4lab-status' });
   private errors = h('div', { id: 'ai4lab-deploy-errors', class: 'ai4lab-errors' });
-  private datasetInput = h('input', { id: 'ai4lab-train-dataset', type: 'text', placeholder: 'folder in your storage, e.g. datasets/digits' });
+  private datasetInput = h('input', { id: 'ai4lab-train-dataset', type: 'text', list: 'ai4lab-train-datasets',
+    placeholder: 'folder in your storage, e.g. datasets/digits' });
+  /** The dataset picker: the user's datasets (`GET /datasets`), offered as the input's suggestions. */
+  private datasetList = h('datalist', { id: 'ai4lab-train-datasets' });
   // try-it box
   private target = h('select', { id: 'ai4lab-try-target' });
   private tryInputs = h('div', { class: 'ai4lab-try-inputs' });
@@ -90,10 +109,12 @@ export class DeployPanel extends Panel {
     const purpose = this.purpose.value as Purpose;
     const seq = ++this.loadSeq;
     await busy(this.loadButton, this.errors, async () => {
-      const [config, trainArgs, mySecrets] = await Promise.all([
+      const [config, trainArgs, mySecrets, datasets] = await Promise.all([
         this.ctx.api.deployConfig('modules', id, purpose),
         purpose === 'training' ? this.ctx.api.trainArgs(id) : Promise.resolve(null),
-        this.ctx.api.secrets().catch(() => []) // a platform without secrets still deploys
+        this.ctx.api.secrets().catch(() => []), // a platform without secrets still deploys
+        // the picker is a help, not a condition: a failing list leaves the field to be typed in
+        purpose === 'training' ? this.ctx.api.datasets().catch(() => [] as DatasetEntry[]) : Promise.resolve([])
       ]);
       if (seq !== this.loadSeq) {
         return; // another item was loaded meanwhile: its form wins
@@ -101,6 +122,7 @@ export class DeployPanel extends Panel {
       const form = deployForm(config);
       const args = trainArgs ? argsForm(trainArgs) : null;
       const secrets = secretsChoice(mySecrets);
+      fill(this.datasetList, ...datasetChoices(datasets).map(c => h('option', { value: c.value, label: c.label })));
       const submit = h('button', { id: 'ai4lab-deploy-submit', class: 'jp-mod-styled jp-mod-accept',
         text: purpose === 'training' ? 'Start training' : 'Deploy' });
       submit.addEventListener('click', () => void this.submit(submit, id, purpose, form, args, secrets?.read() ?? {}));
@@ -108,7 +130,8 @@ export class DeployPanel extends Panel {
       fill(this.formArea,
         h('h3', { text: config.item.title }), problems, warningsOf(config.warnings),
         purpose === 'training' ? h('label', { class: 'ai4lab-field' }, h('span', { class: 'ai4lab-field-name', text: 'Dataset *' }), this.datasetInput,
-          h('small', { text: 'Pick one in the Storage panel with “Use as training input”.' })) : null,
+          this.datasetList,
+          h('small', { text: 'Pick one of your datasets (ai4lab datasets import <doi>), or in the Storage panel with “Use as training input”.' })) : null,
         args?.element, form.element, secrets?.element, submit);
     });
     await this.loadTry(id);
