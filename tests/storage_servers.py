@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,12 +31,17 @@ def free_port() -> int:
 
 
 def serve(args: list[str], port: int, what: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start a server and wait until it listens; a test fails (never skips) when it cannot start."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
+    """Start a server and wait until it listens; a test fails (never skips) when it cannot start.
+
+    Its output goes to a file: a pipe nobody reads fills up with the request log and stops the server.
+    """
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
-            pytest.fail(f"{what} exited with code {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            log.seek(0)
+            pytest.fail(f"{what} exited with code {proc.returncode}: {log.read().decode()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return proc

@@ -80,9 +80,10 @@ def ensure_mount(settings: Settings, user: str, ident: Identity) -> Path:
             "rclone", "mount", remote, str(path), "--config", str(state / "rclone.conf"),
             "--uid", str(ident.uid), "--gid", str(ident.gid), "--umask", "077",
             "--allow-other", "--default-permissions",
-            # the platform API writes through fsspec beside the mount: listings are not kept long,
-            # and a file written in a session goes to the server as soon as it is closed
-            "--dir-cache-time", "2s", "--vfs-cache-mode", "writes", "--vfs-write-back", "0s",
+            # the platform API writes through fsspec beside the mount: listings are not kept long, and a
+            # file written in a session goes to the server 2 s after it is closed (not at once: a program
+            # that writes a temporary file and renames it, as savers do, renames it before its upload)
+            "--dir-cache-time", "2s", "--vfs-cache-mode", "writes", "--vfs-write-back", "2s",
             "--cache-dir", str(state / "cache" / user), "--log-file", str(logfile), "--log-level", "NOTICE",
         ]  # fmt: skip
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("RCLONE_", "AWS_"))}

@@ -66,13 +66,15 @@ class StorageBackend(BaseModel):
         secret = self.password.get_secret_value()
         if self.type == "s3":
             client: dict[str, Any] = {"region_name": self.region} if self.region else {}
-            options = {"key": self.username, "secret": secret, "client_kwargs": client, "skip_instance_cache": True}
+            # one file system per user and server, reused (fsspec keeps instances by their options); no listing
+            # cache: sessions and jobs write through the mount beside it
+            options = {"key": self.username, "secret": secret, "client_kwargs": client, "use_listings_cache": False}
             if self.endpoint_url:
                 options["endpoint_url"] = self.endpoint_url
             return f"s3://{self._folder(user)}", options
         if self.type == "webdav":
             auth = (self.username, secret) if self.username else None
-            return f"webdav://{self._folder(user)}", {"base_url": self.url, "auth": auth, "skip_instance_cache": True}
+            return f"webdav://{self._folder(user)}", {"base_url": self.url, "auth": auth}
         raise ValueError("a local storage has no remote URL")
 
     def rclone(self, user: str, name: str = "ai4lab") -> tuple[dict[str, str], str]:

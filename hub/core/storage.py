@@ -350,7 +350,10 @@ class Upload:
 
     def __init__(self, store: UserStorage, rel: str, full: str) -> None:
         self.store, self.rel, self.full = store, rel, full
-        self.tmp = f"{full}.ai4lab-upload-{secrets.token_hex(4)}"
+        # an S3 object is replaced whole when its upload completes, and an upload discarded leaves nothing:
+        # no temporary name (a copy and a delete more) is needed there
+        self.direct = "s3" in store.fs.protocol
+        self.tmp = full if self.direct else f"{full}.ai4lab-upload-{secrets.token_hex(4)}"
         self.size = 0
         self.file = store.fs.open(self.tmp, "wb")
 
@@ -360,12 +363,16 @@ class Upload:
 
     def commit(self) -> dict[str, Any]:
         self.file.close()
-        self.store.replace(self.tmp, self.full)
+        if not self.direct:
+            self.store.replace(self.tmp, self.full)
         self.store.committed(self.full)
         return self.store.info(self.rel)
 
     def abort(self) -> None:
         """Drop what was written; the stored file (if any) is left as it was."""
+        if self.direct:
+            self.file.discard()
+            return
         self.file.close()
         if self.store.fs.exists(self.tmp):
             self.store.fs.rm(self.tmp)

@@ -37,7 +37,7 @@ from ai4lab.core import deployments as deps
 from ai4lab.core.db import ACTIVE_STATUSES, Deployment
 from ai4lab.core.errors import PlatformError
 from ai4lab.core.statuses import RUNNING_STATUSES
-from ai4lab.core.storage import in_user_storage
+from ai4lab.core.storage import QuotaExceeded, in_user_storage, open_storage, storage_quota
 from ai4lab.deploy import runner
 from ai4lab.deploy.lifecycle import Caller, DeploymentRequest, Lifecycle, Platform
 from ai4lab.deploy.trainings import job_result
@@ -240,6 +240,7 @@ class DatasetImports(Lifecycle):
             resolved = resolve_url(str(ref), request.sha256, request.md5)
         name = request.name or resolved.default_name or "dataset"
         rel = f"{DATASETS}/{name}"
+        await self.platform.storage(caller.name)  # an S3 or WebDAV storage is mounted where the job writes
         async with self.platform.lock(f"datasets-{caller.name}"):
             running = [d for d in self.mine(active_only=True) if d.owner == caller.name]
             if any(d.name == name for d in running):
@@ -253,7 +254,7 @@ class DatasetImports(Lifecycle):
             target = self.storage_path(caller.name, rel)
             if target.exists() and not request.replace:
                 raise PlatformError(409, f"dataset {name!r} exists in {rel}: pass replace=true, or choose another name")
-            self._check_space(resolved)
+            await asyncio.to_thread(self._check_space, resolved, caller)
             card: dict[str, Any] = {**resolved.card, "name": name, "path": rel, "imported_by": caller.name}
             spec = {
                 "source": request.source,
@@ -277,9 +278,13 @@ class DatasetImports(Lifecycle):
         await self.start(dep)
         return deps.get(self.settings.db_url, dep.id) or dep
 
-    def _check_space(self, resolved: Resolved) -> None:
-        """507 when the record's files cannot fit on the storage's disk (their sizes are known for Zenodo)."""
+    def _check_space(self, resolved: Resolved, caller: Caller) -> None:
+        """507 when the record's files go over the caller's storage quota, or cannot fit on the storage's disk
+        (their sizes are known for Zenodo)."""
         need = sum(f.get("size") or 0 for f in resolved.files)
+        allowed = storage_quota(self.settings, caller.name, caller.role)
+        if allowed is not None and (used := open_storage(self.settings, caller.name).usage()) + need > allowed:
+            raise QuotaExceeded(used, need, allowed)
         root = self.settings.storage_root
         free = shutil.disk_usage(root if root.exists() else self.settings.state).free
         if need > free:

@@ -18,6 +18,7 @@ from ai4lab.core.mounts import ensure_mount, unmount_all
 from ai4lab.core.remote_storage import StorageBackend
 from ai4lab.core.settings import Settings
 from ai4lab.core.storage import open_storage
+from tests.unit.test_storage_backends import migrated
 from tests.storage_servers import DavServer, S3Server, dav_server, s3_server  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts for other accounts need root (CI runs as root)")
@@ -49,7 +50,7 @@ def test_a_mount_is_the_users_remote_storage(kind: str, request: pytest.FixtureR
         backend = dav.backend(dav.new_folder())
     state = reachable_tmp / "state"
     state.mkdir(mode=0o711)
-    settings = Settings(state_dir=state, storage=backend)
+    settings = migrated(Settings(state_dir=state, storage=backend))
     settings.storage_root.mkdir(mode=0o711)
     accounts = Accounts(enabled=True)
     alice, mallory = accounts.ensure("mnt-alice"), accounts.ensure("mnt-mallory")
@@ -86,7 +87,7 @@ def test_a_mount_is_the_users_remote_storage(kind: str, request: pytest.FixtureR
 
 def test_a_storage_that_cannot_be_mounted_says_why(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
     backend = StorageBackend(type="webdav", url="http://127.0.0.1:9/nothing", username="u", password="p")
-    settings = Settings(state_dir=tmp_path / "state", storage=backend)
+    settings = migrated(Settings(state_dir=tmp_path / "state", storage=backend))
     alice = Accounts(enabled=True).ensure("mnt-alice")
     with pytest.raises(PlatformError) as refused:
         ensure_mount(settings, "mnt-alice", alice)

@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from ai4lab.core.db import upgrade
 from ai4lab.core.remote_storage import StorageBackend
 from ai4lab.core.settings import Settings
 from ai4lab.core.storage import StoragePathError, UserStorage, open_storage
 from tests.storage_servers import DavServer, S3Server, dav_server, s3_server  # noqa: F401
 
 Opener = Callable[[str], UserStorage]
+
+
+def migrated(settings: Settings) -> Settings:
+    """Settings whose platform database exists (a user's own storage is looked up there)."""
+    settings.state.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    return settings
 
 
 @pytest.fixture(params=["local", "s3", "webdav"])
@@ -31,7 +39,7 @@ def open_for(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     else:
         dav: DavServer = request.getfixturevalue("dav_server")
         backend = dav.backend(dav.new_folder())
-    settings = Settings(state_dir=tmp_path / "state", storage=backend)
+    settings = migrated(Settings(state_dir=tmp_path / "state", storage=backend))
 
     def opener(user: str) -> UserStorage:
         store = open_storage(settings, user)
@@ -129,7 +137,7 @@ def test_users_do_not_see_each_other(open_for: Opener) -> None:
 
 def test_a_symlink_out_is_refused_on_a_folder(tmp_path: Path) -> None:
     """Only a local folder has symlinks (a user can make one from a session); S3 and WebDAV have none."""
-    settings = Settings(state_dir=tmp_path / "state")
+    settings = migrated(Settings(state_dir=tmp_path / "state"))
     st = open_storage(settings, "alice")
     st.ensure_root()
     secret = tmp_path / "secret.txt"
