@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
+from tests.integration.test_browser import browser  # noqa: F401  (the headless Chromium fixture)
 from tests.platform_harness import Platform, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("oidc")]
@@ -202,7 +204,69 @@ def test_access_token_is_refreshed_before_it_expires(oidc_platform: Platform, pr
     assert provider.userinfo(second["access_token"]).status_code == 200
     assert provider.userinfo(first["access_token"]).status_code in (400, 401)  # the provider retired the old one
     assert "Refreshing the OIDC access token of oidc-gus before it expires" in oidc_platform.hub_log()
-    # the session lives on beyond the first token's lifetime, with a valid token all along
-    time.sleep(ACCESS_TOKEN_SECONDS)
-    assert gus.get("/hub/home").url.path == "/hub/home"
-    assert provider.userinfo(auth_state(oidc_platform, "oidc-gus")["access_token"]).status_code == 200
+
+
+def test_browser_login_with_the_provider_button(browser: Any, oidc_platform: Platform, provider: Provider) -> None:
+    provider.set_user("sub-ida", "oidc-ida", [AI4EOSC])
+    provider.set_user("sub-jon", "oidc-jon", [OTHER])
+    page = browser.new_context().new_page()
+    page.goto(f"{oidc_platform.url}/hub/login")
+    assert page.is_visible("input[name=password]")  # the local accounts' form stays
+    page.click("#oidc-login")  # "Sign in with EGI Check-in"
+    page.fill("input[name=sub]", "sub-ida")
+    page.click("button[type=submit]:has-text('Authorize')")
+    page.wait_for_url("**/hub/**", timeout=60_000)
+    page.goto(f"{oidc_platform.url}/hub/home")
+    assert page.url.endswith("/hub/home") and "oidc-ida" in page.content()
+    page.goto(f"{oidc_platform.url}{API}/me")
+    assert '"role":"intermediate"' in page.content().replace(" ", "")
+
+    refused = browser.new_context().new_page()
+    refused.goto(f"{oidc_platform.url}/hub/login")
+    refused.click("#oidc-login")
+    refused.fill("input[name=sub]", "sub-jon")
+    with refused.expect_response(lambda r: "/hub/oauth_callback" in r.url) as callback:
+        refused.click("button[type=submit]:has-text('Authorize')")
+    assert callback.value.status == 403
+    refused.wait_for_selector("text=not a member of a VO allowed on this platform")
+
+
+def test_session_gets_the_access_token_and_a_fresh_one_later(oidc_platform: Platform, provider: Provider) -> None:
+    provider.set_user("sub-kim", "oidc-kim", [AI4EOSC])
+    oidc_login(oidc_platform, "sub-kim")
+    at_login = auth_state(oidc_platform, "oidc-kim")["access_token"]
+    with oidc_platform.api(oidc_platform.token("oidc-kim")) as api:
+        r = api.post("/hub/api/users/oidc-kim/server",
+                     json={"profile": "small", "ide": "lab", "cpu": 1, "ram_gb": 2, "gpu": 0})
+        assert r.status_code in (201, 202), r.text
+        try:
+            oidc_platform.wait_server(oidc_platform.token("admin"), "oidc-kim")
+            envs = [env for p in psutil.process_iter() if (env := _env_of(p)).get("JUPYTERHUB_USER") == "oidc-kim"]
+            # the session's own API token gets the current access token, however long the session runs:
+            # once the one of the login is due for refresh, a new one
+            with oidc_platform.api(envs[0]["AI4LAB_API_TOKEN"]) as session:
+
+                def newer() -> httpx.Response | None:
+                    r = session.get(f"{API}/me/oidc-token")
+                    assert r.status_code == 200, r.text
+                    return r if r.json()["access_token"] != at_login else None
+
+                fresh = wait_until(newer, ACCESS_TOKEN_SECONDS, "no fresh access token for the session", every=1)
+            assert fresh.json()["access_token"] == auth_state(oidc_platform, "oidc-kim")["access_token"]
+            assert fresh.json()["expires_at"] > time.time()
+            assert provider.userinfo(fresh.json()["access_token"]).json()["preferred_username"] == "oidc-kim"
+            # the session started with the token of its start (the login's, or its refresh when that was due)
+            assert envs and all(env.get("OIDC_ACCESS_TOKEN") in (at_login, fresh.json()["access_token"]) for env in envs)
+        finally:
+            assert api.delete("/hub/api/users/oidc-kim/server").status_code in (202, 204)
+    # a local account has no provider token: said so
+    with oidc_platform.api(oidc_platform.token("admin")) as admin:
+        r = admin.get(f"{API}/me/oidc-token")
+    assert r.status_code == 404 and "logs in with a password" in r.json()["detail"]
+
+
+def _env_of(p: psutil.Process) -> dict[str, str]:
+    try:
+        return p.environ()
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return {}
