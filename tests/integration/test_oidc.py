@@ -257,6 +257,12 @@ def test_session_gets_the_access_token_and_a_fresh_one_later(oidc_platform: Plat
             assert provider.userinfo(fresh.json()["access_token"]).json()["preferred_username"] == "oidc-kim"
             # the session started with the token of its start (the login's, or its refresh when that was due)
             assert envs and all(env.get("OIDC_ACCESS_TOKEN") in (at_login, fresh.json()["access_token"]) for env in envs)
+            # the key that decrypts everyone's auth_state stays in the hub: not in the session, nor the services
+            crypt_key = json.loads((oidc_platform.state / "secrets.json").read_text())["crypt_key"]
+            services = [env for p in psutil.process_iter() if (env := _env_of(p)).get("JUPYTERHUB_SERVICE_NAME")
+                        and env.get("AI4LAB_STATE_DIR") == str(oidc_platform.state)]
+            assert len(services) >= 2
+            assert not [env for env in envs + services if crypt_key in env.values()]
         finally:
             assert api.delete("/hub/api/users/oidc-kim/server").status_code in (202, 204)
     # a local account has no provider token: said so
