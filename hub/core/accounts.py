@@ -120,14 +120,17 @@ def record_external_login(db_url: str, name: str, *, role: str, vo: str | None, 
     with session_scope(db_url) as db:
         user = db.get(User, name)
         if user is not None and user.password_hash:
-            raise AccountError(
-                f"the name {name!r} belongs to a local account of this platform: log in with its password"
-            )
+            raise local_name_taken(name)
         if user is None:
             user = User(name=name)
             db.add(user)
         user.role, user.vo, user.is_admin = role, vo, admin
         return user
+
+
+def local_name_taken(name: str) -> AccountError:
+    """The refusal of an external login whose name is a local account's."""
+    return AccountError(f"the name {name!r} belongs to a local account of this platform: log in with its password")
 
 
 def is_local_account(db_url: str, name: str) -> bool:

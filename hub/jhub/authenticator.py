@@ -2,7 +2,8 @@
 
 Passwords live hashed in the platform database (``ai4lab users add``); the
 admin flag there decides JupyterHub admin status at each login. OIDC
-deployments replace this with oauthenticator's GenericOAuthenticator.
+deployments use ``ai4lab-oidc`` (``ai4lab.jhub.oidc``), which keeps this form beside
+the provider's button.
 """
 
 from __future__ import annotations

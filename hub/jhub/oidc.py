@@ -229,22 +229,23 @@ class Ai4labOIDCAuthenticator(GenericOAuthenticator):
         """VOs, role and admin flag from the claims; 403 with the reason for whom the platform refuses."""
         name = auth_model["name"]
         claims = auth_model["auth_state"].get(self.user_auth_state_key) or {}
-        if not accounts.USERNAME_RE.fullmatch(name or ""):
+        try:
+            accounts.validate_username(name or "")
+        except accounts.AccountError as e:
             raise web.HTTPError(
                 403,
                 "%s",
-                f"the provider's claim {self.oidc.username_claim!r} ({name!r}) is not a usable user name "
-                "(1-64 lower-case letters, digits, '.', '_' or '-'): ask the operator to set oidc.username_claim",
-            )
+                f"{e} (from the provider's claim {self.oidc.username_claim!r}): ask the operator to set "
+                "oidc.username_claim",
+            ) from None
         if accounts.is_local_account(self.db_url, name):
-            raise web.HTTPError(
-                403, "%s", f"the name {name!r} belongs to a local account of this platform: log in with its password"
-            )
+            raise web.HTTPError(403, "%s", str(accounts.local_name_taken(name)))
         access = access_from_claims(claims, self.oidc)
         if access.refusal:
             self.log.warning("OIDC login of %s refused: %s", name, access.refusal)
             raise web.HTTPError(403, "%s", access.refusal)
-        auth_model["admin"] = access.admin
+        # admin_users of the hub config stay admins; otherwise the claim decides, and its removal demotes
+        auth_model["admin"] = bool(auth_model["admin"]) or access.admin
         auth_model["auth_state"][STATE_KEY] = {"vos": list(access.vos), "vo": access.vo, "role": access.role}
         return auth_model
 
@@ -253,9 +254,12 @@ class Ai4labOIDCAuthenticator(GenericOAuthenticator):
         if not model:
             return
         derived = model["auth_state"][STATE_KEY]
-        accounts.record_external_login(
-            self.db_url, model["name"], role=derived["role"], vo=derived["vo"], admin=bool(model["admin"])
-        )
+        try:
+            accounts.record_external_login(
+                self.db_url, model["name"], role=derived["role"], vo=derived["vo"], admin=bool(model["admin"])
+            )
+        except accounts.AccountError as e:  # a local account of that name appeared since update_auth_model
+            raise web.HTTPError(403, "%s", str(e)) from None
 
     # -- refresh ---------------------------------------------------------------------------
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:

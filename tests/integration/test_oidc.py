@@ -169,10 +169,13 @@ def test_user_outside_the_vos_is_refused_with_the_reason(oidc_platform: Platform
     assert "oidc-fay" not in oidc_platform.cli("users", "list").stdout  # no account made for them
 
 
-def test_a_provider_name_cannot_take_over_a_local_account(oidc_platform: Platform, provider: Provider) -> None:
+def test_a_provider_name_cannot_take_over_a_local_account_nor_be_unusable(oidc_platform: Platform, provider: Provider) -> None:
     provider.set_user("sub-mallory", "admin", [AI4EOSC, ADMINS])
     _, page = oidc_login(oidc_platform, "sub-mallory")
     assert page.status_code == 403 and "belongs to a local account of this platform" in page.text
+    provider.set_user("sub-zoe", "Zoë Smith", [AI4EOSC])
+    _, page = oidc_login(oidc_platform, "sub-zoe")
+    assert page.status_code == 403 and "invalid user name" in page.text and "oidc.username_claim" in page.text
 
 
 def test_local_accounts_log_in_beside_oidc_and_stay_logged_in(oidc_platform: Platform) -> None:
