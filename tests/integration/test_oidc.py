@@ -2,8 +2,9 @@
 
 One platform with ``authenticator: ai4lab-oidc`` and local accounts kept beside it
 (``oidc.local_login``), started for this module's xdist group. The provider issues
-access tokens that live ACCESS_TOKEN_SECONDS, so that the refresh before expiry
-happens within the test.
+access tokens that live ACCESS_TOKEN_SECONDS at login (those of its refresh grant live
+an hour), and the platform refreshes them 4 s after they were issued, so that the
+refresh before expiry happens within the tests.
 """
 
 from __future__ import annotations
