@@ -72,7 +72,9 @@ class OidcSettings(BaseModel):
     )
     client_id: str = Field(default="", description="Client id registered at the provider.")
     client_secret: str = Field(default="", description="Client secret registered at the provider.")
-    display_name: str = Field(default="OIDC", description="Shown on the login button: 'Sign in with <display_name>'.")
+    display_name: str = Field(
+        default="OIDC", description="The provider's name on the login button ('Sign in with EGI Check-in')."
+    )
     callback_url: str = Field(
         default="", description="Redirect URI registered at the provider (default <public_url>/hub/oauth_callback)."
     )
@@ -118,6 +120,20 @@ class OidcSettings(BaseModel):
         description="An access token with fewer seconds than this left is refreshed with the refresh token.",
     )
     ssl_verify: bool = Field(default=True, description="Verify the provider's TLS certificate.")
+
+    @field_validator("vo_pattern")
+    @classmethod
+    def _vo_pattern_has_vo_group(cls, v: str) -> str:
+        """A pattern that does not compile, or finds no 'vo', would refuse every user at login: say so at start."""
+        import re
+
+        try:
+            compiled = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"oidc.vo_pattern is not a regular expression: {e}") from None
+        if "vo" not in compiled.groupindex:
+            raise ValueError("oidc.vo_pattern needs a named group 'vo', e.g. ^urn:mace:egi\\.eu:group:(?P<vo>[^:#]+)")
+        return v
 
 
 class GpuDevice(BaseModel):

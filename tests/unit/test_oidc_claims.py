@@ -50,3 +50,13 @@ def test_first_allowed_vo_is_recorded_and_no_allowed_list_needs_no_vo() -> None:
     open_platform = OidcSettings(issuer="https://idp.example.org")
     a = access_from_claims({"groups": ["staff"]}, open_platform)
     assert (a.vo, a.role, a.refusal) == (None, "basic", "")
+
+
+def test_a_vo_pattern_without_a_vo_group_is_refused_at_start() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs a named group 'vo'"):
+        OidcSettings(vo_pattern="^urn:mace:egi.eu:group:([^:#]+)")
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        OidcSettings(vo_pattern="(?P<vo>")
