@@ -1,16 +1,17 @@
-"""``/me`` and ``/users``: who the caller is (role, VO, quota), and every account for admins."""
+"""``/me``, ``/me/oidc-token``, ``/users``: who the caller is (role, VO, quota, provider token); all accounts."""
 
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations (local aliases) as objects
 
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from fastapi import APIRouter
 
 from ai4lab import __version__
 from ai4lab.api.answers import Account, Me, OidcToken
 from ai4lab.api.context import ApiContext, User
-from ai4lab.client.hub import HubClient
+from ai4lab.client.hub import HubClient, HubError
 from ai4lab.core import accounts
 from ai4lab.core.errors import PlatformError
 
@@ -47,8 +48,11 @@ def build_router(api: ApiContext) -> APIRouter:
         user: the hub refreshes their tokens then if they are due (auth_refresh_age), so what
         is read next is fresh. Reading auth_state needs the service's admin:auth_state.
         """
-        await HubClient(token=user.token).request("GET", "/user")
-        model = await HubClient().request("GET", f"/users/{quote(user.name, safe='')}")
+        try:
+            await HubClient(token=user.token).request("GET", "/user")
+            model = await HubClient().request("GET", f"/users/{quote(user.name, safe='')}")
+        except (HubError, httpx.HTTPError) as e:
+            raise PlatformError(502, f"the hub did not give the token: {e}") from None
         state = (model or {}).get("auth_state") or {}
         if not state.get("access_token"):
             raise PlatformError(404, "no OIDC login: this account logs in with a password of this platform")
