@@ -1,12 +1,10 @@
 # JupyterHub configuration of ai4lab. `ai4lab up` starts the hub with this file.
 # Everything comes from the platform settings (ai4lab.yaml / AI4LAB_* variables);
-# add your own JupyterHub settings below, e.g. OIDC login:
+# add your own JupyterHub settings below. OIDC login is a platform setting too
+# (`authenticator: ai4lab-oidc` and `oidc: {issuer, client_id, ...}`, see the README's
+# "Connect your login (OIDC)"); oauthenticator's own traits still apply on top, e.g.
 #
-#   c.JupyterHub.authenticator_class = "generic-oauth"
-#   c.GenericOAuthenticator.oauth_callback_url = "https://lab.example.org/hub/oauth_callback"
-#   c.GenericOAuthenticator.client_id = "..."; c.GenericOAuthenticator.client_secret = "..."
-#   c.GenericOAuthenticator.authorize_url / token_url / userdata_url = ...
-#   c.GenericOAuthenticator.allow_all = True
+#   c.Ai4labOIDCAuthenticator.extra_authorize_params = {"prompt": "login"}
 from ai4lab.jhub.hubconfig import configure
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)

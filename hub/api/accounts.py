@@ -1,16 +1,19 @@
-"""``/me`` and ``/users``: who the caller is (role, VO, quota), and every account for admins."""
+"""``/me``, ``/me/oidc-token``, ``/users``: who the caller is (role, VO, quota, provider token); all accounts."""
 
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations (local aliases) as objects
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 from fastapi import APIRouter
 from pydantic import Field
 
 from ai4lab import __version__
-from ai4lab.api.answers import Account, Me, StorageWhere
+from ai4lab.api.answers import Account, Me, OidcToken, StorageWhere
 from ai4lab.api.context import ApiContext, User
+from ai4lab.client.hub import HubClient, HubError
 from ai4lab.core import accounts, own_storage
 from ai4lab.core.errors import PlatformError
 from ai4lab.core.remote_storage import StorageBackend
@@ -62,6 +65,31 @@ def build_router(api: ApiContext) -> APIRouter:
         if not await asyncio.to_thread(own_storage.disconnect, settings, user.name):
             raise PlatformError(404, "you have no storage of your own connected")
         return await asyncio.to_thread(own_storage.view, settings, user.name)
+
+    @router.get(
+        "/me/oidc-token",
+        summary="My current access token at the OIDC provider, for sessions that outlive the one they started with",
+        response_model=OidcToken,
+    )
+    async def oidc_token(user: User) -> dict[str, Any]:
+        """The hub keeps the token in the user's auth_state and refreshes it before it expires.
+
+        Asking the hub who the caller is, with the caller's own token, is a request of that
+        user: the hub refreshes their tokens then if they are due (auth_refresh_age), so what
+        is read next is fresh. Reading auth_state needs the service's admin:auth_state.
+        """
+        try:
+            await HubClient(token=user.token).request("GET", "/user")
+            model = await HubClient().request("GET", f"/users/{quote(user.name, safe='')}")
+        except (HubError, httpx.HTTPError) as e:
+            raise PlatformError(502, f"the hub did not give the token: {e}") from None
+        state = (model or {}).get("auth_state") or {}
+        if not state.get("access_token"):
+            raise PlatformError(404, "no OIDC login: this account logs in with a password of this platform")
+        return {
+            "access_token": state["access_token"],
+            "expires_at": (state.get("token_response") or {}).get("expires_at"),
+        }
 
     @router.get("/users", summary="All platform accounts (admin)", response_model=list[Account])
     async def users(user: User) -> list[dict[str, Any]]:

@@ -65,6 +65,11 @@ class Me(BaseModel):
     gpus: list[GpuDevice] = Field(description="the GPUs of this platform")
 
 
+class OidcToken(BaseModel):
+    access_token: str = Field(description="the caller's current access token at the OIDC provider")
+    expires_at: float | None = Field(default=None, description="when it expires (Unix time), if the provider said")
+
+
 class Account(BaseModel):
     name: str
     role: str

@@ -108,6 +108,37 @@ def ensure_user(db_url: str, name: str, *, role: str = "basic", admin: bool = Fa
         return user
 
 
+def record_external_login(db_url: str, name: str, *, role: str, vo: str | None, admin: bool) -> User:
+    """Write what an external login (OIDC claims) says of a user: role, VO and admin flag, at every login.
+
+    Why overwrite: the provider is the authority for these accounts, so a changed claim must
+    take effect at the next login (``ai4lab users set`` changes last only until then).
+    A local account of the same name is refused: whoever controls a name at the provider
+    must not become the local account (for instance ``admin``).
+    """
+    validate_role(role)
+    with session_scope(db_url) as db:
+        user = db.get(User, name)
+        if user is not None and user.password_hash:
+            raise local_name_taken(name)
+        if user is None:
+            user = User(name=name)
+            db.add(user)
+        user.role, user.vo, user.is_admin = role, vo, admin
+        return user
+
+
+def local_name_taken(name: str) -> AccountError:
+    """The refusal of an external login whose name is a local account's."""
+    return AccountError(f"the name {name!r} belongs to a local account of this platform: log in with its password")
+
+
+def is_local_account(db_url: str, name: str) -> bool:
+    """True for an account that logs in with a password kept here (not through an external provider)."""
+    user = get_user(db_url, name)
+    return user is not None and bool(user.password_hash)
+
+
 def get_user(db_url: str, name: str) -> User | None:
     with session_scope(db_url) as db:
         return db.get(User, name)

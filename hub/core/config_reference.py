@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from pydantic import BaseModel
 from traitlets import HasTraits
 
-from ai4lab.core.settings import Settings, bundled_catalog_path
+from ai4lab.core.settings import OidcSettings, Settings, bundled_catalog_path
 
 #: Settings whose default depends on the machine (root or not, where Python lies).
 PER_MACHINE = ("tools_dir", "runtime_dir", "user_python", "session_env", "envs_dir", "cgroup_parent")
@@ -22,6 +23,17 @@ def _settings_rows() -> list[str]:
         shown = shown.replace(str(bundled_catalog_path()), "<source tree>/config/catalog")
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{name}` | `AI4LAB_{name.upper()}` | {shown} | {desc} |")
+    return rows
+
+
+def _nested_rows(model: type[BaseModel], setting: str) -> list[str]:
+    """The fields of a nested setting (``oidc``), each settable as ``AI4LAB_<SETTING>__<FIELD>``."""
+    rows = ["| setting | env variable | default | description |", "|---|---|---|---|"]
+    defaults = json.loads(model.model_construct().model_dump_json())
+    for name, field in model.model_fields.items():
+        desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        env = f"AI4LAB_{setting.upper()}__{name.upper()}"
+        rows.append(f"| `{setting}.{name}` | `{env}` | `{json.dumps(defaults.get(name))}` | {desc} |")
     return rows
 
 
@@ -48,6 +60,10 @@ def markdown() -> str:
         ),
         "",
         *_settings_rows(),
+        "",
+        "OIDC login (`authenticator: ai4lab-oidc`; see *Connect your login (OIDC)*):",
+        "",
+        *_nested_rows(OidcSettings, "oidc"),
         "",
         "### Spawner (`config/jupyterhub_config.py`)",
         "",

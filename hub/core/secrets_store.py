@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 FILENAME = "secrets.json"
-_KEYS = ("cookie_secret", "proxy_auth_token", "api_service_token", "mlflow_service_token")
+#: ``crypt_key`` is the hub's JUPYTERHUB_CRYPT_KEY (32 bytes, hex): it encrypts ``auth_state``, where an
+#: OIDC login keeps the user's access and refresh tokens.
+_KEYS = ("cookie_secret", "proxy_auth_token", "api_service_token", "mlflow_service_token", "crypt_key")
 # keys that older versions kept in the file and that must not stay there
 _DROPPED = ("admin_password",)
 

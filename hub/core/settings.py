@@ -65,6 +65,85 @@ class NomadSettings(BaseModel):
     default_project: str = Field(default="default", description="Project of users without a VO.")
 
 
+class OidcSettings(BaseModel):
+    """OIDC login (``authenticator: ai4lab-oidc``): the provider, and how its claims become VOs and roles.
+
+    Why claims: on an e-infrastructure the provider (EGI Check-in, Keycloak) already knows
+    who belongs to which VO and with which standing, as AI4OS reads it from
+    ``eduperson_entitlement``; copying that into local accounts by hand would drift.
+    """
+
+    issuer: str = Field(
+        default="",
+        description="Issuer URL; its /.well-known/openid-configuration gives the endpoints "
+        "(EGI Check-in: https://aai.egi.eu/auth/realms/egi).",
+    )
+    client_id: str = Field(default="", description="Client id registered at the provider.")
+    client_secret: str = Field(default="", description="Client secret registered at the provider.")
+    display_name: str = Field(
+        default="OIDC", description="The provider's name on the login button ('Sign in with EGI Check-in')."
+    )
+    callback_url: str = Field(
+        default="", description="Redirect URI registered at the provider (default <public_url>/hub/oauth_callback)."
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email", "offline_access"],
+        description="Scopes asked for (EGI Check-in also needs eduperson_entitlement; offline_access gives the "
+        "refresh token that keeps long sessions logged in).",
+    )
+    username_claim: str = Field(
+        default="preferred_username",
+        description="Claim that becomes the user name (lower-cased; 1-64 letters, digits, '.', '_', '-').",
+    )
+    group_claims: list[str] = Field(
+        default_factory=lambda: ["eduperson_entitlement", "groups"],
+        description="Claims listing the user's entitlements or groups (EGI: eduperson_entitlement; Keycloak: groups).",
+    )
+    vo_pattern: str = Field(
+        default=r"^urn:mace:egi\.eu:group:(?P<vo>[^:#]+)",
+        description="Regular expression with a group 'vo' that finds the VO in an entitlement or group.",
+    )
+    allowed_vos: list[str] = Field(
+        default_factory=list,
+        description="VOs whose members may log in; others are refused with the reason. Empty: no VO needed.",
+    )
+    role_map: dict[str, Role] = Field(
+        default_factory=dict,
+        description="Entitlement or group (shell-style pattern) -> role basic/intermediate/advanced; "
+        "the highest role matched wins.",
+    )
+    default_role: Role = Field(default="basic", description="Role of a user no role_map entry matches.")
+    admin_groups: list[str] = Field(
+        default_factory=list, description="Entitlements or groups (shell-style patterns) that make a user an admin."
+    )
+    local_login: bool = Field(
+        default=True,
+        description="Keep the local accounts' login form beside the 'Sign in with' button (e.g. local admins).",
+    )
+    refresh_age: int = Field(
+        default=60, description="Seconds between checks of a logged-in user's tokens and claims (auth_refresh_age)."
+    )
+    refresh_before: int = Field(
+        default=300,
+        description="An access token with fewer seconds than this left is refreshed with the refresh token.",
+    )
+    ssl_verify: bool = Field(default=True, description="Verify the provider's TLS certificate.")
+
+    @field_validator("vo_pattern")
+    @classmethod
+    def _vo_pattern_has_vo_group(cls, v: str) -> str:
+        """A pattern that does not compile, or finds no 'vo', would refuse every user at login: say so at start."""
+        import re
+
+        try:
+            compiled = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"oidc.vo_pattern is not a regular expression: {e}") from None
+        if "vo" not in compiled.groupindex:
+            raise ValueError("oidc.vo_pattern needs a named group 'vo', e.g. ^urn:mace:egi\\.eu:group:(?P<vo>[^:#]+)")
+        return v
+
+
 class GpuDevice(BaseModel):
     """One GPU of the local inventory, handed out through CUDA_VISIBLE_DEVICES."""
 
@@ -152,11 +231,17 @@ class Settings(BaseSettings):
     authenticator: str = Field(
         default="ai4lab",
         description="JupyterHub authenticator (entry point name or import path); "
-        "'ai4lab' checks the platform's local accounts.",
+        "'ai4lab' checks the platform's local accounts; 'ai4lab-oidc' logs in through an OIDC provider "
+        "(see oidc), local accounts too unless oidc.local_login is off.",
     )
     spawner: str = Field(
         default="ai4lab-local",
         description="JupyterHub spawner (entry point name or import path).",
+    )
+    oidc: OidcSettings = Field(
+        default_factory=OidcSettings,
+        description="OIDC login (with authenticator: ai4lab-oidc): issuer, client, claims -> VOs and roles "
+        "(AI4LAB_OIDC__ISSUER, ...).",
     )
     backend: Literal["local", "nomad"] = Field(
         default="local",

@@ -2,7 +2,8 @@
 
 Passwords live hashed in the platform database (``ai4lab users add``); the
 admin flag there decides JupyterHub admin status at each login. OIDC
-deployments replace this with oauthenticator's GenericOAuthenticator.
+deployments use ``ai4lab-oidc`` (``ai4lab.jhub.oidc``), which keeps this form beside
+the provider's button.
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ class Ai4labAuthenticator(Authenticator):
         return True
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
-        name = self.normalize_username(data.get("username", ""))
-        user = accounts.authenticate(self.db_url, name, data.get("password", ""))
-        if user is None:
-            self.log.warning("Failed login for %s", name)
-            return None
-        return {"name": user.name, "admin": user.is_admin}
+        return local_login(self, self.db_url, data)
+
+
+def local_login(auth: Authenticator, db_url: str, data: dict[str, str]) -> dict[str, Any] | None:
+    """The auth model of a local account whose password the login form gave, or None.
+
+    Shared with the OIDC authenticator, whose login page keeps this form for local accounts.
+    """
+    name = auth.normalize_username(data.get("username", ""))
+    user = accounts.authenticate(db_url, name, data.get("password", ""))
+    if user is None:
+        auth.log.warning("Failed login for %s", name)
+        return None
+    return {"name": user.name, "admin": user.is_admin}

@@ -111,6 +111,8 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     db.upgrade(s.db_url)
     db.private_sqlite_file(s.hub_db_url)
     secrets, _ = load_or_create(state)
+    # auth_state (an OIDC login's tokens) is encrypted with this key; one the operator set wins
+    os.environ.setdefault("JUPYTERHUB_CRYPT_KEY", secrets["crypt_key"])
 
     c.JupyterHub.bind_url = f"http://{s.ip}:{s.port}"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{s.hub_port}"

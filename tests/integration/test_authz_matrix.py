@@ -81,6 +81,9 @@ NO_CVAT = ("CVAT runs only on the Nomad backend: the Flower server stands in, so
 MATRIX: dict[tuple[str, str], Entry] = {
     # -- who am I, accounts, admin views
     ("GET", "/me"):                                   E("/me", 200, 200, 200, 401),
+    ("GET", "/me/oidc-token"):                        E("/me/oidc-token", 404, 404, 404, 401,
+                                                        why="local accounts have no provider token; OIDC users get "
+                                                            "their own (tests/integration/test_oidc.py)"),
     ("GET", "/users"):                                E("/users", 403, 403, 200, 401),
     ("GET", "/admin/usage"):                          E("/admin/usage", 403, 403, 200, 401),
     # -- deployments

@@ -197,3 +197,23 @@ def test_list_users_sorted(url: str) -> None:
     for name in ("zoe", "alice", "mike"):
         accounts.add_user(url, name, "password1")
     assert [u.name for u in accounts.list_users(url)] == ["alice", "mike", "zoe"]
+
+
+# -- accounts of an external login (OIDC) -------------------------------------------------
+
+
+def test_external_login_is_written_at_every_login_and_never_takes_a_local_name(url: str) -> None:
+    accounts.record_external_login(url, "olga", role="intermediate", vo="vo.ai4eosc.eu", admin=False)
+    accounts.record_external_login(url, "olga", role="basic", vo="vo.imagine-ai.eu", admin=True)  # the claims changed
+    olga = accounts.get_user(url, "olga")
+    assert olga is not None and (olga.role, olga.vo, olga.is_admin, olga.password_hash) == (
+        "basic", "vo.imagine-ai.eu", True, None)
+    assert not accounts.is_local_account(url, "olga")
+    accounts.add_user(url, "admin", "password1", role="advanced", admin=True)
+    assert accounts.is_local_account(url, "admin")
+    with pytest.raises(AccountError, match="belongs to a local account"):
+        accounts.record_external_login(url, "admin", role="basic", vo=None, admin=False)
+    admin = accounts.get_user(url, "admin")
+    assert admin is not None and (admin.role, admin.is_admin) == ("advanced", True)  # untouched
+    with pytest.raises(AccountError, match="unknown role"):
+        accounts.record_external_login(url, "olga", role="root", vo=None, admin=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ai4lab.core.secrets_store import FILENAME, load_or_create
 
-KEYS = {"cookie_secret", "proxy_auth_token", "api_service_token", "mlflow_service_token"}
+KEYS = {"cookie_secret", "proxy_auth_token", "api_service_token", "mlflow_service_token", "crypt_key"}
 
 
 def mode(p: Path) -> int:
