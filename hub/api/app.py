@@ -24,7 +24,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ai4lab import __version__
-from ai4lab.api import accounts, admin, catalog, datasets, deployment_tools, deployments, pages, secrets, storage
+from ai4lab.api import (
+    accounts,
+    admin,
+    catalog,
+    datasets,
+    deployment_tools,
+    deployments,
+    pages,
+    secrets,
+    settings_pages,
+    storage,
+)
 from ai4lab.api.auth import HubAuthenticator
 from ai4lab.api.context import ApiContext
 from ai4lab.core import deployments as deps
@@ -81,7 +92,19 @@ def create_app(
     app.state.api = api
     app.state.registry = registry
     app.state.catalog = platform.catalog
-    for module in (accounts, deployments, deployment_tools, catalog, storage, datasets, secrets, pages, admin):
+    routers = (
+        accounts,
+        deployments,
+        deployment_tools,
+        catalog,
+        storage,
+        datasets,
+        secrets,
+        pages,
+        settings_pages,
+        admin,
+    )
+    for module in routers:
         app.include_router(module.build_router(api))
     install_error_handlers(app, registry)
     return app

@@ -127,6 +127,13 @@ MATRIX: dict[tuple[str, str], Entry] = {
                                                         why="writes into the caller's own storage (checked below)"),
     ("POST", "/storage/{path}"):                      E("/storage/authz/uploads", 200, 200, 200, 401, body="upload"),
     ("DELETE", "/storage/{path}"):                    E("/storage/{fresh_file}", 200, 404, 404, 401),
+    ("PATCH", "/storage/{path}"):                     E("/storage/{fresh_file}", 200, 404, 404, 401, body="move"),
+    ("GET", "/me/storage"):                           E("/me/storage", 200, 200, 200, 401),
+    ("PUT", "/me/storage"):                           E("/me/storage", 400, 400, 400, 401, body="own_storage",
+                                                        why="each caller connects their own: a server that does not "
+                                                            "answer is a 400 for everyone, and nothing is kept"),
+    ("DELETE", "/me/storage"):                        E("/me/storage", 404, 404, 404, 401,
+                                                        why="each caller's own: nobody here connected one"),
     # -- secrets: each caller's own, by name; nobody reaches the owner's (admins neither), values never listed
     ("GET", "/secrets"):                              E("/secrets", 200, 200, 200, 401),
     ("POST", "/secrets"):                             E("/secrets", 201, 201, 201, 401, body="new_secret",
@@ -234,6 +241,9 @@ BODIES: dict[str, Callable[[Resources], dict[str, Any]]] = {
     "upload": lambda res: {"files": {"files": ("note.txt", b"uploaded by the matrix", "text/plain")}},
     "new_secret": lambda res: {"json": {"name": res.secret_name(), "value": "written by the matrix"}},
     "secret_value": lambda res: {"json": {"value": "written by the matrix"}},
+    "move": lambda res: {"json": {"to": f"authz/moved/{res.unique('mv')}.txt"}},
+    "own_storage": lambda res: {"json": {"type": "webdav", "url": "https://127.0.0.1:9/nothing", "username": "u",
+                                         "password": "p"}},
     "dataset": lambda res: {"json": {"source": f"10.5281/zenodo.{AUTHZ_RECORD}", "name": res.unique("ds")}},
 }
 #: The fake Zenodo's record the matrix imports (tests/fakes/zenodo.py).

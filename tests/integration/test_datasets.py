@@ -140,7 +140,7 @@ def test_names_clashes_and_bad_sources(platform: Platform, fake_zenodo: Any, dan
     # bad sources and names, a record too large for the disk: 4xx/507 with the reason, nothing recorded
     fake_zenodo.fake.add(Record(id=7009, title="Huge", files={"huge.bin": b"x"}, wrong_size={"huge.bin": 10**16}))
     for body, status, words in [
-        ({"source": "10.5281/zenodo.7009"}, 507, "storage has"),
+        ({"source": "10.5281/zenodo.7009"}, 507, "storage quota exceeded"),
         ({"source": "10.1234/not-zenodo"}, 400, "only Zenodo DOIs"),
         ({"source": "hello"}, 400, "neither a DOI nor a URL"),
         ({"source": "http://example.org/data.csv"}, 400, "not HTTPS"),

@@ -115,8 +115,8 @@ def test_two_users_of_different_vos_get_their_roles_and_quotas(oidc_platform: Pl
     a, b = me(ana), me(ben)
     assert (a["name"], a["role"], a["vo"], a["admin"]) == ("oidc-ana", "intermediate", "vo.ai4eosc.eu", False)
     assert (b["name"], b["role"], b["vo"], b["admin"]) == ("oidc-ben", "basic", "vo.imagine-ai.eu", False)
-    assert a["quota"] == {"cpu": 4.0, "ram_gb": 16.0, "gpu": 1, "sessions": 2, "trainings": 1}
-    assert b["quota"] == {"cpu": 2.0, "ram_gb": 4.0, "gpu": 0, "sessions": 1, "trainings": 0}
+    assert a["quota"] == {"cpu": 4.0, "ram_gb": 16.0, "gpu": 1, "sessions": 2, "trainings": 1, "storage_gb": 50.0}
+    assert b["quota"] == {"cpu": 2.0, "ram_gb": 4.0, "gpu": 0, "sessions": 1, "trainings": 0, "storage_gb": 5.0}
     # the platform's users table holds what the claims said (what the CLI and the admin view show)
     listing = oidc_platform.cli("users", "list").stdout
     assert re.search(r"oidc-ana\s.*intermediate\s.*vo\.ai4eosc\.eu", listing), listing

@@ -135,3 +135,26 @@ def test_a_webdav_folder_of_my_own_from_the_cli(platform: Platform, dav_server: 
     assert "dav-password" not in r.text
     assert cli("disconnect").returncode == 0 and "the platform's storage" in cli("where").stdout
     wait_until(lambda: not path.is_mount(), 15, "the WebDAV folder unmounted")
+
+
+def test_the_storage_settings_page_connects_my_own(platform: Platform, dav_server: DavServer) -> None:  # noqa: F811
+    import re
+
+    platform.add_user("own-page", "own-page-password", role="intermediate")
+    browser = platform.login("own-page", "own-page-password")
+    page = browser.get(f"{API}/settings/storage", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "The platform's storage: 0 B used of 50.0 GB." in page.text
+    assert 'id="connect"' in page.text and f'href="{API}/settings/storage">My storage' in page.text
+    xsrf = re.search(r'name="ai4lab-xsrf" content="([^"]+)"', page.text)
+    assert xsrf, "the page carries the XSRF token its script sends"
+    folder = dav_server.new_folder()
+    body = {"type": "webdav", "url": f"{dav_server.url}/{folder}", "username": "dav-user", "password": "dav-password",
+            "vendor": "nextcloud"}  # fmt: skip
+    assert browser.put(f"{API}/me/storage", json=body).status_code == 403  # a cookie alone does not write
+    r = browser.put(f"{API}/me/storage", json=body, headers={"X-XSRFToken": xsrf.group(1)})
+    assert r.status_code == 200, r.text
+    page = browser.get(f"{API}/settings/storage", headers={"Accept": "text/html"})
+    assert f"My own webdav storage at <code>{dav_server.url}/{folder}</code>" in page.text
+    assert "dav-password" not in page.text and 'id="disconnect"' in page.text
+    r = browser.delete(f"{API}/me/storage", headers={"X-XSRFToken": xsrf.group(1)})
+    assert r.json()["source"] == "platform"

@@ -35,9 +35,9 @@ ENDED = ("succeeded", "failed", "stopped", "cancelled")
 class Users:
     def __init__(self, platform: Platform) -> None:
         platform.add_user("sela", "sela-password-1", role="intermediate")
-        platform.add_user("otto", "otto-password-1", role="intermediate")
+        platform.add_user("sec-otto", "otto-password-1", role="intermediate")
         self.sela_token = platform.token("sela")
-        self.otto_token = platform.token("otto")
+        self.otto_token = platform.token("sec-otto")
         self.admin_token = platform.token("admin")
         self.sela = platform.api(self.sela_token)
         self.otto = platform.api(self.otto_token)

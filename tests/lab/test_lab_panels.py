@@ -21,6 +21,7 @@ from tests.integration.test_browser import browser, login, shot  # noqa: F401 - 
 from tests.integration.test_module_deployments import held_out  # noqa: F401 - the digit PNGs fixture
 from tests.integration.test_trainings import upload_digit_dataset
 from tests.platform_harness import Platform
+from tests.storage_servers import DavServer, dav_server  # noqa: F401 - the WebDAV server fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform-browser")]
 USER, PASSWORD = "lara", "lara-password"
@@ -133,6 +134,31 @@ def test_storage_upload_download_delete(lab: Lab, tmp_path: Path) -> None:
     assert lab.api.get(f"{API}/storage/notes").json()["content"] == []
     panel.locator("#ai4lab-storage-path a", has_text="storage").click()
     panel.locator("li[data-path=datasets]").wait_for()
+
+
+def test_storage_panel_shows_the_quota_and_connects_my_own_storage(lab: Lab, dav_server: DavServer) -> None:  # noqa: F811
+    panel = lab.open_panel("storage")
+    panel.locator("#ai4lab-storage-usage", has_text=re.compile(r"Used .* of .* GB")).wait_for()
+    panel.locator("#ai4lab-storage-where", has_text="The platform's storage.").wait_for()
+    folder = dav_server.new_folder()
+    (dav_server.root / folder / "on-my-nextcloud.txt").write_text("hello")
+    panel.locator("#ai4lab-own-storage summary").click()
+    panel.locator("#ai4lab-own-type").select_option("webdav")
+    panel.locator("#ai4lab-own-url").fill("nextcloud.example.org")
+    panel.locator("#ai4lab-own-connect").click()
+    panel.locator(".ai4lab-errors", has_text="URL: a WebDAV storage is https://HOST/PATH").wait_for()
+    panel.locator("#ai4lab-own-url").fill(f"{dav_server.url}/{folder}")
+    panel.locator("#ai4lab-own-username").fill("dav-user")
+    panel.locator("#ai4lab-own-password").fill("dav-password")
+    panel.locator("#ai4lab-own-connect").click()
+    panel.locator("#ai4lab-storage-where", has_text="My own webdav storage").wait_for()
+    panel.locator("li[data-path='on-my-nextcloud.txt']").wait_for()
+    assert panel.locator("#ai4lab-own-password").input_value() == ""  # the password is not kept in the page
+    panel.locator("#ai4lab-storage-usage", has_text="My own storage").wait_for()
+    lab.shot("lab-storage-own")
+    panel.locator("#ai4lab-own-disconnect").click()
+    panel.locator("#ai4lab-storage-where", has_text="The platform's storage.").wait_for()
+    assert lab.api.get(f"{API}/me/storage").json()["source"] == "platform"
 
 
 def test_secrets_panel_adds_lists_and_deletes_without_showing_values(lab: Lab) -> None:

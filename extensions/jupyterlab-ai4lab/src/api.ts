@@ -106,9 +106,17 @@ export interface Deployment {
 
 export type MetricPoint = { step: number; value: number };
 
+export interface StorageWhere {
+  source: 'platform' | 'own';
+  type: string;
+  url: string;
+  endpoint_url: string;
+  username: string;
+}
+
 export interface StorageUsage {
-  used_bytes: number;
-  allowed_bytes: number;
+  used_bytes: number | null;
+  allowed_bytes: number | null;
 }
 
 export interface StorageEntry {
@@ -195,6 +203,18 @@ export class Platform {
 
   openInIde(item: string): Promise<{ folder: string; files: string[] }> {
     return this.post('open-in-ide', { item });
+  }
+
+  storageWhere(): Promise<StorageWhere> {
+    return this.json('api/me/storage');
+  }
+
+  connectStorage(body: Record<string, string>): Promise<StorageWhere> {
+    return this.post('api/me/storage', body, 'PUT');
+  }
+
+  disconnectStorage(): Promise<StorageWhere> {
+    return this.json('api/me/storage', { method: 'DELETE' });
   }
 
   me(): Promise<{ name: string; role: string; admin: boolean; storage: StorageUsage }> {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { badge } from '../src/dom';
 import { datasetChoices, predictionText } from '../src/panels/deploy';
 import { flowerConfig, roundSeries, roundText } from '../src/panels/flower';
-import { humanSize, joinPath, parentOf, usageText } from '../src/panels/storage';
+import { humanSize, joinPath, ownStorageBody, parentOf, usageText, whereText } from '../src/panels/storage';
 
 const form = {
   rounds: '5', strategy: 'FedProx', proximal_mu: '0.1', server_learning_rate: '1', min_fit_clients: '2',
@@ -59,6 +59,29 @@ describe('storage usage', () => {
     expect(humanSize(1500000)).toBe('1.5 MB');
     expect(usageText({ used_bytes: 2500000000, allowed_bytes: 5000000000 })).toBe('Used 2.5 GB of 5.0 GB (50%)');
     expect(usageText({ used_bytes: 0, allowed_bytes: 0 })).toBe('Used 0 B of 0 B');
+    expect(usageText({ used_bytes: null, allowed_bytes: null })).toBe('My own storage: its server keeps count.');
+  });
+});
+
+describe('own storage', () => {
+  const form = { type: 's3', url: ' s3://mine ', endpoint_url: 'https://minio.example.org', vendor: 'other', username: 'KEY', password: 'S' };
+  it('builds the connect body', () => {
+    expect(ownStorageBody(form)).toEqual({
+      problems: [], body: { type: 's3', url: 's3://mine', endpoint_url: 'https://minio.example.org', username: 'KEY', password: 'S' }
+    });
+    expect(ownStorageBody({ ...form, type: 'webdav', url: 'https://nc.example.org/remote.php/dav/files/me', vendor: 'nextcloud' }).body)
+      .toEqual({ type: 'webdav', url: 'https://nc.example.org/remote.php/dav/files/me', username: 'KEY', password: 'S', vendor: 'nextcloud' });
+  });
+  it('says what to fix', () => {
+    expect(ownStorageBody({ ...form, url: 'mine', password: '' }).problems).toEqual([
+      'URL: an S3 storage is s3://BUCKET[/PREFIX]', 'Secret key: give it']);
+    expect(ownStorageBody({ ...form, type: 'webdav', url: 'nc.example.org' }).problems).toEqual([
+      'URL: a WebDAV storage is https://HOST/PATH (Nextcloud: …/remote.php/dav/files/USER)']);
+  });
+  it('says where my storage is', () => {
+    expect(whereText({ source: 'platform', type: 'local', url: '', endpoint_url: '', username: '' })).toBe("The platform's storage.");
+    expect(whereText({ source: 'own', type: 'webdav', url: 'https://nc/x', endpoint_url: '', username: 'me' }))
+      .toBe('My own webdav storage at https://nc/x, as me.');
   });
 });
 

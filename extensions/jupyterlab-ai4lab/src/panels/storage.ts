@@ -1,6 +1,6 @@
 /** Storage: browse my platform storage, upload, download, delete, and pick a training input. */
 
-import { StorageEntry, StorageUsage } from '../api';
+import { StorageEntry, StorageUsage, StorageWhere } from '../api';
 import { busy, fill, h, showError } from '../dom';
 import { Ctx, Panel } from './base';
 
@@ -26,8 +26,43 @@ export function humanSize(n: number): string {
 }
 
 export function usageText(u: StorageUsage): string {
-  const percent = u.allowed_bytes ? ` (${Math.round((100 * u.used_bytes) / u.allowed_bytes)}%)` : '';
-  return `Used ${humanSize(u.used_bytes)} of ${humanSize(u.allowed_bytes)}${percent}`;
+  if (u.allowed_bytes === null || u.used_bytes === null) {
+    return 'My own storage: its server keeps count.';
+  }
+  const used = u.used_bytes;
+  const percent = u.allowed_bytes ? ` (${Math.round((100 * used) / u.allowed_bytes)}%)` : '';
+  return `Used ${humanSize(used)} of ${humanSize(u.allowed_bytes)}${percent}`;
+}
+
+export function whereText(w: StorageWhere): string {
+  if (w.source === 'platform' && w.type === 'local') {
+    return "The platform's storage.";
+  }
+  const whose = w.source === 'own' ? 'My own' : "The platform's";
+  return `${whose} ${w.type} storage at ${w.url}${w.endpoint_url ? ` (${w.endpoint_url})` : ''}${w.username ? `, as ${w.username}` : ''}.`;
+}
+
+/** The body of PUT /me/storage from the connect form, or what to fix first. */
+export function ownStorageBody(f: Record<string, string>): { problems: string[]; body: Record<string, string> } {
+  const problems: string[] = [];
+  const url = f.url.trim();
+  if (f.type === 's3' && !/^s3:\/\/[^/]+/.test(url)) {
+    problems.push('URL: an S3 storage is s3://BUCKET[/PREFIX]');
+  }
+  if (f.type === 'webdav' && !/^https?:\/\//.test(url)) {
+    problems.push('URL: a WebDAV storage is https://HOST/PATH (Nextcloud: …/remote.php/dav/files/USER)');
+  }
+  if (!f.password) {
+    problems.push(f.type === 's3' ? 'Secret key: give it' : 'Password: give it (an app password)');
+  }
+  const body: Record<string, string> = { type: f.type, url, username: f.username.trim(), password: f.password };
+  if (f.type === 's3' && f.endpoint_url.trim()) {
+    body.endpoint_url = f.endpoint_url.trim();
+  }
+  if (f.type === 'webdav') {
+    body.vendor = f.vendor || 'other';
+  }
+  return { problems, body };
 }
 
 export class StoragePanel extends Panel {
@@ -36,6 +71,17 @@ export class StoragePanel extends Panel {
   private list = h('ul', { id: 'ai4lab-storage-list', class: 'ai4lab-files' });
   private errors = h('div', { class: 'ai4lab-errors' });
   private usage = h('p', { id: 'ai4lab-storage-usage', class: 'ai4lab-note' });
+  private where = h('p', { id: 'ai4lab-storage-where', class: 'ai4lab-note' });
+  private own: Record<string, HTMLInputElement | HTMLSelectElement> = {
+    type: h('select', { id: 'ai4lab-own-type' }, h('option', { value: 'webdav', text: 'WebDAV (Nextcloud)' }), h('option', { value: 's3', text: 'S3 (MinIO, Ceph, AWS)' })),
+    url: h('input', { id: 'ai4lab-own-url', type: 'text', placeholder: 'https://host/remote.php/dav/files/me or s3://bucket' }),
+    endpoint_url: h('input', { id: 'ai4lab-own-endpoint', type: 'text', placeholder: 'S3 endpoint (MinIO, Ceph); empty: AWS' }),
+    vendor: h('select', { id: 'ai4lab-own-vendor' }, ...['nextcloud', 'owncloud', 'other'].map(v => h('option', { value: v, text: v }))),
+    username: h('input', { id: 'ai4lab-own-username', type: 'text', placeholder: 'user, or S3 access key id' }),
+    password: h('input', { id: 'ai4lab-own-password', type: 'password', placeholder: 'app password, or S3 secret key' })
+  };
+  private ownErrors = h('div', { class: 'ai4lab-errors' });
+  private disconnect = h('button', { id: 'ai4lab-own-disconnect', class: 'jp-mod-styled', text: "Use the platform's storage" });
   private upload = h('input', { id: 'ai4lab-storage-upload', type: 'file', multiple: true });
   private uploadButton = h('button', { id: 'ai4lab-storage-upload-button', class: 'jp-mod-styled', text: 'Upload' });
   private folder = h('input', { id: 'ai4lab-storage-folder', type: 'text', placeholder: 'new folder name' });
@@ -57,9 +103,32 @@ export class StoragePanel extends Panel {
       onclick: () => this.ctx.open('deploy', { dataset: this.path }) });
     this.node.append(h('h2', { text: 'Storage' }),
       h('p', { class: 'ai4lab-note', text: 'Your platform storage (also at storage/ in this session).' }),
-      this.usage, this.crumbs, h('div', { class: 'ai4lab-toolbar' }, this.upload, this.uploadButton, this.folder, mkdir, useHere),
+      this.usage, this.where, this.ownForm(), this.crumbs, h('div', { class: 'ai4lab-toolbar' }, this.upload, this.uploadButton, this.folder, mkdir, useHere),
       this.errors, this.list);
     void this.cd('');
+  }
+
+  ownForm(): HTMLElement {
+    const connect = h('button', { id: 'ai4lab-own-connect', class: 'jp-mod-styled', text: 'Connect' });
+    connect.addEventListener('click', () => void busy(connect, this.ownErrors, async () => {
+      const values = Object.fromEntries(Object.entries(this.own).map(([k, el]) => [k, el.value]));
+      const { problems, body } = ownStorageBody(values);
+      if (problems.length) {
+        throw new Error(problems.join('; '));
+      }
+      await this.ctx.api.connectStorage(body);
+      this.own.password.value = '';
+      await this.cd('');
+    }));
+    this.disconnect.addEventListener('click', () => void busy(this.disconnect, this.ownErrors, async () => {
+      await this.ctx.api.disconnectStorage();
+      await this.cd('');
+    }));
+    const row = (label: string, el: HTMLElement) => h('label', { class: 'ai4lab-field' }, h('span', { text: label }), el);
+    return h('details', { id: 'ai4lab-own-storage' }, h('summary', { text: 'Connect my own storage' }),
+      row('Type', this.own.type), row('URL', this.own.url), row('S3 endpoint', this.own.endpoint_url),
+      row('WebDAV server', this.own.vendor), row('User / key id', this.own.username), row('Password / secret key', this.own.password),
+      h('div', { class: 'ai4lab-toolbar' }, connect, this.disconnect), this.ownErrors);
   }
 
   present(args?: Record<string, any>): void {
@@ -70,6 +139,10 @@ export class StoragePanel extends Panel {
     try {
       const listing = await this.ctx.api.listStorage(path);
       void this.ctx.api.me().then(me => { this.usage.textContent = usageText(me.storage); }, () => undefined);
+      void this.ctx.api.storageWhere().then(w => {
+        this.where.textContent = whereText(w);
+        this.disconnect.hidden = w.source !== 'own';
+      }, () => undefined);
       this.path = listing.path ?? path;
       fill(this.errors);
       this.renderCrumbs();
