@@ -29,7 +29,8 @@ def build_router(api: ApiContext) -> APIRouter:
         "", summary="My datasets: the folders under datasets/ with their cards", response_model=list[DatasetEntry]
     )
     async def datasets(user: User) -> list[dict[str, Any]]:
-        found = await asyncio.to_thread(list_datasets, api.storage(user.name))
+        store = await asyncio.to_thread(api.storage, user.name)  # S3 or WebDAV answer over the network
+        found = await asyncio.to_thread(list_datasets, store)
         for entry in found:  # a dataset.json the user wrote by hand is shown only when it is a card
             try:
                 entry["card"] = DatasetCard.model_validate(entry["card"]).model_dump() if entry["card"] else None

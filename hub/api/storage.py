@@ -61,8 +61,9 @@ async def _stream(file: Any) -> AsyncIterator[bytes]:
 def build_router(api: ApiContext) -> APIRouter:
     router = APIRouter(prefix=f"{api.prefix}/storage", tags=["storage"])
 
-    def storage_for(user: HubUser) -> UserStorage:
-        return api.storage(user.name)
+    async def storage_for(user: HubUser) -> UserStorage:
+        """Off the event loop: an S3 or WebDAV storage answers over the network."""
+        return await asyncio.to_thread(api.storage, user.name)
 
     async def budget(user: HubUser, store: UserStorage, replaced: int = 0) -> tuple[int, int]:
         """What is used and what may still be written (``replaced``: bytes a write frees by replacing a file)."""
@@ -93,12 +94,16 @@ def build_router(api: ApiContext) -> APIRouter:
     )
     @_file_errors
     async def storage_get(user: User, path: str = "") -> Any:
-        store = storage_for(user)
-        if not path.strip("/") or store.is_dir(path):
-            return {"path": path.strip("/"), "type": "directory", "content": store.listdir(path)}
-        info = store.info(path)
+        store = await storage_for(user)
+        if not path.strip("/") or await asyncio.to_thread(store.is_dir, path):
+            return {
+                "path": path.strip("/"),
+                "type": "directory",
+                "content": await asyncio.to_thread(store.listdir, path),
+            }
+        info = await asyncio.to_thread(store.info, path)
         return StreamingResponse(
-            _stream(store.open(path)),
+            _stream(await asyncio.to_thread(store.open, path)),
             media_type="application/octet-stream",
             headers={
                 "Content-Disposition": f'attachment; filename="{Path(path).name}"',
@@ -109,7 +114,7 @@ def build_router(api: ApiContext) -> APIRouter:
     @router.put("/{path:path}", summary="Upload a file (raw body, streamed) to my storage", response_model=StorageEntry)
     @_file_errors
     async def storage_put(path: str, request: Request, user: User) -> dict[str, Any]:
-        store = storage_for(user)
+        store = await storage_for(user)
         used, left = await budget(user, store, await asyncio.to_thread(store.size_of, path))
         declared = int(request.headers.get("content-length") or 0)
         if declared > left:
@@ -120,7 +125,7 @@ def build_router(api: ApiContext) -> APIRouter:
     @router.patch("/{path:path}", summary="Rename or move a file or folder of my storage", response_model=StorageEntry)
     @_file_errors
     async def storage_move(path: str, move: StorageMove, user: User) -> dict[str, Any]:
-        return await asyncio.to_thread(storage_for(user).move, path, move.to, move.overwrite)
+        return await asyncio.to_thread((await storage_for(user)).move, path, move.to, move.overwrite)
 
     @router.post(
         "/{path:path}",
@@ -129,9 +134,9 @@ def build_router(api: ApiContext) -> APIRouter:
     )
     @_file_errors
     async def storage_post(path: str, user: User, files: list[UploadFile] | None = None) -> list[dict[str, Any]]:
-        store = storage_for(user)
+        store = await storage_for(user)
         if not files:
-            return [store.mkdir(path)]
+            return [await asyncio.to_thread(store.mkdir, path)]
         targets = [f"{path.strip('/')}/{Path(f.filename or 'upload').name}" for f in files]
         replaced = sum([await asyncio.to_thread(store.size_of, t) for t in targets])
         used, left = await budget(user, store, replaced)
@@ -147,7 +152,7 @@ def build_router(api: ApiContext) -> APIRouter:
     @router.delete("/{path:path}", summary="Delete a file or folder of my storage", response_model=Deleted)
     @_file_errors
     async def storage_delete(path: str, user: User) -> dict[str, str]:
-        storage_for(user).delete(path)
+        await asyncio.to_thread((await storage_for(user)).delete, path)
         return {"deleted": path}
 
     return router
