@@ -52,6 +52,19 @@ class StorageMove(BaseModel):
     overwrite: bool = Field(default=False, description="replace a file already there (never a folder)")
 
 
+DRAIN_BYTES = 64 << 20
+
+
+async def _drain(parts: AsyncIterator[bytes]) -> None:
+    """Read and drop the rest of a refused upload (up to 64 MiB), so that the client, still sending, gets
+    the answer saying why instead of a reset connection; a larger one is cut off."""
+    dropped = 0
+    async for data in parts:
+        dropped += len(data)
+        if dropped > DRAIN_BYTES:
+            return
+
+
 async def _stream(file: Any) -> AsyncIterator[bytes]:
     parts = chunks_of(file)
     while (data := await asyncio.to_thread(next, parts, None)) is not None:
@@ -79,6 +92,7 @@ def build_router(api: ApiContext) -> APIRouter:
         try:
             async for data in parts:
                 if upload.size + len(data) > left:
+                    await _drain(parts)
                     raise QuotaExceeded(used, upload.size + len(data), used + left)
                 await asyncio.to_thread(upload.write, data)
             return await asyncio.to_thread(upload.commit)
@@ -118,6 +132,7 @@ def build_router(api: ApiContext) -> APIRouter:
         used, left = await budget(user, store, await asyncio.to_thread(store.size_of, path))
         declared = int(request.headers.get("content-length") or 0)
         if declared > left:
+            await _drain(request.stream())
             raise QuotaExceeded(used, declared, used + left)
         info: dict[str, Any] = await receive(store, path, request.stream(), used, left)
         return info
