@@ -79,7 +79,10 @@ def create_app(settings: Settings | None = None, authenticator: HubAuthenticator
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log = await asyncio.to_thread(open, settings.logs_dir / "mlflow.log", "ab")
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+        # no job runner: its eight worker processes (GenAI jobs and trace rollups, which the platform does not
+        # use) cost memory and CPU beside users' sessions, and seconds at every start and stop
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # fmt: skip
         proc = await asyncio.to_thread(
             subprocess.Popen,
             mlflow_command(settings, prefix),
