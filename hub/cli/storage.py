@@ -12,7 +12,6 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -44,8 +43,13 @@ def _client(ctx: typer.Context) -> Client:
     return remote_client(url, token)
 
 
-def _refused(e: ApiError) -> NoReturn:
-    fail(str(e), 1)
+@contextmanager
+def _refused() -> Iterator[None]:
+    """A request the platform refuses ends the command: its reason on one line, exit code 1."""
+    try:
+        yield
+    except ApiError as e:
+        fail(str(e), 1)
 
 
 @contextmanager
@@ -72,10 +76,8 @@ def ls(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List a folder of my storage."""
-    try:
+    with _refused():
         entries = _client(ctx).ls(path)
-    except ApiError as e:
-        _refused(e)
     if as_json:
         out.print_json(json.dumps(entries))
         return
@@ -107,12 +109,9 @@ def put(
         else [(f, f"{base}/{f.relative_to(local).as_posix()}") for f in sorted(local.rglob("*")) if f.is_file()]
     )
     for source, target in files:
-        try:
-            with _bar(f"upload {source.name}", source.stat().st_size) as bar:
-                task = bar.task_ids[0]
-                entry = client.upload(source, target, progress=lambda n: bar.advance(task, n))  # noqa: B023
-        except ApiError as e:
-            _refused(e)
+        with _refused(), _bar(f"upload {source.name}", source.stat().st_size) as bar:
+            task = bar.task_ids[0]
+            entry = client.upload(source, target, progress=lambda n: bar.advance(task, n))  # noqa: B023
         out.print(f"{entry['path']}  {human_size(entry['size'])}", markup=False)
 
 
@@ -127,14 +126,12 @@ def get(
     if not target.parent.is_dir():
         fail(f"no such folder on this machine: {target.parent}")
     client = _client(ctx)
-    try:
+    with _refused():
         entry = client.ls(path)
         if not entry or entry[0]["type"] == "directory":
             fail(f"{path!r} is not a file of your storage: `ai4lab storage ls {path}` shows what is there", 1)
         with _bar(f"download {target.name}", entry[0]["size"]) as bar:
             client.get(path, target, progress=lambda n, _size: bar.advance(bar.task_ids[0], n))
-    except ApiError as e:
-        _refused(e)
     out.print(f"{target}  {human_size(target.stat().st_size)}", markup=False)
 
 
@@ -146,14 +143,12 @@ def rm(
 ) -> None:
     """Delete a file (or, with --recursive, a folder) of my storage."""
     client = _client(ctx)
-    try:
+    with _refused():
         entries = client.ls(path)
         is_file = len(entries) == 1 and entries[0]["path"] == path.strip("/") and entries[0]["type"] == "file"
         if not is_file and not recursive:
             fail(f"{path!r} is a folder: add --recursive to delete it with everything in it")
         client.rm(path)
-    except ApiError as e:
-        _refused(e)
     out.print(f"deleted {path}", markup=False)
 
 
@@ -165,30 +160,24 @@ def mv(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a file already there"),
 ) -> None:
     """Rename or move a file or folder within my storage."""
-    try:
+    with _refused():
         entry = _client(ctx).move(path, to, overwrite)
-    except ApiError as e:
-        _refused(e)
     out.print(f"{path} -> {entry['path']}", markup=False)
 
 
 @app.command("mkdir")
 def mkdir(ctx: typer.Context, path: str = typer.Argument(..., help="the new folder")) -> None:
     """Make a folder in my storage (and the folders above it)."""
-    try:
+    with _refused():
         entry = _client(ctx).mkdir(path)
-    except ApiError as e:
-        _refused(e)
     out.print(f"{entry['path']}/", markup=False)
 
 
 @app.command("where")
 def where(ctx: typer.Context) -> None:
     """Where my storage is: the platform's, or my own S3 or WebDAV server."""
-    try:
+    with _refused():
         found = _client(ctx).storage_where()
-    except ApiError as e:
-        _refused(e)
     _show_where(found)
 
 
@@ -219,18 +208,14 @@ def connect_own(
         fail(f"storage type {kind!r}: use s3 or webdav")
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("password", hide_input=True)
     extra = {"endpoint_url": endpoint_url, "region": region} if kind == "s3" else {"vendor": vendor}
-    try:
+    with _refused():
         found = _client(ctx).connect_storage(kind, url, username, password, **extra)
-    except ApiError as e:
-        _refused(e)
     _show_where(found)
 
 
 @app.command("disconnect")
 def disconnect_own(ctx: typer.Context) -> None:
     """Go back to the platform's storage (what is on my own server stays there)."""
-    try:
+    with _refused():
         found = _client(ctx).disconnect_storage()
-    except ApiError as e:
-        _refused(e)
     _show_where(found)

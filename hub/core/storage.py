@@ -424,15 +424,6 @@ class OwnedStorage(UserStorage):
         self._hand_over(upload.full, created)
         return upload
 
-    def replace(self, src: str, dst: str) -> None:
-        """Move ``src`` over ``dst`` (both full paths), replacing a file there in one step where the server can."""
-        if self.local:
-            os.replace(src, dst)
-        elif "webdav" in self.fs.protocol:
-            self.fs.client.move(src, dst, overwrite=True)  # webdav4's mv refuses to replace
-        else:
-            self.fs.mv(src, dst)
-
     def committed(self, full: str) -> None:
         self._hand_over(full, [])
 
