@@ -101,7 +101,7 @@ if [ "$(id -u)" = 0 ] && [ "${AI4LAB_ISOLATION:-auto}" != off ]; then
         || die "$USER_PY is older than 3.11: set AI4LAB_USER_PYTHON to a Python 3.11+ that every account can run"
     setpriv --reuid=nobody --regid=nogroup --clear-groups "$USER_PY" -c '' 2>/dev/null \
         || die "user accounts cannot run $USER_PY: set AI4LAB_USER_PYTHON to a Python outside /root"
-    sess_want=$( { sha256sum pyproject.toml "$EXT_WHEEL"; "$USER_PY" --version;
+    sess_want=$( { echo bytecode; sha256sum pyproject.toml "$EXT_WHEEL"; "$USER_PY" --version;
                    find hub spawners -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | sort | xargs sha256sum; } \
                  | sha256sum | cut -c1-16)
     # one folder per version, and `session` links to the current one: sessions already running
@@ -111,7 +111,9 @@ if [ "$(id -u)" = 0 ] && [ "${AI4LAB_ISOLATION:-auto}" != off ]; then
         log "building the session environment $SESSION (from $USER_PY)"
         rm -rf "$SESSION"
         "$VENV/bin/uv" venv -q --python "$USER_PY" "$SESSION"
-        "$VENV/bin/uv" pip install -q --python "$SESSION/bin/python" ".[widgets,s3]" "$EXT_WHEEL" \
+        # --compile-bytecode: user accounts cannot write __pycache__ here, and without .pyc files
+        # every session start compiles JupyterLab's imports again (17 s instead of 2 on 2 cores)
+        "$VENV/bin/uv" pip install -q --compile-bytecode --python "$SESSION/bin/python" ".[widgets,s3]" "$EXT_WHEEL" \
             || die "the session environment did not build (see above)"
         rm -rf build
         chmod -R u+rwX,go+rX,go-w "$SESSION"

@@ -233,6 +233,7 @@ class ProfileFormSpawner(Spawner):
         probe = f"{server_url.rstrip('/')}{self.server.base_url if self.server else '/'}api"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ready_timeout
+        pause = 0.1
         async with httpx.AsyncClient(timeout=request_timeout) as client:
             while loop.time() < deadline:
                 try:
@@ -244,7 +245,10 @@ class ProfileFormSpawner(Spawner):
                 if not status.running:
                     tail = await self.backend.logs(self.job_state, tail=15)
                     raise RuntimeError(f"session {status.reason}; last log lines:\n{tail}")
-                await asyncio.sleep(0.3)
+                # backing off to one probe a second: 40 sessions starting at once on 2 cores take a
+                # minute, and a probe every 0.3 s each was CPU taken from the sessions and the hub
+                await asyncio.sleep(pause)
+                pause = min(1.0, pause * 1.5)
         raise TimeoutError(f"the session did not answer at {probe} within {self.ready_timeout:g}s")
 
     # -- progress: events pushed by start(), read by progress() ---------------------

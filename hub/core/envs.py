@@ -91,10 +91,16 @@ __all__ = [
 
 #: Environment variable that moves the cache (e.g. onto a bigger disk).
 ENVS_DIR_VAR = "AI4LAB_ENVS_DIR"
+#: ``--no-config``: a uv.toml or [tool.uv] in the module must not change how the platform builds.
+#: ``--compile-bytecode``: the environment is read-only to the user accounts that run it, so
+#: without .pyc files written here every start of a module server or training would compile
+#: all its imports again (seconds of CPU each time; a JupyterLab session took 17 s instead of 2).
+UV_INSTALL_FLAGS = ("--no-config", "--compile-bytecode")
 #: Metadata written into each environment (what it was built from, what it holds).
 MARKER = "ai4lab-env.json"
-#: Bumped when the layout of an environment changes, so old ones are not reused.
-LAYOUT_VERSION = "2"
+#: Bumped when the layout of an environment changes, so old ones are not reused
+#: (3: bytecode compiled at build time).
+LAYOUT_VERSION = "3"
 
 #: Folders that are by-products of builds or tool caches, not sources.
 _IGNORED_DIRS = frozenset(
@@ -362,12 +368,12 @@ def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], time
         if (repo / "requirements.txt").is_file():  # as the Dockerfile does: requirements first, then the package
             step(
                 "pip install -r requirements.txt",
-                [uv, "pip", "install", "--no-config", "--python", env_python, "-r", "requirements.txt"],
+                [uv, "pip", "install", *UV_INSTALL_FLAGS, "--python", env_python, "-r", "requirements.txt"],
             )
         target = f".[{','.join(extras)}]" if extras else "."
         step(
             f"pip install {'-e ' if editable else ''}{target}",
-            [uv, "pip", "install", "--no-config", "--python", env_python, *(["-e"] if editable else []), target],
+            [uv, "pip", "install", *UV_INSTALL_FLAGS, "--python", env_python, *(["-e"] if editable else []), target],
         )
         listed = json.loads(
             step(
