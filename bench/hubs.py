@@ -146,7 +146,7 @@ class Ai4labHub:
         found: dict[str, list[psutil.Process]] = {"hub": [], "proxy": [], "platform API": [], "MLflow": []}
         for p in self.platform.process_tree():
             line = " ".join(p.cmdline())
-            if "-m jupyterhub" in line:
+            if "-m ai4lab.jhub.app" in line:
                 found["hub"].append(p)
             elif "configurable-http-proxy" in line:
                 found["proxy"].append(p)

@@ -140,7 +140,7 @@ def up(settings: Settings, config_file: Path | None = None) -> int:
     console.print(f"  {describe_mode(settings)}; resource {limits.description}")
     with open(log_path, "ab") as log:
         hub = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config_file)],
+            [sys.executable, "-m", "ai4lab.jhub.app", "-f", str(config_file)],
             cwd=state,
             env=hub_env(settings),
             stdout=log,

@@ -48,11 +48,13 @@ def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -
     session_pids = [proc for proc in platform_processes(p.state) if "jupyterhub-singleuser" in " ".join(proc.cmdline())]
     assert len(session_pids) == 1
 
-    # Ctrl-C: everything stops, nothing is left behind
+    # Ctrl-C: everything stops, nothing is left behind, and nothing failed on the way
     assert p.stop(signal.SIGINT) == 0
     assert gone(tree + session_pids) == []
     assert gone(platform_processes(p.state)) == []
     assert "ai4lab stopped" in p.output
+    assert "Stopping 2 services together" in p.hub_log()
+    assert "Traceback" not in p.hub_log(), p.hub_log()[-5000:]
 
     # Restart: same admin credentials, users and roles, deployment record, the session comes back
     p.start()
@@ -78,6 +80,7 @@ def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -
     assert p.stop(signal.SIGTERM) == 0
     assert gone(tree) == []
     assert gone(platform_processes(p.state)) == []
+    assert "Traceback" not in p.hub_log(), p.hub_log()[-5000:]
 
 
 def test_make_run_starts_the_platform_and_ctrl_c_stops_it(tmp_path: Path) -> None:
