@@ -1,10 +1,14 @@
 """Login storms: N users start their server at once, through the hub REST API, on each hub.
 
-Each user's client posts ``/hub/api/users/<name>/server`` and then polls
-``/hub/api/users/<name>`` every half second until the server is ready; the
-time to ready is counted from the moment the storm began, and every poll's
-latency is the hub's responsiveness during the storm. Then every server is
-stopped at once (DELETE) and the time until none is left is the stop-all time.
+Each user's client posts ``/hub/api/users/<name>/server`` and then follows the
+spawn's progress stream (what JupyterHub's spawn-pending page does) until it
+says ready; the time to ready counts from the moment the storm began. Meanwhile
+four probers read user models (``/hub/api/users/<name>``) every quarter second:
+their latency is the hub's responsiveness during the storm, under the same load
+on both hubs. Then every server is stopped at once (DELETE), and the time until
+none is left is the stop-all time. After the storms, 100 sessions are started a
+batch at a time and held idle: the hub API's latency then, memory per session,
+and Ctrl-C with all of them running.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Hub(Protocol):
     def add_users(self, names: list[str]) -> None: ...
 
     def service_processes(self) -> dict[str, list[psutil.Process]]: ...
+
+    def log(self) -> str: ...
 
 
 def _client(hub: Hub, connections: int) -> httpx.AsyncClient:
@@ -133,6 +139,49 @@ def storm(hub: Hub, names: list[str], timeout: float = 600) -> dict[str, Any]:
     hub.add_users(names)
     result = asyncio.run(_storm(hub, names, timeout))
     return result
+
+
+class Stoppable(Hub, Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> float: ...
+
+
+def run_hub(hub: Stoppable, sizes: tuple[int, ...] = (10, 20, 40), idle: int = 100) -> dict[str, Any]:
+    """One hub through every storm, then ``idle`` sessions held, then Ctrl-C with them running."""
+    hub.start()
+    out: dict[str, Any] = {"hub": hub.name}
+    try:
+        time.sleep(3)  # services settle (MLflow's first requests) before the idle figures
+        out["services_idle_mb"] = services_memory_mb(hub)
+        out["storms"] = {}
+        for n in sizes:
+            names = [f"s{n}u{i}" for i in range(n)]
+            result = storm(hub, names)
+            if n == max(sizes):
+                result["memory"] = sessions_memory_mb(hub, names)
+            result["stop_all_s"] = asyncio.run(stop_all(hub, names))
+            out["storms"][str(n)] = result
+            print(f"  {hub.name}: {n} at once: ready p50 {result['ready_s']['p50']} s, "
+                  f"hub API p95 {result['hub_api_ms']['p95']} ms", flush=True)
+        names = [f"idle{i:03d}" for i in range(idle)]
+        hub.add_users(names)
+        t0 = time.monotonic()
+        asyncio.run(start_gradually(hub, names, at_once=25))
+        started = time.monotonic() - t0
+        time.sleep(5)  # the last ones finish their first requests: idle from here
+        out["idle"] = {
+            "sessions": idle,
+            "started_in_s": round(started, 1),
+            "hub_api_ms": asyncio.run(idle_api_latency(hub, names)),
+            "memory": sessions_memory_mb(hub, names),
+            "services_mb": services_memory_mb(hub),
+        }
+        print(f"  {hub.name}: {idle} idle sessions: hub API p95 {out['idle']['hub_api_ms']['p95']} ms", flush=True)
+    finally:
+        out["ctrl_c_s"] = round(hub.stop(), 2)
+        out["tracebacks_in_hub_log"] = hub.log().count("Traceback")
+    return out
 
 
 def sessions_memory_mb(hub: Hub, names: list[str]) -> dict[str, float]:
