@@ -13,6 +13,7 @@ import json
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,10 @@ def main(seconds: int = 8, connections: int = 50) -> dict[str, Any]:
                 p.url, [f"{API}/deployments?all=true"], token=admin, seconds=seconds, connections=connections
             )
         finally:
+            t0 = time.monotonic()
             p.stop()
-    report = {"catalog_items": 1000, "deployments": DEPLOYMENTS, "connections": connections,
+            stop_s = round(time.monotonic() - t0, 2)
+    report = {"ctrl_c_s": stop_s, "catalog_items": 1000, "deployments": DEPLOYMENTS, "connections": connections,
               "seconds_each": seconds, "results": results, "target_p95_ms": 50}
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

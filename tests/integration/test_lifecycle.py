@@ -53,7 +53,7 @@ def test_restart_keeps_everything_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -
     assert gone(tree + session_pids) == []
     assert gone(platform_processes(p.state)) == []
     assert "ai4lab stopped" in p.output
-    assert "Stopping 2 services together" in p.hub_log()
+    assert "Stopping 2 services and 1 session(s) together" in p.hub_log()
     assert "Traceback" not in p.hub_log(), p.hub_log()[-5000:]
 
     # Restart: same admin credentials, users and roles, deployment record, the session comes back
