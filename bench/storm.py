@@ -6,9 +6,9 @@ says ready; the time to ready counts from the moment the storm began. Meanwhile
 four probers read user models (``/hub/api/users/<name>``) every quarter second:
 their latency is the hub's responsiveness during the storm, under the same load
 on both hubs. Then every server is stopped at once (DELETE), and the time until
-none is left is the stop-all time. After the storms, 100 sessions are started a
-batch at a time and held idle: the hub API's latency then, memory per session,
-and Ctrl-C with all of them running.
+none is left is the stop-all time. The last storm's sessions stay, and more are
+started a batch at a time until 100 are held idle: the hub API's latency then,
+memory per session, and Ctrl-C with all of them running.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class Stoppable(Hub, Protocol):
 
 
 def run_hub(hub: Stoppable, sizes: tuple[int, ...] = (10, 20, 40), idle: int = 100) -> dict[str, Any]:
-    """One hub through every storm, then ``idle`` sessions held, then Ctrl-C with them running."""
+    """One hub through every storm; the last storm's sessions stay, more join until ``idle`` are held; Ctrl-C."""
     hub.start()
     out: dict[str, Any] = {"hub": hub.name}
     try:
@@ -158,21 +158,25 @@ def run_hub(hub: Stoppable, sizes: tuple[int, ...] = (10, 20, 40), idle: int = 1
         for n in sizes:
             names = [f"s{n}u{i}" for i in range(n)]
             result = storm(hub, names)
-            if n == max(sizes):
+            if n == sizes[-1]:  # kept running: the first of the idle sessions
                 result["memory"] = sessions_memory_mb(hub, names)
-            result["stop_all_s"] = asyncio.run(stop_all(hub, names))
+            else:
+                result["stop_all_s"] = asyncio.run(stop_all(hub, names))
             out["storms"][str(n)] = result
             print(f"  {hub.name}: {n} at once: ready p50 {result['ready_s']['p50']} s, "
                   f"hub API p95 {result['hub_api_ms']['p95']} ms", flush=True)
-        names = [f"idle{i:03d}" for i in range(idle)]
-        hub.add_users(names)
+        held = [f"s{sizes[-1]}u{i}" for i in range(sizes[-1])]
+        more = [f"idle{i:03d}" for i in range(idle - len(held))]
+        hub.add_users(more)
         t0 = time.monotonic()
-        asyncio.run(start_gradually(hub, names, at_once=25))
+        asyncio.run(start_gradually(hub, more, at_once=25))
         started = time.monotonic() - t0
         time.sleep(5)  # the last ones finish their first requests: idle from here
+        names = held + more
         out["idle"] = {
             "sessions": idle,
             "started_in_s": round(started, 1),
+            "started": len(more),
             "hub_api_ms": asyncio.run(idle_api_latency(hub, names)),
             "memory": sessions_memory_mb(hub, names),
             "services_mb": services_memory_mb(hub),

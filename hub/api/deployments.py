@@ -71,11 +71,15 @@ def build_router(api: ApiContext) -> APIRouter:
         user: User,
         kind: str | None = None,
         all: bool = Query(False, description="admins: list every user's deployments"),
-    ) -> list[dict[str, Any]]:
+    ) -> Response:
         if all and not user.admin:
             raise PlatformError(403, "only admins may list all deployments")
         owner = None if all else user.name
-        return [view(d) for d in deps.list_deployments(settings.db_url, owner=owner, kind=kind)]
+        # answered as built: the records are DeploymentView's fields already, and FastAPI checking the
+        # answer against the model again took a third of a list's time (the model stays for the schema)
+        return JSONResponse(
+            [{**view(d), "progress": None} for d in deps.list_deployments(settings.db_url, owner=owner, kind=kind)]
+        )
 
     @router.post(
         "", status_code=201, summary="Start a deployment (the body's kind says which)", response_model=DeploymentView

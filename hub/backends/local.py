@@ -163,11 +163,23 @@ def remove_secrets_folder(state: dict[str, Any]) -> None:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, accounts: Accounts | None = None, limits: CgroupLimits | None = None) -> None:
+    def __init__(
+        self, accounts: Accounts | None = None, limits: CgroupLimits | None = None, nice: int | None = None
+    ) -> None:
         # Popen objects of jobs started by this process, kept to reap them and read exit codes.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._accounts = accounts
         self._limits = limits
+        self._nice = nice
+
+    @property
+    def nice(self) -> int:
+        """How much lower than the platform's own the CPU priority of jobs is (settings ``job_nice``)."""
+        if self._nice is None:
+            from ai4lab.core.settings import get_settings
+
+            self._nice = get_settings().job_nice
+        return self._nice
 
     @property
     def accounts(self) -> Accounts:
@@ -245,7 +257,7 @@ class LocalBackend:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=isolation.preexec(ident, before=group.join if group else None),
+                    preexec_fn=isolation.preexec(ident, before=group.join if group else None, nice=self.nice),
                 )
         except BaseException:
             remove_secrets_folder({"secrets_dir": str(folder) if folder else None})

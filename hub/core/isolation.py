@@ -221,10 +221,11 @@ def describe_mode(settings: Any) -> str:
     return f"single-user mode: sessions run as {user}; do not add other users"
 
 
-def preexec(ident: Identity, before: Callable[[], None] | None = None) -> Callable[[], None]:
+def preexec(ident: Identity, before: Callable[[], None] | None = None, nice: int = 0) -> Callable[[], None]:
     """The function a child runs after ``fork``, before ``exec``: join (``before``), then become ``ident``.
 
-    ``before`` runs while still root (e.g. joining the job's cgroup). Only
+    ``before`` runs while still root (e.g. joining the job's cgroup). ``nice``
+    lowers the job's CPU priority below the platform's own processes. Only
     system calls from here on: the parent may hold locks in other threads.
     """
     uid, gid, groups, drop = ident.uid, ident.gid, list(ident.groups), not ident.is_current
@@ -232,6 +233,8 @@ def preexec(ident: Identity, before: Callable[[], None] | None = None) -> Callab
     def child() -> None:
         if before is not None:
             before()
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + nice)
         os.umask(USER_UMASK)
         if drop:
             os.setgroups(groups)

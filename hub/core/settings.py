@@ -335,6 +335,14 @@ class Settings(BaseSettings):
     )
     system_uid_min: int = Field(default=20000, description="Lowest uid (and gid) of the per-account system users.")
     system_uid_max: int = Field(default=29999, description="Highest uid (and gid) of the per-account system users.")
+    job_nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="Nice level of user code (sessions, module servers, trainings): the hub, proxy and platform API "
+        "keep answering while many sessions start. Within cgroups their weights decide between groups; without "
+        "cgroups (not root) this is what keeps the platform ahead.",
+    )
     cgroup_parent: str = Field(
         default="",
         description="cgroup (below the cgroup root) holding one group per local job with its CPU and memory "

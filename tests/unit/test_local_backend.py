@@ -336,3 +336,18 @@ async def test_secrets_folder_removed_when_the_job_cannot_start(tmp_path: Path) 
                                secrets={"UNSTARTED": value}, secrets_as="files"))
     left = [f for f in glob.glob("/dev/shm/ai4lab-secrets-*/UNSTARTED") if Path(f).read_text() == value]
     assert left == []
+
+
+async def test_jobs_run_below_the_platforms_cpu_priority(tmp_path: Path) -> None:
+    """User code is niced (``job_nice``), so that the hub and the API keep answering while it computes."""
+    b = LocalBackend(SHARED, nice=7)
+    state = await b.submit(JobSpec(name="niced", command=["sh", "-c", "sleep 300 & wait"], env=ENV, cwd=tmp_path))
+    try:
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, state["pid"]) == min(19, mine + 7)
+        root = psutil.Process(state["pid"])
+        await wait_for(lambda: len(root.children()) == 1)
+        assert root.children()[0].nice() == min(19, mine + 7)  # what the job starts inherits it
+    finally:
+        await b.stop(state, timeout=5)
+        killpg_quietly(state["pid"])
