@@ -88,7 +88,7 @@ def cases() -> dict[str, list[str]]:
     }
 
 
-def main(seconds: int = 8, connections: int = 50) -> dict[str, Any]:
+def main(seconds: int = 5, connections: int = 50) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         synthetic_catalog(Path(tmp) / "catalog")
         sources = [{"name": "synthetic", "type": "folder", "path": str(Path(tmp) / "catalog")}]

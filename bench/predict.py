@@ -101,7 +101,7 @@ def measure(p: Platform, token: str, item: str, png: bytes, requests: int) -> di
     }
 
 
-def main(requests: int = 200) -> dict[str, Any]:
+def main(requests: int = 150) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         png = digit_png(Path(tmp) / "png")
         extra = slow_module(Path(tmp) / "catalog")

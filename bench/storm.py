@@ -169,7 +169,7 @@ def run_hub(hub: Stoppable, sizes: tuple[int, ...] = (10, 20, 40), idle: int = 1
         more = [f"idle{i:03d}" for i in range(idle - len(held))]
         hub.add_users(more)
         t0 = time.monotonic()
-        asyncio.run(start_gradually(hub, more, at_once=25))
+        asyncio.run(start_gradually(hub, more, at_once=30))
         started = time.monotonic() - t0
         time.sleep(5)  # the last ones finish their first requests: idle from here
         names = held + more

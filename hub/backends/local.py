@@ -70,11 +70,8 @@ def _same_process(state: dict[str, Any]) -> psutil.Process | None:
         return None
 
 
-def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, ticks: int | None = None) -> list[int]:
-    """SIGTERM the process, its group and descendants; SIGKILL what is left after timeout.
-
-    Returns the pids it signalled, for the caller's log.
-    """
+def signal_tree(pid: int, create_time: float | None = None, ticks: int | None = None) -> list[psutil.Process]:
+    """SIGTERM the process, its group and descendants; the processes signalled (none if the pid was recycled)."""
     procs: list[psutil.Process] = []
     try:
         root = psutil.Process(pid)
@@ -97,13 +94,65 @@ def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, t
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
+    return procs
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    """SIGKILL what is left and wait for it (briefly: SIGKILL cannot be ignored)."""
+    for p in procs:
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    psutil.wait_procs(procs, timeout=5)
+
+
+def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, ticks: int | None = None) -> list[int]:
+    """SIGTERM the process, its group and descendants; SIGKILL what is left after timeout.
+
+    Returns the pids it signalled, for the caller's log.
+    """
+    procs = signal_tree(pid, create_time, ticks)
+    if procs:
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        _kill(alive)
+    return [p.pid for p in procs]
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def stop_tree(
+    pid: int,
+    create_time: float | None = None,
+    timeout: float = 10,
+    ticks: int | None = None,
+    child: subprocess.Popen[bytes] | None = None,
+) -> list[int]:
+    """``kill_tree`` without holding a thread while the processes exit.
+
+    Why: the event loop's default pool has a handful of threads (6 on 2
+    cores); with one held per stopping job, 100 sessions stopped at once
+    (Ctrl-C, or every server stopped by an admin) queued behind each other.
+    ``child``, our own Popen of the job, is reaped as it exits.
+    """
+    procs = await asyncio.to_thread(signal_tree, pid, create_time, ticks)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pause = 0.05
+    alive = procs
+    while alive and loop.time() < deadline:
+        await asyncio.sleep(pause)
+        pause = min(0.5, pause * 1.5)
+        if child is not None:
+            child.poll()
+        alive = [p for p in alive if _running(p)]
+    if alive:
+        await asyncio.to_thread(_kill, alive)
     return [p.pid for p in procs]
 
 
@@ -320,8 +369,8 @@ class LocalBackend:
 
     async def _stop(self, pid: int, state: dict[str, Any], timeout: float) -> None:
         child = self._children.get(pid)
-        signalled = await asyncio.to_thread(
-            kill_tree, pid, float(state.get("create_time", 0)) or None, timeout, state.get("start_ticks")
+        signalled = await stop_tree(
+            pid, float(state.get("create_time", 0)) or None, timeout, state.get("start_ticks"), child
         )
         if not signalled and psutil.pid_exists(pid):
             # said for the log: a stop that leaves a live process behind must be explainable afterwards
