@@ -67,7 +67,7 @@ def test_a_slot_held_too_long_lets_the_next_start() -> None:
         return waited
 
     waited = asyncio.run(scenario())
-    assert 0.15 < waited < 2
+    assert waited >= 0.15  # it waited for hold_max, and then started (a hang would time the test out)
 
 
 def test_slot_count_is_checked_and_defaults_to_two_per_core() -> None:
