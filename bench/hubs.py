@@ -27,6 +27,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ai4lab.jhub.launcher import wait_hub  # noqa: E402
 from tests.platform_harness import Platform, free_port  # noqa: E402
 
 BARE_CONFIG = """\
@@ -80,7 +81,7 @@ class BareHub:
                 [sys.executable, "-m", "jupyterhub", "-f", str(self.folder / "jupyterhub_config.py")],
                 cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        _wait_answering(f"{self.url}/hub/api/", self.proc, self.folder / "hub.log")
+        wait_hub(f"{self.url}/hub/api/", self.proc, self.folder / "hub.log")
 
     def add_users(self, names: list[str]) -> None:
         _add_hub_users(self.url, self.token, names)
@@ -166,20 +167,6 @@ def _tool_dirs() -> list[str]:
     from ai4lab.core.settings import Settings
 
     return [str(Settings().tools_bin)]
-
-
-def _wait_answering(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the hub exited: {log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"the hub did not answer at {url}")
 
 
 def _add_hub_users(url: str, token: str, names: list[str]) -> None:

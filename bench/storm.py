@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -54,6 +55,29 @@ def stats(values: list[float], digits: int = 2) -> dict[str, float]:
             "max": round(max(values), digits), "n": len(values)}
 
 
+async def _read_user_models(
+    api: httpx.AsyncClient,
+    names: list[str],
+    clients: int,
+    every: float,
+    keep_going: Callable[[], bool],
+    latencies_ms: list[float],
+) -> None:
+    """``clients`` loops reading the models of ``names`` round robin, ``every`` seconds apart, while
+    ``keep_going()``; each read's latency goes to ``latencies_ms`` (kept if a read fails)."""
+
+    async def loop(k: int) -> None:
+        i = k
+        while keep_going():
+            t = time.monotonic()
+            (await api.get(f"/hub/api/users/{names[i % len(names)]}")).raise_for_status()
+            latencies_ms.append((time.monotonic() - t) * 1000)
+            i += clients
+            await asyncio.sleep(every)
+
+    await asyncio.gather(*(loop(k) for k in range(clients)))
+
+
 async def _storm(hub: Hub, names: list[str], timeout: float) -> dict[str, Any]:
     """Every user starts at once and follows their spawn's progress; a prober reads user models meanwhile."""
     probes: list[float] = []
@@ -79,22 +103,15 @@ async def _storm(hub: Hub, names: list[str], timeout: float) -> dict[str, Any]:
                         raise RuntimeError(f"{hub.name}: {name}'s server failed: {event.get('message')}")
             raise RuntimeError(f"{hub.name}: {name}'s progress ended without ready")
 
-        async def probe(k: int) -> None:
-            i = k
-            while not done.is_set():
-                t = time.monotonic()
-                (await api.get(f"/hub/api/users/{names[i % len(names)]}")).raise_for_status()
-                probes.append(time.monotonic() - t)
-                i += PROBERS
-                await asyncio.sleep(PROBE_EVERY)
-
-        probers = [asyncio.create_task(probe(k)) for k in range(PROBERS)]
+        prober = asyncio.create_task(
+            _read_user_models(api, names, PROBERS, PROBE_EVERY, lambda: not done.is_set(), probes)
+        )
         try:
             ready = await asyncio.wait_for(asyncio.gather(*(one(n) for n in names)), timeout)
         finally:
             done.set()
-            await asyncio.gather(*probers, return_exceptions=True)
-    return {"ready_s": stats(list(ready)), "hub_api_ms": stats([p * 1000 for p in probes], 1)}
+            await asyncio.gather(prober, return_exceptions=True)
+    return {"ready_s": stats(list(ready)), "hub_api_ms": stats(probes, 1)}
 
 
 async def stop_all(hub: Hub, names: list[str], timeout: float = 300) -> float:
@@ -121,17 +138,7 @@ async def idle_api_latency(hub: Hub, names: list[str], seconds: float = 15, clie
     lat: list[float] = []
     async with _client(hub, clients) as api:
         deadline = time.monotonic() + seconds
-
-        async def loop(k: int) -> None:
-            i = k
-            while time.monotonic() < deadline:
-                t = time.monotonic()
-                (await api.get(f"/hub/api/users/{names[i % len(names)]}")).raise_for_status()
-                lat.append((time.monotonic() - t) * 1000)
-                i += clients
-                await asyncio.sleep(0.1)
-
-        await asyncio.gather(*(loop(k) for k in range(clients)))
+        await _read_user_models(api, names, clients, 0.1, lambda: time.monotonic() < deadline, lat)
     return stats(lat, 1)
 
 

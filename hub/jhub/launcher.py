@@ -62,11 +62,15 @@ def hub_env(settings: Settings) -> dict[str, str]:
 
 
 def wait_ready(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    url = f"{settings.public_url}/hub/api/"
+    wait_hub(f"{settings.public_url}/hub/api/", proc, settings.logs_dir / "hub.log", timeout)
+
+
+def wait_hub(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 120) -> None:
+    """Until the hub ``proc`` answers ``url``; its exit or no answer within ``timeout`` is an error naming its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the hub exited with code {proc.returncode}; see {settings.logs_dir / 'hub.log'}")
+            raise RuntimeError(f"the hub exited with code {proc.returncode}; see {log_path}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
