@@ -8,6 +8,7 @@ view and the restart logic see them like any other deployment.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,8 +22,10 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from ai4lab.backends.local import LocalBackend
 from ai4lab.core import deployments as deps
+from ai4lab.core.envs import EnvBuildError
 from ai4lab.core.isolation import give, private_dir
 from ai4lab.core.mounts import ensure_mount
+from ai4lab.core.session_envs import SessionEnvBuild, environment_error
 from ai4lab.core.settings import get_settings
 from ai4lab.core.timing import PhaseTimer
 from ai4lab.spawners.profiles import SessionOptions, render_form
@@ -73,7 +76,8 @@ class LocalSessionSpawner(ProfileFormSpawner):
         "(a session that hangs does not stall the queue).",
     )
 
-    # state kept across hub restarts
+    #: the session environment's folder (None: Base, the session environment itself); set by start()
+    environment_dir: Path | None = None
 
     @default("backend")
     def _default_backend(self) -> LocalBackend:
@@ -160,7 +164,20 @@ class LocalSessionSpawner(ProfileFormSpawner):
             ides=self.ides,
             limits_note="" if self.backend.limits.enforced else self.backend.limits.description,
             secret_names=self.secret_names(),
+            environments=self.environments,
+            built=[k for k in self.environments if self._environment_build(k).path() is not None],
         )
+
+    def _environment_build(self, key: str) -> SessionEnvBuild:
+        return SessionEnvBuild(get_settings(), key, self.environments[key])
+
+    def options_applied(self, options: SessionOptions) -> None:
+        """A session whose environment is built first may take ``env_build_timeout`` longer to start."""
+        if not hasattr(self, "_start_timeout_asked"):
+            self._start_timeout_asked = int(getattr(self, "start_timeout", 60))  # untyped traitlet
+        build = self._environment_build(options.environment)
+        extra = get_settings().env_build_timeout if build.needed and build.path() is None else 0
+        self.start_timeout = int(self._start_timeout_asked + extra)
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         # every check box of "secrets" counts; other fields have one value
@@ -198,12 +215,32 @@ class LocalSessionSpawner(ProfileFormSpawner):
             private_dir(conf.parent, ident, self.workspace)
             conf.write_text(CODE_SERVER_CONFIG)
             give(conf, ident, 0o600)
+            self._vscode_interpreter(ident)
+
+    def _vscode_interpreter(self, ident: Any) -> None:
+        """VS Code's Python interpreter is the session environment's, in code-server's machine settings.
+
+        Machine settings, not the user's settings.json: they are the platform's to rewrite at every
+        start (another environment chosen), and a user's own setting still wins.
+        """
+        python = (self.environment_dir / "bin" if self.environment_dir else self.session_bin) / "python"
+        machine = self.workspace / ".local" / "share" / "code-server" / "Machine" / "settings.json"
+        for folder in reversed(machine.parents[:4]):
+            private_dir(folder, ident, self.workspace)
+        settings = {"python.defaultInterpreterPath": str(python), "python.terminal.activateEnvironment": False}
+        machine.write_text(json.dumps(settings, indent=2) + "\n")
+        give(machine, ident, 0o600)
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         options = SessionOptions(**self.user_options) if self.user_options else None
         ws = str(self.workspace)
         path = [self.tools_bin, str(self.session_bin), "/usr/local/bin", "/usr/bin", "/bin"]
+        if self.environment_dir is not None:
+            # its python and pip first in terminals; its kernel spec (python3) first for Jupyter
+            path.insert(0, str(self.environment_dir / "bin"))
+            env["JUPYTER_PATH"] = str(self.environment_dir / "share" / "jupyter")
+            env["AI4LAB_ENVIRONMENT_PREFIX"] = str(self.environment_dir)
         env.update(self.session_env(options, self.mlflow_url, self.api_url))
         env.update(
             {
@@ -228,7 +265,13 @@ class LocalSessionSpawner(ProfileFormSpawner):
         return env
 
     def get_args(self) -> list[str]:
-        args = [*super().get_args(), "--ResourceUseDisplay.track_cpu_percent=True"]
+        args = [
+            *super().get_args(),
+            "--ResourceUseDisplay.track_cpu_percent=True",
+            # not a login shell (Jupyter's default): /etc/profile would reset PATH, and a terminal's
+            # python, pip and ai4lab would no longer be the session environment's (as docker-stacks do)
+            '--ServerApp.terminado_settings={"shell_command": ["/bin/bash"]}',
+        ]
         if os.getuid() == 0 and not self.backend.accounts.enabled:
             args.append("--allow-root")  # single-user mode run by root: the session is root's
         return args
@@ -238,6 +281,8 @@ class LocalSessionSpawner(ProfileFormSpawner):
         phases = PhaseTimer()
         options = SessionOptions(**self.user_options) if self.user_options else self.check_options({})
         self.user_options = options.dump()
+        self.environment_dir = await self._environment(options)
+        phases.lap("environment")
         await asyncio.to_thread(self._prepare_workspace, options)
         phases.lap("workspace")
         self.notebook_dir = str(self.workspace)
@@ -267,6 +312,24 @@ class LocalSessionSpawner(ProfileFormSpawner):
         # where a slow start goes (issue 17): the platform's own steps against the server's start-up
         self.log.info("session %s of %s answering: %s", self.name or "default", self.user.name, phases)
         return (self.ip or "127.0.0.1", self.port)
+
+    async def _environment(self, options: SessionOptions) -> Path | None:
+        """The chosen session environment, built now if this is its first use (progress on the spawn page)."""
+        if options.environment not in self.environments:
+            raise web.HTTPError(400, f"the environment {options.environment!r} is not offered any more")
+        build = self._environment_build(options.environment)
+        if not build.needed:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def said(message: str) -> None:
+            loop.call_soon_threadsafe(self._event, 10, message)
+
+        try:
+            return await asyncio.to_thread(build.ensure, said)
+        except EnvBuildError as e:
+            self.log.error("session environment %s: %s", options.environment, e)
+            raise RuntimeError(environment_error(e)) from None
 
     async def _launch(self, options: SessionOptions, gpu_ids: list[str], phases: PhaseTimer) -> None:
         """Start the process and wait until it answers; a failure stops it and is recorded."""

@@ -187,6 +187,8 @@ class NomadSpawner(ProfileFormSpawner):
             free_gpus=sum(o["free"] for o in offer.values()),
             ides=self.ides,
             gpu_models=offer,
+            environments=self.environments,
+            built=list(self.environments),  # images: nothing to build at the first start
         )
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
@@ -209,6 +211,13 @@ class NomadSpawner(ProfileFormSpawner):
         env |= self.session_env(options, public + "/services/mlflow", public + "/services/ai4lab")
         return env
 
+    def image_for(self, options: SessionOptions) -> str | None:
+        """The chosen environment's image (its GPU image when the session has GPUs), else ``images`` per IDE."""
+        env = self.environments.get(options.environment)
+        if env is not None and (image := (env.gpu_image if options.gpu else "") or env.image):
+            return image
+        return self.images.get(options.ide)
+
     def job_spec(self, options: SessionOptions) -> NomadJobSpec:
         ide = IDE_KINDS.get(options.ide, options.ide)
         return NomadJobSpec(
@@ -220,7 +229,7 @@ class NomadSpawner(ProfileFormSpawner):
             region=self.region or None,
             datacenters=list(self.datacenters),
             node_pool=self.node_pool or None,
-            image=self.images.get(options.ide),
+            image=self.image_for(options),
             ide=ide,
             # NOMAD_PORT_ide: the port inside the task (the container side of the dynamic port)
             command=[*self.cmd, "--ip=0.0.0.0", "--port=${NOMAD_PORT_ide}", *self.get_args()],

@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
 
-from ai4lab.core.settings import GpuDevice, Quota
+from ai4lab.core.settings import GpuDevice, Quota, SessionEnvironment
 from ai4lab.core.user_secrets import DELIVERIES
 
 IDES: dict[str, dict[str, str]] = {
@@ -50,6 +50,7 @@ class SessionOptions(BaseModel):
 
     profile: str = Field(default="", description="slug of the chosen profile")
     ide: str = Field(default="lab", description="lab or vscode")
+    environment: str = Field(default="base", description="session environment: base, pytorch, tensorflow, ...")
     cpu: float = Field(description="CPU cores")
     ram_gb: float = Field(description="memory in GB")
     gpu: int = Field(default=0, description="number of GPUs")
@@ -121,6 +122,7 @@ def validate_options(
     ides: dict[str, dict[str, str]] = IDES,
     free_by_model: dict[str, int] | None = None,
     secret_names: Collection[str] | None = None,
+    environments: Collection[str] = ("base",),
 ) -> SessionOptions:
     """Turn form or API input into checked options; ValueError says what to fix.
 
@@ -139,6 +141,10 @@ def validate_options(
     ide = _first(raw.get("ide")) or base.get("ide", "lab")
     if ide not in ides:
         raise ValueError(f"unknown IDE {ide!r}: choose one of {', '.join(ides)}")
+    envs = list(environments)
+    environment = str(_first(raw.get("environment")) or base.get("environment") or envs[0])
+    if environment not in envs:
+        raise ValueError(f"unknown environment {environment!r}: choose one of {', '.join(envs)}")
     cpu = _number(raw.get("cpu", base.get("cpu", 1)), "CPU cores", float)
     ram = _number(raw.get("ram_gb", base.get("ram_gb", 2)), "RAM (GB)", float)
     gpu = _number(raw.get("gpu", base.get("gpu", 0)), "GPUs", int)
@@ -169,6 +175,7 @@ def validate_options(
         return SessionOptions(
             profile=slug,
             ide=ide,
+            environment=environment,
             cpu=cpu,
             ram_gb=ram,
             gpu=gpu,
@@ -182,7 +189,16 @@ def validate_options(
         raise ValueError(
             f"{gpu} GPU(s) asked but {free_gpus} free on this machine" + (" (it has no GPU)" if free_gpus == 0 else "")
         )
-    return SessionOptions(profile=slug, ide=ide, cpu=cpu, ram_gb=ram, gpu=gpu, secrets=secrets, secrets_as=secrets_as)
+    return SessionOptions(
+        profile=slug,
+        ide=ide,
+        environment=environment,
+        cpu=cpu,
+        ram_gb=ram,
+        gpu=gpu,
+        secrets=secrets,
+        secrets_as=secrets_as,
+    )
 
 
 _env = Environment(loader=PackageLoader("ai4lab", "templates"), autoescape=select_autoescape(["html"]))
@@ -199,11 +215,15 @@ def render_form(
     gpu_models: dict[str, dict[str, int]] | None = None,
     limits_note: str = "",
     secret_names: list[str] | None = None,
+    environments: dict[str, SessionEnvironment] | None = None,
+    built: Collection[str] = (),
 ) -> str:
     """The form; ``gpu_models`` (cluster spawners): {model: {free, total}} offered as a choice.
 
     ``limits_note``: shown when the machine cannot enforce the CPU and RAM chosen ("limits not enforced: ...").
     ``secret_names``: the user's secrets, offered as check boxes (None: this spawner gives no secrets).
+    ``environments``: the session environments offered; ``built``: those ready to start at once (the
+    others are built at their first start, which the form says).
     """
     return _env.get_template("spawn_form.html").render(
         quota=quota,
@@ -215,4 +235,6 @@ def render_form(
         gpu_models=gpu_models,
         limits_note=limits_note,
         secret_names=secret_names,
+        environments=environments or {},
+        built=set(built),
     )

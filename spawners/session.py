@@ -21,7 +21,7 @@ from ai4lab.backends.base import JobStatus
 from ai4lab.core import accounts, user_secrets
 from ai4lab.core import deployments as deps
 from ai4lab.core.errors import PlatformError
-from ai4lab.core.settings import Quota, get_settings
+from ai4lab.core.settings import Quota, SessionEnvironment, get_settings
 from ai4lab.core.statuses import ACTIVE_STATUSES, RUNNING_STATUSES
 from ai4lab.spawners.profiles import DEFAULT_PROFILES, IDES, SessionOptions, validate_options
 
@@ -75,6 +75,11 @@ class ProfileFormSpawner(Spawner):
         role = self._account().role
         return role, Quota(**self.quotas[role])
 
+    @property
+    def environments(self) -> dict[str, SessionEnvironment]:
+        """The session environments offered in the form (setting ``session_environments``)."""
+        return get_settings().session_environments
+
     def secret_names(self) -> list[str] | None:
         """The user's secrets a session may be given; None where this spawner gives none."""
         return user_secrets.names(self.db_url, self.user.name) if self.gives_secrets else None
@@ -100,6 +105,7 @@ class ProfileFormSpawner(Spawner):
             ides=self.ides,
             free_by_model=free_by_model,
             secret_names=self.secret_names(),
+            environments=list(self.environments),
         )
         running = [
             d
@@ -135,6 +141,10 @@ class ProfileFormSpawner(Spawner):
             raise web.HTTPError(400, str(e), reason=str(e)) from None
         spawner.user_options = options.dump()
         spawner.default_url = spawner.ides[options.ide].get("default_url", "/lab")
+        spawner.options_applied(options)
+
+    def options_applied(self, options: SessionOptions) -> None:
+        """Called with the checked options before ``start`` (and before JupyterHub reads ``start_timeout``)."""
 
     # -- what subclasses implement (JupyterHub checks that these are redefined) ----------
     async def start(self) -> Any:
@@ -178,6 +188,7 @@ class ProfileFormSpawner(Spawner):
             env |= {
                 "AI4LAB_IDE": options.ide,
                 "AI4LAB_PROFILE": options.profile,
+                "AI4LAB_ENVIRONMENT": options.environment,
                 "AI4LAB_CPU": f"{options.cpu:g}",
                 "AI4LAB_RAM_GB": f"{options.ram_gb:g}",
                 "AI4LAB_GPU": str(options.gpu),

@@ -10,7 +10,17 @@ from traitlets import HasTraits
 from ai4lab.core.settings import OidcSettings, Settings, bundled_catalog_path
 
 #: Settings whose default depends on the machine (root or not, where Python lies).
-PER_MACHINE = ("tools_dir", "runtime_dir", "user_python", "session_env", "envs_dir", "cgroup_parent")
+PER_MACHINE = (
+    "tools_dir",
+    "runtime_dir",
+    "user_python",
+    "session_env",
+    "envs_dir",
+    "cgroup_parent",
+    "env_find_links",
+)
+#: Settings whose default is too long for a table cell: where the README describes it instead.
+DESCRIBED = {"session_environments": "base, pytorch, tensorflow (see *Session environments*)"}
 
 
 def _settings_rows() -> list[str]:
@@ -18,7 +28,7 @@ def _settings_rows() -> list[str]:
     defaults = json.loads(Settings.model_construct().model_dump_json())
     for name, field in Settings.model_fields.items():
         default = defaults.get(name)
-        shown = "(per machine)" if name in PER_MACHINE else f"`{json.dumps(default)}`"
+        shown = "(per machine)" if name in PER_MACHINE else DESCRIBED.get(name, f"`{json.dumps(default)}`")
         # the bundled catalog lies in the source tree: show where, not this machine's path
         shown = shown.replace(str(bundled_catalog_path()), "<source tree>/config/catalog")
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")

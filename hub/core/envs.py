@@ -51,10 +51,12 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ai4lab.core.isolation import (
@@ -252,7 +254,12 @@ def _run(
     timeout: float,
     builder: Identity | None = None,
     tmp: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> str:
+    """Run one build step; its output is returned (and given line by line to ``on_line``).
+
+    A failure raises :class:`EnvBuildError` with the end of the output: what a user needs to see.
+    """
     if builder is None:
         env = {**os.environ, "NO_COLOR": "1"}
     else:  # nothing of the platform's environment (tokens, settings) reaches the package's build code
@@ -267,23 +274,45 @@ def _run(
                 or k.lower() in ("http_proxy", "https_proxy", "no_proxy")
             }
         )
+    timed_out = threading.Event()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=env,
+        start_new_session=True,  # a timeout kills what the step started too (build backends)
+        preexec_fn=preexec(builder) if builder is not None else None,
+    )
+
+    def kill() -> None:
+        timed_out.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    lines: list[str] = []
     try:
-        proc = subprocess.run(
-            cmd,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            env=env,
-            preexec_fn=preexec(builder) if builder is not None else None,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        raise EnvBuildError(item_dir, step, None, out + f"\n(timed out after {timeout:.0f}s)") from None
+        assert proc.stdout is not None
+        for line in proc.stdout:  # streamed: a session start shows the build as it goes
+            lines.append(line)
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            kill()
+            proc.wait()
+    out = "".join(lines)
+    if timed_out.is_set():
+        raise EnvBuildError(item_dir, step, None, out + f"\n(timed out after {timeout:.0f}s)")
     if proc.returncode != 0:
-        raise EnvBuildError(item_dir, step, proc.returncode, proc.stdout)
-    return proc.stdout
+        raise EnvBuildError(item_dir, step, proc.returncode, out)
+    return out
 
 
 _PIP_INSTALL = re.compile(r"\bpip3?\s+install\b([^;&|]*)")
@@ -322,7 +351,27 @@ def _repo_name(item_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.") or "module"
 
 
-def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], timeout: float, python: str) -> None:
+def find_links_flags(links: Sequence[str]) -> list[str]:
+    """uv's ``--find-links`` for each folder of wheels the platform looks in (``env_find_links``)."""
+    return [flag for link in links for flag in ("--find-links", link)]
+
+
+def default_find_links() -> list[str]:
+    """The platform's ``env_find_links`` setting (pip's ``PIP_FIND_LINKS`` unless set)."""
+    from ai4lab.core.settings import get_settings
+
+    return list(get_settings().env_find_links)
+
+
+def _build(
+    item_dir: Path,
+    final: Path,
+    digest: str,
+    extras: Sequence[str],
+    timeout: float,
+    python: str,
+    links: Sequence[str] = (),
+) -> None:
     """Build the environment at ``final``, the AI4OS way (see the module docstring); the marker comes last.
 
     The build runs as :func:`builder_of` the item; the finished environment
@@ -365,15 +414,16 @@ def _build(item_dir: Path, final: Path, digest: str, extras: Sequence[str], time
         # --no-config: a uv.toml or [tool.uv] in the module must not change how the platform builds
         step("uv venv", [uv, "venv", "--quiet", "--no-config", "--allow-existing", "--python", python, str(final)])
         env_python = str(env_bin(final, "python"))
+        install = [uv, "pip", "install", *UV_INSTALL_FLAGS, *find_links_flags(links), "--python", env_python]
         if (repo / "requirements.txt").is_file():  # as the Dockerfile does: requirements first, then the package
             step(
                 "pip install -r requirements.txt",
-                [uv, "pip", "install", *UV_INSTALL_FLAGS, "--python", env_python, "-r", "requirements.txt"],
+                [*install, "-r", "requirements.txt"],
             )
         target = f".[{','.join(extras)}]" if extras else "."
         step(
             f"pip install {'-e ' if editable else ''}{target}",
-            [uv, "pip", "install", *UV_INSTALL_FLAGS, "--python", env_python, *(["-e"] if editable else []), target],
+            [*install, *(["-e"] if editable else []), target],
         )
         listed = json.loads(
             step(
@@ -425,6 +475,7 @@ def ensure_env(
     extras: Sequence[str] = (),
     timeout: float = 1800.0,
     python: str | Path | None = None,
+    find_links: Sequence[str] | None = None,
 ) -> Path:
     """Return a virtual environment with the package in ``item_dir`` installed, building it once.
 
@@ -432,7 +483,8 @@ def ensure_env(
     as ``config/catalog/modules/ai4lab-digits``. ``extras`` are installed too
     (e.g. ``("test",)``). ``cache_root`` defaults to :func:`default_cache_root`.
     The environment runs ``python`` (default :func:`ai4lab.core.runtime.default_user_python`: one that user
-    accounts can execute).
+    accounts can execute). ``find_links``: folders of wheels to look in besides the index (default: the
+    ``env_find_links`` setting), so that ``torch==2.13.0`` takes the CPU build kept on disk.
 
     Raises :class:`EnvBuildError` (with uv's output) when the build fails; a
     failed build leaves nothing behind, so the next call tries again.
@@ -450,7 +502,10 @@ def ensure_env(
     public_dir(root)
     interpreter = str(python or default_user_python())
 
+    links = tuple(default_find_links() if find_links is None else find_links)
     digest = source_hash(item_dir, extras, interpreter)
+    if links:  # where wheels come from changes what is installed
+        digest = hashlib.sha256((digest + "\0" + "\0".join(links)).encode()).hexdigest()
     final = root / _env_name(item_dir, digest)
     if (final / MARKER).is_file():  # fast path: no lock needed to reuse a finished environment
         return final
@@ -459,5 +514,5 @@ def ensure_env(
             return final
         if final.exists():  # not ours to trust (e.g. copied in by hand without a marker)
             shutil.rmtree(final)
-        _build(item_dir, final, digest, extras, timeout, interpreter)
+        _build(item_dir, final, digest, extras, timeout, interpreter, links)
     return final

@@ -9,6 +9,7 @@ service, MLflow gateway, CLI) resolves the same values: environment variables
 from __future__ import annotations
 
 import os
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -151,6 +152,82 @@ class GpuDevice(BaseModel):
     model: str = Field(default="unknown", description="model name shown in the form, e.g. 'Tesla T4'")
 
 
+IMAGE_REGISTRY = "ghcr.io/ai4lab"
+
+
+def _image(name: str, gpu: bool = False) -> str:
+    """The platform's own image ``name`` of this release (``images/``; built and pushed on a tag)."""
+    from ai4lab import __version__
+
+    return f"{IMAGE_REGISTRY}/{name}:{__version__}{'-gpu' if gpu else ''}"
+
+
+class SessionEnvironment(BaseModel):
+    """A software environment offered in the session form (Base, PyTorch, TensorFlow, or the operator's own).
+
+    Why a list of requirements and not just an image: on one machine there is no
+    image to run, so the environment is a virtual environment built from these
+    requirements on top of the session environment, the way module environments
+    are built; on a cluster the same choice names an image built from the same list.
+    """
+
+    display_name: str = Field(description="name shown in the form, e.g. 'PyTorch'")
+    description: str = Field(default="", description="one line shown under the choice")
+    requirements: list[str] = Field(
+        default_factory=list,
+        description="pip requirements installed on top of the session environment (empty: the session "
+        "environment itself). Pin them: the built environment is cached by this list.",
+    )
+    check: str = Field(
+        default="",
+        description="Python statements that must run in the built environment (e.g. 'import torch'); "
+        "a build that fails them is not kept.",
+    )
+    image: str = Field(default="", description="container image of this environment on cluster backends (CPU)")
+    gpu_image: str = Field(default="", description="container image when the session has GPUs ('' : image)")
+
+    @field_validator("requirements")
+    @classmethod
+    def _no_options(cls, v: list[str]) -> list[str]:
+        """Requirements only: an option (``--index-url``, ``-e``) would change how every build runs."""
+        for req in v:
+            if not req.strip() or req.strip().startswith("-"):
+                raise ValueError(f"{req!r} is not a requirement: give package specifiers like 'torch==2.13.0'")
+        return [r.strip() for r in v]
+
+
+def _default_environments() -> dict[str, SessionEnvironment]:
+    return {
+        "base": SessionEnvironment(
+            display_name="Base",
+            description="Python with Jupyter, MLflow, pandas and scikit-learn; no deep-learning framework.",
+            image=_image("ide-base"),
+            gpu_image=_image("ide-base", gpu=True),
+        ),
+        "pytorch": SessionEnvironment(
+            display_name="PyTorch",
+            description="PyTorch 2.13 on top of Base.",
+            requirements=["torch==2.13.0"],
+            check="import torch",
+            image=_image("ide-pytorch"),
+            gpu_image=_image("ide-pytorch", gpu=True),
+        ),
+        "tensorflow": SessionEnvironment(
+            display_name="TensorFlow",
+            description="TensorFlow 2.21 (CPU build here; the GPU image has the CUDA build) on top of Base.",
+            requirements=["tensorflow-cpu==2.21.0"],
+            check="import tensorflow",
+            image=_image("ide-tensorflow"),
+            gpu_image=_image("ide-tensorflow", gpu=True),
+        ),
+    }
+
+
+def _default_find_links() -> list[str]:
+    """pip's own ``PIP_FIND_LINKS``: where this machine keeps wheels (a CPU build of PyTorch, say)."""
+    return os.environ.get("PIP_FIND_LINKS", "").split()
+
+
 class SourceConfig(BaseModel):
     """One catalog source (``catalog_sources``); earlier sources win when ids collide."""
 
@@ -261,6 +338,22 @@ class Settings(BaseSettings):
     )
     own_storage_allow_http: bool = Field(
         default=False, description="Users' own storage may be at a plain http:// address (a lab network, tests)."
+    )
+    session_environments: dict[str, SessionEnvironment] = Field(
+        default_factory=_default_environments,
+        description="Environments offered in the session form: {key: {display_name, description, requirements, "
+        "check, image, gpu_image}}. Entries are merged onto the defaults (base, pytorch, tensorflow); "
+        "null removes one.",
+    )
+    env_build_timeout: float = Field(
+        default=900,
+        description="Seconds the build of a session environment may take (a first TensorFlow build downloads "
+        "hundreds of MB); a session whose environment is not built yet may take this much longer to start.",
+    )
+    env_find_links: list[str] = Field(
+        default_factory=_default_find_links,
+        description="Folders (or pages) of wheels that environment builds look in besides the package index, "
+        "e.g. a CPU build of torch kept on disk (default: pip's PIP_FIND_LINKS).",
     )
     gpus: list[GpuDevice] = Field(
         default_factory=list,
@@ -411,6 +504,26 @@ class Settings(BaseSettings):
         if self.session_env is None:
             self.session_env = self.runtime_dir / "session" if self.isolating else Path(sys.prefix)
         return self
+
+    @field_validator("session_environments", mode="before")
+    @classmethod
+    def _merge_environments_onto_defaults(cls, v: Any) -> Any:
+        """An operator's environment is added to Base/PyTorch/TensorFlow; ``key: null`` removes one."""
+        if not isinstance(v, dict):
+            return v
+        merged: dict[str, Any] = dict(_default_environments())
+        for key, given in v.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", str(key)):
+                raise ValueError(f"environment key {key!r}: use 1-32 lower-case letters, digits, '-' or '_'")
+            if given is None:
+                merged.pop(key, None)
+            elif isinstance(given, dict) and key in merged and "display_name" not in given:
+                merged[key] = {**merged[key].model_dump(), **given}  # a partial override keeps the rest
+            else:
+                merged[key] = given
+        if not merged:
+            raise ValueError("session_environments removes every environment: keep at least one (base)")
+        return merged
 
     @field_validator("quotas", mode="before")
     @classmethod

@@ -75,7 +75,9 @@ def test_session_with_storage_and_mlflow(platform: Platform, alice: dict[str, st
         r = spawn_with_form(client, "alice", profile="small", ide="lab", cpu="1", ram_gb="2", gpu="0")
         assert r.status_code == 200, r.text[-500:]
     srv = platform.wait_server(token, "alice")
-    assert srv["user_options"] == {"profile": "small", "ide": "lab", "cpu": 1.0, "ram_gb": 2.0, "gpu": 0}
+    assert srv["user_options"] == {
+        "profile": "small", "ide": "lab", "environment": "base", "cpu": 1.0, "ram_gb": 2.0, "gpu": 0
+    }
     api = platform.api(token)
 
     # the session's Contents API lists storage/

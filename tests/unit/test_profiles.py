@@ -208,3 +208,30 @@ def test_form_offers_the_users_secrets_by_name() -> None:
     assert 'name="secrets" value="HF_TOKEN"' in html and 'name="secrets_as"' in html
     without = render_form(quota=QUOTA, role="intermediate", profiles=DEFAULT_PROFILES, gpus=[], free_gpus=0)
     assert 'name="secrets"' not in without
+
+
+# -- session environments (issue 18) ------------------------------------------------------
+
+ENVS = ("base", "pytorch", "tensorflow")
+
+
+def test_environment_defaults_to_the_first_offered_and_is_checked() -> None:
+    common = {"quota": QUOTA, "role": "intermediate", "profiles": DEFAULT_PROFILES, "free_gpus": 1}
+    assert validate_options({}, environments=ENVS, **common).environment == "base"
+    assert validate_options({"environment": ["pytorch"]}, environments=ENVS, **common).environment == "pytorch"
+    with pytest.raises(ValueError, match=r"unknown environment 'jax': choose one of base, pytorch, tensorflow"):
+        validate_options({"environment": "jax"}, environments=ENVS, **common)
+
+
+def test_form_offers_environments_and_says_which_are_built_at_first_start() -> None:
+    from ai4lab.core.settings import Settings
+
+    envs = Settings().session_environments
+    html = render_form(quota=QUOTA, role="advanced", profiles=DEFAULT_PROFILES, gpus=[], free_gpus=0,
+                       environments=envs, built=["pytorch"])
+    select = re.search(r'<select[^>]*name="environment".*?</select>', html, re.S)
+    assert select is not None
+    options = re.findall(r'<option value="([^"]+)"[^>]*>([^<]*)</option>', select.group(0))
+    assert options == [("base", "Base"), ("pytorch", "PyTorch"),
+                       ("tensorflow", "TensorFlow (built at its first start)")]
+    assert "This machine has no GPU" in html

@@ -170,3 +170,40 @@ def test_config_reference_lists_every_setting() -> None:
     for name in Settings.model_fields:
         assert f"| `{name}` | `AI4LAB_{name.upper()}` |" in md
     assert "| `state_dir` | `AI4LAB_STATE_DIR` | `\".ai4lab\"` |" in md
+
+
+# -- session environments (issue 18) ------------------------------------------------------
+
+
+def test_session_environments_default_and_operator_additions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    s = Settings()
+    assert list(s.session_environments) == ["base", "pytorch", "tensorflow"]
+    assert s.session_environments["pytorch"].requirements == ["torch==2.13.0"]
+    assert s.session_environments["pytorch"].image.startswith("ghcr.io/ai4lab/ide-pytorch:")
+    cfg = tmp_path / "ai4lab.yaml"
+    cfg.write_text(
+        "session_environments:\n"
+        "  jax: {display_name: JAX, requirements: ['jax==0.10.2'], check: 'import jax', image: my/jax:1}\n"
+        "  tensorflow: null\n"
+        "  pytorch: {requirements: ['torch==2.14.1']}\n"
+    )
+    monkeypatch.setenv("AI4LAB_CONFIG", str(cfg))
+    s = Settings()
+    assert list(s.session_environments) == ["base", "pytorch", "jax"]
+    assert s.session_environments["jax"].image == "my/jax:1"
+    # a partial override keeps the rest of the default
+    assert s.session_environments["pytorch"].requirements == ["torch==2.14.1"]
+    assert s.session_environments["pytorch"].display_name == "PyTorch"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"Bad Key": {"display_name": "x"}}, "environment key 'Bad Key'"),
+        ({"x": {"display_name": "X", "requirements": ["--index-url=http://evil"]}}, "is not a requirement"),
+        ({"base": None, "pytorch": None, "tensorflow": None}, "keep at least one"),
+    ],
+)
+def test_bad_session_environments_are_refused(value: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(session_environments=value)

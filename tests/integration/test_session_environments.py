@@ -1,0 +1,114 @@
+"""PyTorch and TensorFlow sessions (issue 18): chosen in the form, the framework in the default kernel.
+
+The environments are built at their first start (about 25 s each on 2 cores, from uv's cache and the
+CPU build of torch kept on disk) into the runtime folder, and reused by every later run of the suite.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+
+import pytest
+
+from tests.integration.test_sessions import spawn_with_form
+from tests.kernel_client import execute_in_session, run_in_terminal
+from tests.platform_harness import Platform
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
+
+#: what every environment must give a notebook: the framework, MLflow with the session's token, storage/
+KERNEL_CHECK = """
+import os, pathlib, sys, mlflow
+print('PYTHON', sys.executable)
+print('ENV', os.environ['AI4LAB_ENVIRONMENT'], 'CUDA', repr(os.environ.get('CUDA_VISIBLE_DEVICES')))
+{framework}
+pathlib.Path('storage/envs').mkdir(exist_ok=True)
+pathlib.Path('storage/envs/{name}.txt').write_text('written by ' + FRAMEWORK)
+mlflow.set_experiment('environments')
+with mlflow.start_run(run_name='{name}') as run:
+    mlflow.log_param('framework', FRAMEWORK)
+    mlflow.log_metric('answer', ANSWER)
+print('RUN', run.info.run_id)
+"""
+TORCH = "import torch\nFRAMEWORK = 'torch ' + torch.__version__\nANSWER = float(torch.tensor([1.5, 2.5]).sum())\n"
+TF = (
+    "import tensorflow as tf\nFRAMEWORK = 'tensorflow ' + tf.__version__\n"
+    "ANSWER = float(tf.reduce_sum(tf.constant([1.5, 2.5])))\n"
+)
+
+
+def check_kernel(platform: Platform, user: str, token: str, name: str, framework: str) -> str:
+    """Run the check in the session's default kernel; the run is in MLflow and the file in storage."""
+    code = KERNEL_CHECK.format(framework=framework, name=name)
+    output = execute_in_session(platform.url, user, token, code, timeout=240)
+    assert f"ENV {name}" in output, output
+    api = platform.api(token)
+    run_id = output.split("RUN ")[1].split()[0]
+    run = api.get("/services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": run_id}).json()["run"]
+    metric = run["data"]["metrics"][0]
+    assert (metric["key"], metric["value"]) == ("answer", 4.0)
+    framework_param = run["data"]["params"][0]["value"]
+    r = api.get(f"/services/ai4lab/storage/envs/{name}.txt")
+    assert r.status_code == 200 and r.text == f"written by {framework_param}"
+    return output
+
+
+def default_kernel(platform: Platform, user: str, token: str) -> dict:
+    specs = platform.api(token).get(f"/user/{user}/api/kernelspecs").json()
+    return {"default": specs["default"], **specs["kernelspecs"][specs["default"]]["spec"]}
+
+
+def test_pytorch_session_from_the_form(platform: Platform) -> None:
+    platform.add_user("pia", "pia-password", role="advanced")
+    token = platform.token("pia")
+    with closing(platform.login("pia", "pia-password")) as client:
+        page = client.get("/hub/spawn").text
+        assert 'name="environment"' in page and ">PyTorch" in page and ">TensorFlow" in page
+        r = spawn_with_form(client, "pia", profile="gpu", ide="lab", environment="pytorch", cpu="1", ram_gb="2",
+                            gpu="1")
+        assert r.status_code == 200, r.text[-500:]
+    try:
+        srv = platform.wait_server(token, "pia", timeout=600)
+        assert srv["user_options"]["environment"] == "pytorch"
+        kernel = default_kernel(platform, "pia", token)
+        assert kernel["default"] == "python3" and kernel["display_name"] == "Python 3 (PyTorch)"
+        output = check_kernel(platform, "pia", token, "pytorch", TORCH)
+        env_python = output.split("PYTHON ")[1].split()[0]
+        assert "/session-pytorch-" in env_python, output
+        # the GPU given to the session is the framework's to see (none is real here: CUDA is not available)
+        assert "CUDA '0'" in output or "CUDA '1'" in output, output
+        # a terminal's python is the environment's too
+        out = run_in_terminal(platform.url, "pia", token, "python -c 'import torch; print(\"T\" + torch.__version__)'")
+        assert "T2.13.0" in out, out
+    finally:
+        platform.api(token).delete("/hub/api/users/pia/server")
+
+
+def test_tensorflow_session_in_vscode(platform: Platform) -> None:
+    platform.add_user("tess", "tess-password", role="advanced")
+    token = platform.token("tess")
+    api = platform.api(token)
+    r = api.post("/hub/api/users/tess/server", json={"ide": "vscode", "environment": "tensorflow", "cpu": 1,
+                                                     "ram_gb": 2})
+    assert r.status_code in (201, 202), r.text
+    try:
+        platform.wait_server(token, "tess", timeout=600)
+        kernel = default_kernel(platform, "tess", token)
+        assert kernel["display_name"] == "Python 3 (TensorFlow)"
+        output = check_kernel(platform, "tess", token, "tensorflow", TF)
+        env_python = output.split("PYTHON ")[1].split()[0]
+        assert "/session-tensorflow-" in env_python
+        # VS Code's interpreter is the environment's python (code-server's machine settings)
+        machine = platform.state / "workspaces/tess/.local/share/code-server/Machine/settings.json"
+        assert json.loads(machine.read_text())["python.defaultInterpreterPath"] == env_python
+    finally:
+        api.delete("/hub/api/users/tess/server")
+
+
+def test_unknown_environment_is_a_400_with_the_choices(platform: Platform) -> None:
+    platform.add_user("uma", "uma-password", role="basic")
+    token = platform.token("uma")
+    r = platform.api(token).post("/hub/api/users/uma/server", json={"environment": "jax"})
+    assert r.status_code == 400
+    assert "unknown environment 'jax': choose one of base, pytorch, tensorflow" in r.text
