@@ -188,6 +188,9 @@ def register(app: typer.Typer) -> None:
         cpu: float | None = typer.Option(None),
         ram: int | None = typer.Option(None, help="RAM in MB"),
         init_weights: str | None = typer.Option(None, "--from", help="start from the model of this training"),
+        workers: int = typer.Option(
+            1, "--workers", min=1, max=8, help="processes of a data-parallel training (torch.distributed)"
+        ),
         title: str = typer.Option(""),
         wait: bool = typer.Option(False, "--wait", help="wait until it ends"),
         secret: list[str] = typer.Option([], "--secret", help=SECRET_HELP),
@@ -202,6 +205,7 @@ def register(app: typer.Typer) -> None:
                 item,
                 dataset=data,
                 init_weights=init_weights,
+                workers=workers,
                 title=title,
                 wait=wait,
                 hardware=hardware,

@@ -202,12 +202,14 @@ class Client:
         train_args: dict[str, Any] | None = None,
         secrets: list[str] | None = None,
         secrets_as: str = "env",
+        workers: int = 1,
         **args: Any,
     ) -> dict[str, Any]:
         """Start a training of a module on ``dataset`` (a path in your storage) with its train arguments.
 
         The arguments are keywords (``epochs=3``), or ``train_args``, which may hold any name, also one of
         this method's own (``timeout``, ``title``). ``secrets``: names of your secrets the training gets.
+        ``workers``: processes of a data-parallel training (torch.distributed), each running the module's train.
         """
         args = {**args, **(train_args or {})}
         body = {
@@ -218,6 +220,7 @@ class Client:
             "title": title,
             "args": args,
             "hardware": hardware or {},
+            "workers": workers,
             **_secrets_fields(secrets, secrets_as),
         }
         dep = self._call("POST", "/deployments", json=body)

@@ -128,6 +128,10 @@ class NomadJobs(Lifecycle):
     async def create(self, request: ModuleRequest | TrainingRequest, caller: Caller) -> Deployment:
         """Record the deployment and register its Nomad job; refused jobs leave a failed record and raise."""
         training = isinstance(request, TrainingRequest)
+        if isinstance(request, TrainingRequest) and request.workers > 1:
+            raise PlatformError(
+                400, "trainings with several workers run on the local backend only: on Nomad use workers 1"
+            )
         item = self.platform.item("module", request.item, caller, "train" if training else "deploy")
         form = await self.form(item, caller, "training" if training else "inference")
         hardware = chosen_hardware(form, request.hardware.chosen())

@@ -12,6 +12,13 @@ verdict. The run itself: an MLflow run is created with the platform's tags and
 handed to the module through ``MLFLOW_RUN_ID`` (what ``mlflow.start_run()``
 resumes), then ``train(**args)`` runs and its return value is written to
 ``result`` as JSON. Exit codes: 0 done, 2 bad arguments, 1 training failed.
+
+``"workers": n`` > 1 (a data-parallel training) makes this process a launcher, as
+``torchrun`` is: after creating the run it starts n copies of itself with
+``--rank``, each with torch.distributed's ``env://`` variables (``RANK``,
+``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) and the same
+``MLFLOW_RUN_ID``, and an equal share of the CPU threads. Rank 0's return value
+is the training's result; the first worker to fail stops the others.
 """
 
 import json
@@ -70,9 +77,58 @@ def check(api, given, platform_args=None):
     return kwargs, None
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_workers(request_path, workers):
+    """Start ``workers`` ranks of this training and wait; {rank: exit code} (the rest stopped after a failure)."""
+    import subprocess
+    import time
+
+    port = free_port()
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    procs = []
+    for rank in range(workers):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(workers),
+            LOCAL_WORLD_SIZE=str(workers),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS=str(max(1, threads // workers)),
+        )
+        procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "--rank", request_path], env=env))
+    codes = {}  # type: dict[int, int]
+    while len(codes) < workers:
+        for rank, proc in enumerate(procs):
+            if rank not in codes and proc.poll() is not None:
+                codes[rank] = proc.returncode
+        if any(code != 0 for code in codes.values()):
+            for proc in procs:  # a rank that died leaves the others waiting in a collective: stop them
+                if proc.poll() is None:
+                    proc.terminate()
+            for rank, proc in enumerate(procs):
+                try:
+                    codes.setdefault(rank, proc.wait(timeout=10))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    codes.setdefault(rank, proc.wait())
+            break
+        time.sleep(0.2)
+    return codes
+
+
 def main():
     check_only = "--check" in sys.argv
     describe_only = "--describe" in sys.argv
+    rank_only = "--rank" in sys.argv  # one worker of a data-parallel training (see run_workers)
     with open(next(a for a in sys.argv[1:] if not a.startswith("--"))) as f:
         request = json.load(f)
     api = load(request["model"])
@@ -86,6 +142,8 @@ def main():
     if error:
         print("bad arguments: " + error, file=sys.stderr)
         return 2
+    if rank_only:
+        return train_rank(api, kwargs, request["result"] + ".rank" + os.environ["RANK"])
     run_id = experiment_id = None
     if os.environ.get("MLFLOW_TRACKING_URI"):
         try:
@@ -101,6 +159,41 @@ def main():
             print("mlflow run %s" % run_id, flush=True)
         except ImportError:
             print("mlflow is not installed in this environment: not tracking", flush=True)
+    workers = int(request.get("workers") or 1)
+    if workers > 1:
+        request_path = next(a for a in sys.argv[1:] if not a.startswith("--"))
+        print("starting %d workers (torch.distributed env://)" % workers, flush=True)
+        codes = run_workers(request_path, workers)
+        ranks = {}
+        for rank in codes:
+            try:
+                with open(request["result"] + ".rank%d" % rank) as f:
+                    ranks[rank] = json.load(f)
+            except (OSError, ValueError):
+                ranks[rank] = {}
+        failed = [r for r, c in sorted(codes.items()) if c != 0]
+        if failed:
+            first = failed[0]
+            why = ranks[first].get("error") or "exit code %s" % codes[first]
+            with open(request["result"], "w") as f:
+                json.dump(
+                    {
+                        "error": "worker %d of %d failed: %s" % (first, workers, why),
+                        "mlflow_run_id": run_id,
+                        "mlflow_experiment_id": experiment_id,
+                    },
+                    f,
+                )
+            return 1
+        output = ranks[0].get("output")
+        if isinstance(output, dict):
+            output = dict(output, workers=workers)
+        with open(request["result"], "w") as f:
+            json.dump(
+                {"output": output, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}, f, default=str
+            )
+        print("training done (%d workers)" % workers, flush=True)
+        return 0
     try:
         if hasattr(api, "warm"):
             api.warm()
@@ -115,6 +208,20 @@ def main():
     with open(request["result"], "w") as f:
         json.dump({"output": result, "mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}, f, default=str)
     print("training done", flush=True)
+    return 0
+
+
+def train_rank(api, kwargs, result_path):
+    """One worker: the module's train(), its return value (or error) in ``result_path``."""
+    try:
+        result = api.train(**kwargs)
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        with open(result_path, "w") as f:
+            json.dump({"error": str(e) or type(e).__name__}, f)
+        return 1
+    with open(result_path, "w") as f:
+        json.dump({"output": result}, f, default=str)
     return 0
 
 

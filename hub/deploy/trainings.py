@@ -55,6 +55,13 @@ class TrainingRequest(ItemRequest):
     dataset: str | None = Field(default=None, description="folder or file in your storage")
     args: dict[str, Any] = Field(default_factory=dict, description="the module's train arguments")
     init_weights: str | None = Field(default=None, description="start from the model of this training (its id)")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="processes of a data-parallel training: the module's train() runs in each, joined by "
+        "torch.distributed's env:// variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as torchrun does",
+    )
 
 
 class BatchRequest(ItemRequest):
@@ -195,6 +202,10 @@ class LocalJobs(Lifecycle):
                 400, f"{item.id} has no local package: it can only be trained from its image on a cluster"
             )
         gpu = int(hardware.get("gpu_num", 0) or 0)
+        if gpu and request.workers > gpu:
+            raise PlatformError(
+                400, f"{request.workers} workers with {gpu} GPU(s): each worker needs its own GPU; ask for more"
+            )
         if gpu > min(quota.gpu, len(self.settings.gpus)):
             raise PlatformError(
                 400,
@@ -228,6 +239,7 @@ class LocalJobs(Lifecycle):
             "dataset": dataset,
             "args": args,
             "init_weights": init_weights,
+            "workers": request.workers,
             "platform_args": platform_args,
             "warnings": warnings,
             **resources(hardware),
@@ -348,6 +360,7 @@ class LocalJobs(Lifecycle):
                     "platform_args": platform_args,
                     "result": str(workdir / "result.json"),
                     "run_name": spec["title"],
+                    "workers": spec.get("workers", 1),
                     "tags": {
                         "ai4lab.deployment": dep_id,
                         "ai4lab.owner": dep.owner,

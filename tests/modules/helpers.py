@@ -18,7 +18,7 @@ from ai4lab.core.runtime import default_runtime_dir
 REPO = Path(__file__).resolve().parents[2]
 MODULES_DIR = REPO / "config" / "catalog" / "modules"
 #: The bundled modules, by DEEPaaS model name (= folder name = entry point name).
-MODULES = ("ai4lab-digits", "ai4lab-diabetes", "ai4lab-image-prep")
+MODULES = ("ai4lab-digits", "ai4lab-diabetes", "ai4lab-image-prep", "ai4lab-torch-digits")
 #: Not a temp dir: a second test run reuses the environments (rebuilt only when sources change).
 TEST_ENVS_ROOT = default_runtime_dir() / "test-envs"  # where user accounts (the builder) reach
 
