@@ -11,6 +11,7 @@ platform start their own.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory, remote_catalogs: ai4os_da
         Path(tmp_path_factory.mktemp("platform")) / "state", gpus=gpus, catalog_sources=json.dumps(sources),
         own_storage_allow_http="true",  # users' own S3 / WebDAV servers of the tests listen on http://127.0.0.1
         zenodo_url=fake_zenodo.url, **fake_oscar.settings(),
+        # an operator's environment, new in every run (its check names the run), so that its build and the
+        # progress it shows on the spawn page are seen (tests/integration/test_session_environments.py)
+        session_environments=json.dumps({"scratch": {
+            "display_name": "Scratch", "description": "six on top of Base", "requirements": ["six==1.17.0"],
+            "check": f"import six  # run {uuid.uuid4().hex}"}}),
     )
     p.start()
     try:

@@ -7,8 +7,11 @@ CPU build of torch kept on disk) into the runtime folder, and reused by every la
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
+import httpx
 import pytest
 
 from tests.integration.test_sessions import spawn_with_form
@@ -111,4 +114,37 @@ def test_unknown_environment_is_a_400_with_the_choices(platform: Platform) -> No
     token = platform.token("uma")
     r = platform.api(token).post("/hub/api/users/uma/server", json={"environment": "jax"})
     assert r.status_code == 400
-    assert "unknown environment 'jax': choose one of base, pytorch, tensorflow" in r.text
+    assert "unknown environment 'jax': choose one of base, pytorch, tensorflow, scratch" in r.text
+
+
+def test_first_start_builds_the_environment_with_progress(platform: Platform) -> None:
+    """The operator's 'scratch' environment (tests/conftest.py) is new in every run: its build is on the spawn page."""
+    platform.add_user("sami", "sami-password", role="basic")
+    token = platform.token("sami")
+    api = platform.api(token)
+    with closing(platform.login("sami", "sami-password")) as client:
+        page = client.get("/hub/spawn").text
+    assert "Scratch (built at its first start)" in page
+    with ThreadPoolExecutor(1) as pool:
+        posted = pool.submit(api.post, "/hub/api/users/sami/server", json={"environment": "scratch"})
+        messages: list[str] = []
+        deadline = time.monotonic() + 300
+        while not messages and time.monotonic() < deadline:  # the progress stream exists once the spawn is pending
+            with httpx.stream("GET", f"{platform.url}/hub/api/users/sami/server/progress",
+                              headers={"Authorization": f"token {token}"}, timeout=300) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        messages.append(event.get("message", ""))
+                        if event.get("ready") or event.get("failed"):
+                            break
+        assert posted.result().status_code in (201, 202)
+    try:
+        assert "Building the Scratch environment (first use): six==1.17.0" in messages, messages
+        assert "Scratch: installed 1 package: six" in messages
+        assert any(m.startswith("Scratch: resolved ") for m in messages)
+        assert messages.index("Scratch environment ready: 1 package") < messages.index("Server answering")
+        out = execute_in_session(platform.url, "sami", token, "import six, sys; print(six.__file__, sys.executable)")
+        assert "/session-scratch-" in out
+    finally:
+        api.delete("/hub/api/users/sami/server")
