@@ -219,11 +219,19 @@ def _env_name(item_dir: Path, digest: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on ``lock_path``: released by the kernel even if the holder dies."""
+def _locked(lock_path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Exclusive ``flock`` on ``lock_path``: released by the kernel even if the holder dies.
+
+    ``on_wait`` is called once when another process holds it (a build under way elsewhere).
+    """
     fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -157,13 +157,16 @@ class SessionEnvBuild:
         if (final / MARKER).is_file():
             return final
         public_dir(self.root)
-        with _locked(self.root / f".{final.name}.lock"):
+        say = on_progress or (lambda _msg: None)
+        waiting = f"Waiting for the {self.spec.display_name} environment: another session is building it"
+        with _locked(self.root / f".{final.name}.lock", on_wait=lambda: say(waiting)):
             if (final / MARKER).is_file():  # built by another session while this one waited
+                say(f"{self.spec.display_name} environment ready (built by another session)")
                 return final
             shutil.rmtree(final, ignore_errors=True)  # a build that died half-way
             uv = str(find_uv())
             constraints = [c for c in _frozen(uv, self.base_python) if _name(c) not in self._asked()]
-            self._build(final, uv, constraints, on_progress or (lambda _msg: None))
+            self._build(final, uv, constraints, say)
         return final
 
     def _asked(self) -> set[str]:

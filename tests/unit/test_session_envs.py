@@ -68,3 +68,24 @@ def test_a_changed_requirement_is_another_environment(tmp_path: Path) -> None:
     assert build(tmp_path, requirements=["six==1.17.0"]).folder() != build(tmp_path, requirements=["six"]).folder()
     assert build(tmp_path, requirements=["six"], description="a").folder() == build(
         tmp_path, requirements=["six"], description="b").folder()
+
+
+def test_a_second_start_waits_for_the_build_under_way(tmp_path: Path) -> None:
+    import threading
+
+    b = build(tmp_path, requirements=["six==1.17.0"])
+    first: list[str] = []
+    started = threading.Event()
+
+    def build_first() -> None:
+        b.ensure(lambda m: (first.append(m), started.set()))
+
+    t = threading.Thread(target=build_first)
+    t.start()
+    assert started.wait(60)
+    second: list[str] = []
+    env = b.ensure(second.append)  # the same environment, by another start: it waits and reuses it
+    t.join(120)
+    assert env == b.path() and first[-1] == "Tiny environment ready: 1 package"
+    assert second == ["Waiting for the Tiny environment: another session is building it",
+                      "Tiny environment ready (built by another session)"]
