@@ -25,6 +25,7 @@ from ai4lab.core import deployments as deps
 from ai4lab.core.envs import EnvBuildError
 from ai4lab.core.isolation import give, private_dir
 from ai4lab.core.mounts import ensure_mount
+from ai4lab.core.runtime import package_tool_env
 from ai4lab.core.session_envs import SessionEnvBuild, environment_error
 from ai4lab.core.settings import get_settings
 from ai4lab.core.timing import PhaseTimer
@@ -241,6 +242,7 @@ class LocalSessionSpawner(ProfileFormSpawner):
             path.insert(0, str(self.environment_dir / "bin"))
             env["JUPYTER_PATH"] = str(self.environment_dir / "share" / "jupyter")
             env["AI4LAB_ENVIRONMENT_PREFIX"] = str(self.environment_dir)
+        env.update(package_tool_env())  # pip / uv in the session reach the index as the machine does
         env.update(self.session_env(options, self.mlflow_url, self.api_url))
         env.update(
             {

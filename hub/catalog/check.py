@@ -71,7 +71,7 @@ def _module_steps(item: CatalogItem, settings: Settings) -> list[dict[str, str]]
         image = f": it runs from its image {item.run.docker_image}" if item.run.docker_image else ""
         return [_step("environment builds", "skipped", f"no local package with a deepaas.v2.model entry point{image}")]
     try:
-        env = ensure_env(Path(item.run.package_path), settings.envs_dir)
+        env = ensure_env(Path(item.run.package_path), settings.envs_dir, find_links=settings.env_find_links)
     except (EnvBuildError, OSError, ValueError) as e:
         return [_step("environment builds", "failed", str(e).splitlines()[0], getattr(e, "output_tail", "") or str(e))]
     steps = [_step("environment builds", "ok", str(env))]

@@ -9,7 +9,7 @@ validates answers, records them, and can update a project when the template
 changes). The generated module follows the bundled modules
 (``config/catalog/modules/ai4lab-digits``): entry point ``deepaas.v2.model``,
 the six DEEPaaS functions, a ``BadRequest`` that DEEPaaS answers with 400,
-AI4OS metadata v2 and a Dockerfile ``FROM ai4lab/module-base``. It runs in its
+AI4OS metadata v2 and a Dockerfile ``FROM ghcr.io/ai4lab/module-base``. It runs in its
 own environment (:func:`ai4lab.core.envs.ensure_env`) like any catalog module, and
 is published with ``POST /services/ai4lab/catalog/modules``.
 

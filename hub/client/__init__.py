@@ -112,6 +112,42 @@ class Client:
     def deploy_form(self, item_id: str, purpose: str = "inference") -> dict[str, Any]:
         return self._call("GET", f"/catalog/modules/{item_id}/config", params={"purpose": purpose})
 
+    def publish(
+        self,
+        item_id: str,
+        *,
+        package_path: str | None = None,
+        git_url: str | None = None,
+        git_ref: str | None = None,
+        metadata_yaml: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        docker_image: str | None = None,
+        visibility: str = "private",
+        lineage: dict[str, Any] | None = None,
+        kind: str = "modules",
+    ) -> dict[str, Any]:
+        """Publish a module from a folder of your storage (``package_path``) or a git repository to the marketplace.
+
+        Its ``ai4-metadata.yml`` is the metadata unless ``metadata_yaml`` / ``metadata`` are given;
+        ``visibility``: private (you), vo (your VO) or, for admins, public.
+        """
+        body = {
+            "id": item_id,
+            "package_path": package_path,
+            "git_url": git_url,
+            "git_ref": git_ref,
+            "metadata_yaml": metadata_yaml,
+            "metadata": metadata,
+            "docker_image": docker_image,
+            "visibility": visibility,
+            "lineage": lineage,
+        }
+        return self._call("POST", f"/catalog/{kind}", json={k: v for k, v in body.items() if v is not None})
+
+    def withdraw(self, item_id: str, kind: str = "modules") -> dict[str, Any]:
+        """Withdraw one of your publications from the marketplace."""
+        return self._call("DELETE", f"/catalog/{kind}/{item_id}")
+
     # -- deployments ------------------------------------------------------------------
     def deployments(self, kind: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/deployments", params={"kind": kind} if kind else {})

@@ -365,10 +365,12 @@ def find_links_flags(links: Sequence[str]) -> list[str]:
 
 
 def default_find_links() -> list[str]:
-    """The platform's ``env_find_links`` setting (pip's ``PIP_FIND_LINKS`` unless set)."""
-    from ai4lab.core.settings import get_settings
+    """pip's ``PIP_FIND_LINKS``: the default of the ``env_find_links`` setting, for callers without settings.
 
-    return list(get_settings().env_find_links)
+    Read from the environment, not through the settings: this runs in sessions too (a Flower
+    client builds its module's environment there), whose ``AI4LAB_*`` variables are not settings.
+    """
+    return os.environ.get("PIP_FIND_LINKS", "").split()
 
 
 def _build(
@@ -491,8 +493,9 @@ def ensure_env(
     as ``config/catalog/modules/ai4lab-digits``. ``extras`` are installed too
     (e.g. ``("test",)``). ``cache_root`` defaults to :func:`default_cache_root`.
     The environment runs ``python`` (default :func:`ai4lab.core.runtime.default_user_python`: one that user
-    accounts can execute). ``find_links``: folders of wheels to look in besides the index (default: the
-    ``env_find_links`` setting), so that ``torch==2.13.0`` takes the CPU build kept on disk.
+    accounts can execute). ``find_links``: folders of wheels to look in besides the index (the platform
+    passes its ``env_find_links`` setting; default: pip's ``PIP_FIND_LINKS``), so that ``torch==2.13.0``
+    takes the CPU build kept on disk.
 
     Raises :class:`EnvBuildError` (with uv's output) when the build fails; a
     failed build leaves nothing behind, so the next call tries again.

@@ -137,3 +137,29 @@ def shipped(*parts: str) -> Path:
 def runner_scripts(runtime_dir: Path | None = None) -> Path:
     """The runner scripts (they import each other, so they travel together), where user accounts can read them."""
     return readable_copy(Path(__file__).resolve().parents[1] / "deploy", "runners", runtime_dir, RUNNERS)
+
+
+#: What package tools (uv, pip, curl) need from the machine: certificates, proxies, indexes and
+#: wheel folders. Services get them to build module environments; sessions get them so that
+#: ``pip`` / ``uv`` in a terminal or notebook work as on the machine itself.
+PACKAGE_TOOL_PREFIXES = ("UV_", "PIP_")
+PACKAGE_TOOL_VARS = frozenset(
+    {
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+
+
+def package_tool_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default: this process's) that package tools need."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if k.startswith(PACKAGE_TOOL_PREFIXES) or k in PACKAGE_TOOL_VARS}

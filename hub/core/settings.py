@@ -225,7 +225,9 @@ def _default_environments() -> dict[str, SessionEnvironment]:
 
 def _default_find_links() -> list[str]:
     """pip's own ``PIP_FIND_LINKS``: where this machine keeps wheels (a CPU build of PyTorch, say)."""
-    return os.environ.get("PIP_FIND_LINKS", "").split()
+    from ai4lab.core.envs import default_find_links
+
+    return default_find_links()
 
 
 class SourceConfig(BaseModel):

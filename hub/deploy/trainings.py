@@ -141,7 +141,9 @@ class LocalJobs(Lifecycle):
     # -- environment and arguments ---------------------------------------------------------
     def env_for(self, item: CatalogItem) -> Path:
         package = Path(item.run.package_path or "")
-        return ensure_env(package, self.settings.envs_dir, extras=_extras(package))
+        return ensure_env(
+            package, self.settings.envs_dir, extras=_extras(package), find_links=self.settings.env_find_links
+        )
 
     def _runner(self, env: Path, request: dict[str, Any], flag: str, owner: str | None = None) -> Any:
         """Run the train runner once (describe or check the arguments) as ``owner``, or as nobody."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -133,6 +134,27 @@ def command(
     return cmd, env
 
 
+class ClientProcess(subprocess.Popen[bytes]):
+    """The SuperNode process; ``terminate``/``kill`` signal its whole process group.
+
+    Why: the SuperNode starts flwr's SuperExec, which would outlive a signal sent to the
+    SuperNode alone (left running, orphaned, in the user's session).
+    """
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.killpg(self.pid, sig)  # its own session (start_new_session): the group is its pid
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 def join(
     address: str,
     token: str,
@@ -143,13 +165,14 @@ def join(
     max_wait: float | None = None,
     log: Path | None = None,
     envs_dir: Path | None = None,
-) -> subprocess.Popen[bytes]:
+) -> ClientProcess:
     """Start a client process (a SuperNode) that joins the deployment at ``address``; return it.
 
     ``root_certificates``: the server's certificate (PEM text or file) shown with
     the token, when the server speaks TLS (the platform's default).
     ``log``: file for its output (default: inherit this process's stdout/stderr).
-    Stop it with ``proc.terminate()``; it also stops by itself when the server refuses it.
+    Stop it with ``proc.terminate()`` (it and what it started); it also stops by itself when the server
+    refuses it.
     """
     if not token:
         raise ClientError(f"no token: pass --token or set {TOKEN_VAR} (the deployment's owner sees it)")
@@ -157,7 +180,7 @@ def join(
     env[TOKEN_VAR] = token
     out = open(log, "ab") if log else None  # noqa: SIM115 - handed to the child
     try:
-        return subprocess.Popen(
+        return ClientProcess(
             cmd,
             env=env,
             stdout=out,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ai4lab.core import accounts, db
-from ai4lab.core.runtime import shipped
+from ai4lab.core.runtime import PACKAGE_TOOL_PREFIXES, PACKAGE_TOOL_VARS, shipped
 from ai4lab.core.secrets_store import load_or_create
 from ai4lab.core.settings import Settings, get_settings
 
@@ -35,23 +35,8 @@ def _python(module: str) -> list[str]:
 
 
 # Services build module environments (uv, pip): they need the machine's certificates and proxies.
-PASSED_PREFIXES = ("AI4LAB_", "UV_", "PIP_")
-PASSED_VARS = {
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-}
+PASSED_PREFIXES = ("AI4LAB_", *PACKAGE_TOOL_PREFIXES)
+PASSED_VARS = {*PACKAGE_TOOL_VARS, "HOME", "LANG", "LC_ALL", "TZ"}
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -65,6 +50,8 @@ def service_env(settings: Settings) -> dict[str, str]:
     env["AI4LAB_USER_PYTHON"] = str(settings.user_python)
     env["AI4LAB_ENVS_DIR"] = str(settings.envs_dir)
     env["AI4LAB_ISOLATION"] = "auto" if settings.isolating else "off"
+    # every environment build of the services looks in the same wheel folders (ensure_env's default)
+    env["PIP_FIND_LINKS"] = " ".join(settings.env_find_links)
     return env
 
 

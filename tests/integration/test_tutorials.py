@@ -13,7 +13,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from tests.kernel_client import execute_cells
+from tests.notebook_runner import Run, run_notebook
 from tests.platform_harness import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("platform")]
@@ -34,14 +34,15 @@ def tutor(platform: Platform) -> Any:
     api.delete("/hub/api/users/tutor/servers/pytorch")
 
 
-def run_notebook(platform: Platform, token: str, name: str) -> list[str]:
-    """Every code cell of the notebook, in order, in one kernel; what each printed."""
+def run_tutorial(platform: Platform, token: str, name: str) -> Run:
+    """Every code cell of the tutorial, in order, in one kernel of the PyTorch session."""
     nb = nbformat.read(TUTORIALS / name, as_version=4)
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), (
         "outputs are stripped in git"
     )
-    cells = [c.source for c in nb.cells if c.cell_type == "code"]
-    return [out for out, _rich in execute_cells(platform.url, SERVER, token, cells, timeout=900)]
+    run = run_notebook(platform.url, SERVER, token, TUTORIALS / name, timeout=900)
+    print(f"{name}: {run.seconds:.0f} s in the kernel")
+    return run
 
 
 def mlflow_history(platform: Platform, token: str, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -52,14 +53,12 @@ def mlflow_history(platform: Platform, token: str, run_id: str, key: str) -> lis
     return sorted((int(m["step"]), float(m["value"])) for m in r.json().get("metrics", []))
 
 
-def line(outputs: list[str], tag: str) -> str:
-    found = [ln for out in outputs for ln in out.splitlines() if ln.startswith(tag + " ")]
-    assert found, f"no {tag} line in {outputs}"
-    return found[-1]
+def line(run: Run, tag: str) -> str:
+    return run.find(rf"{tag} .*$").group(0)
 
 
 def test_incremental_learning(platform: Platform, tutor: str) -> None:
-    out = run_notebook(platform, tutor, "incremental-learning.ipynb")
+    out = run_tutorial(platform, tutor, "incremental-learning.ipynb")
     assert line(out, "torch").startswith("torch 2.13.0")
     # plain PyTorch: the continued run's steps follow the first run's, and it learned from the new data
     first = re.search(r"run=(\w+) epochs=1-5 ", line(out, "PLAIN-FIRST"))
@@ -84,8 +83,8 @@ def test_incremental_learning(platform: Platform, tutor: str) -> None:
 
 
 def test_distributed_learning(platform: Platform, tutor: str) -> None:
-    out = run_notebook(platform, tutor, "distributed-learning.ipynb")
-    assert "gloo: True" in out[0]
+    out = run_tutorial(platform, tutor, "distributed-learning.ipynb")
+    assert "gloo: True" in out.cells[0].output
     # from the notebook: torchrun, 2 gloo workers, per-rank and averaged metrics in one run
     nb_line = line(out, "NOTEBOOK-DDP")
     run_id = nb_line.split()[2]
@@ -101,7 +100,7 @@ def test_distributed_learning(platform: Platform, tutor: str) -> None:
     # as a platform training with 2 workers
     job_line = line(out, "PLATFORM-DDP")
     assert " succeeded workers 2" in job_line, job_line
-    text = "\n".join(out)
+    text = out.output
     for key in ("loss", "loss_rank0", "loss_rank1", "val_accuracy"):
         assert re.search(rf"^  {key}: ([\d.]+ ){{4}}[\d.]+$", text, re.M), text
 

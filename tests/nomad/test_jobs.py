@@ -183,7 +183,7 @@ def test_kinds_ports_and_checks(fed) -> None:
     assert ide["TaskGroups"][0]["Services"][0]["Checks"][0]["Path"] == "/user/alice/api"
     tool = render("tool", fed)
     assert task(tool, "main")["Config"]["args"] == ["--insecure"]
-    assert [s["Checks"][0]["Type"] for s in tool["TaskGroups"][0]["Services"]] == ["tcp", "tcp"]
+    assert [s["Checks"][0]["Type"] for s in tool["TaskGroups"][0]["Services"]] == ["tcp"]
     assert "Services" not in render("training", fed)["TaskGroups"][0]
 
 

@@ -100,7 +100,8 @@ def test_gpu_session_on_nomad(platform: Platform, nomad: FakeNomadServer, tokens
         # the hub answers the POST once the server is up (within slow_spawn_timeout): follow progress meanwhile
         with ThreadPoolExecutor(1) as pool:
             posted = pool.submit(api.post, "/hub/api/users/bob/server",
-                                 json={"profile": "gpu", "gpu_model": "Tesla T4", "ram_gb": 4})
+                                 json={"profile": "gpu", "gpu_model": "Tesla T4", "ram_gb": 4,
+                                       "environment": "pytorch"})
             fake.wait_for(lambda: any(j["Meta"]["owner"] == "bob" for j in fake.jobs.values()), timeout=30)
             events = progress_events(platform, tokens["admin"], "bob")
             r = posted.result()
@@ -108,7 +109,8 @@ def test_gpu_session_on_nomad(platform: Platform, nomad: FakeNomadServer, tokens
         messages = [e["message"] for e in events]
         assert events[-1].get("ready"), messages
         assert any(m.startswith("Nomad job bob-ide-default registered") for m in messages)
-        assert "main: Driver: Downloading image quay.io/jupyter/pytorch-notebook:latest" in messages
+        # the environment chose the image: PyTorch's GPU image (images/ide)
+        assert "main: Driver: Downloading image ghcr.io/ai4lab/ide-pytorch:0.1.0-gpu" in messages
         assert "main: Started: Task started by client" in messages
         job = job_of(fake, owner="bob", kind="ide")
         assert job["Meta"]["project"] == "ai4eosc" and job["Datacenters"] == ["ifca"]

@@ -176,7 +176,9 @@ def test_generated_files(generated: Path) -> None:
     assert answers["module_name"] == NAME and answers["package_name"] == PACKAGE and answers["task"] == "Regression"
 
     dockerfile = (generated / "Dockerfile").read_text()
-    assert "\nFROM ai4lab/module-base:latest\n" in dockerfile
+    from ai4lab import __version__
+
+    assert f"\nFROM ghcr.io/ai4lab/module-base:{__version__}\n" in dockerfile  # the release's base image
     assert f"ENV DEEPAAS_V2_MODEL={NAME}" in dockerfile and "pip install --no-cache-dir ." in dockerfile
     assert _dockerfile_cmd(dockerfile) == DEEPAAS_CMD
 
