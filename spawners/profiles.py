@@ -161,6 +161,16 @@ def validate_options(
     if gpu > quota.gpu:
         raise ValueError(f"{gpu} GPU(s) is over the {role} quota of {quota.gpu}")
     model = str(_first(raw.get("gpu_model")) or "")
+    chosen: dict[str, Any] = {
+        "profile": slug,
+        "ide": ide,
+        "environment": environment,
+        "cpu": cpu,
+        "ram_gb": ram,
+        "gpu": gpu,
+        "secrets": secrets,
+        "secrets_as": secrets_as,
+    }
     if free_by_model is not None:
         if model and model not in free_by_model:
             offered = ", ".join(free_by_model) or "none"
@@ -172,33 +182,14 @@ def validate_options(
                 f"{gpu} GPU(s) asked but at most {max(free_by_model.values(), default=0)} "
                 "of one model free in the cluster"
             )
-        return SessionOptions(
-            profile=slug,
-            ide=ide,
-            environment=environment,
-            cpu=cpu,
-            ram_gb=ram,
-            gpu=gpu,
-            gpu_model=model if gpu else "",
-            secrets=secrets,
-            secrets_as=secrets_as,
-        )
+        return SessionOptions(**chosen, gpu_model=model if gpu else "")
     if model:
         raise ValueError("choosing a GPU model is only possible on a cluster spawner")
     if gpu > free_gpus:
         raise ValueError(
             f"{gpu} GPU(s) asked but {free_gpus} free on this machine" + (" (it has no GPU)" if free_gpus == 0 else "")
         )
-    return SessionOptions(
-        profile=slug,
-        ide=ide,
-        environment=environment,
-        cpu=cpu,
-        ram_gb=ram,
-        gpu=gpu,
-        secrets=secrets,
-        secrets_as=secrets_as,
-    )
+    return SessionOptions(**chosen)
 
 
 _env = Environment(loader=PackageLoader("ai4lab", "templates"), autoescape=select_autoescape(["html"]))

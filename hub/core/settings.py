@@ -196,29 +196,32 @@ class SessionEnvironment(BaseModel):
         return [r.strip() for r in v]
 
 
+def _ide_environment(
+    key: str, name: str, description: str, requirement: str = "", module: str = ""
+) -> SessionEnvironment:
+    """One of the platform's own environments: its image is ``ide-<key>`` (images/ide)."""
+    return SessionEnvironment(
+        display_name=name,
+        description=description,
+        requirements=[requirement] if requirement else [],
+        check=f"import {module}" if module else "",
+        image=_image(f"ide-{key}"),
+        gpu_image=_image(f"ide-{key}", gpu=True),
+    )
+
+
 def _default_environments() -> dict[str, SessionEnvironment]:
     return {
-        "base": SessionEnvironment(
-            display_name="Base",
-            description="Python with Jupyter, MLflow, pandas and scikit-learn; no deep-learning framework.",
-            image=_image("ide-base"),
-            gpu_image=_image("ide-base", gpu=True),
+        "base": _ide_environment(
+            "base", "Base", "Python with Jupyter, MLflow, pandas and scikit-learn; no deep-learning framework."
         ),
-        "pytorch": SessionEnvironment(
-            display_name="PyTorch",
-            description="PyTorch 2.13 on top of Base.",
-            requirements=["torch==2.13.0"],
-            check="import torch",
-            image=_image("ide-pytorch"),
-            gpu_image=_image("ide-pytorch", gpu=True),
-        ),
-        "tensorflow": SessionEnvironment(
-            display_name="TensorFlow",
-            description="TensorFlow 2.21 (CPU build here; the GPU image has the CUDA build) on top of Base.",
-            requirements=["tensorflow-cpu==2.21.0"],
-            check="import tensorflow",
-            image=_image("ide-tensorflow"),
-            gpu_image=_image("ide-tensorflow", gpu=True),
+        "pytorch": _ide_environment("pytorch", "PyTorch", "PyTorch 2.13 on top of Base.", "torch==2.13.0", "torch"),
+        "tensorflow": _ide_environment(
+            "tensorflow",
+            "TensorFlow",
+            "TensorFlow 2.21 (CPU build here; the GPU image has the CUDA build) on top of Base.",
+            "tensorflow-cpu==2.21.0",
+            "tensorflow",
         ),
     }
 
