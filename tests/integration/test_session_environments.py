@@ -88,13 +88,14 @@ def test_pytorch_session_from_the_form(platform: Platform) -> None:
         platform.api(token).delete("/hub/api/users/pia/server")
 
 
-def test_tensorflow_session_in_vscode(platform: Platform) -> None:
+def test_tensorflow_session_in_vscode_from_the_form(platform: Platform) -> None:
     platform.add_user("tess", "tess-password", role="advanced")
     token = platform.token("tess")
     api = platform.api(token)
-    r = api.post("/hub/api/users/tess/server", json={"ide": "vscode", "environment": "tensorflow", "cpu": 1,
-                                                     "ram_gb": 2})
-    assert r.status_code in (201, 202), r.text
+    with closing(platform.login("tess", "tess-password")) as client:
+        r = spawn_with_form(client, "tess", profile="small", ide="vscode", environment="tensorflow", cpu="1",
+                            ram_gb="2", gpu="0")
+        assert r.status_code == 200, r.text[-500:]
     try:
         platform.wait_server(token, "tess", timeout=600)
         kernel = default_kernel(platform, "tess", token)
