@@ -205,22 +205,10 @@ class SessionEnvBuild:
                 elif re.match(r"(Resolved|Prepared|Downloading|Downloaded|Bytecode compiled) ", text):
                     say(f"{title}: {text[0].lower()}{text[1:]}")
 
-            step(
-                "uv pip install",
-                [
-                    uv,
-                    "pip",
-                    "install",
-                    *UV_INSTALL_FLAGS,
-                    *find_links_flags(self.settings.env_find_links),
-                    "--python",
-                    python,
-                    "--constraint",
-                    str(cons),
-                    *self.spec.requirements,
-                ],
-                uv_line,
-            )
+            sources = find_links_flags(self.settings.env_find_links)
+            sources += [flag for url in self.spec.index_urls for flag in ("--extra-index-url", url)]
+            install = [uv, "pip", "install", *UV_INSTALL_FLAGS, *sources, "--python", python]
+            step("uv pip install", [*install, "--constraint", str(cons), *self.spec.requirements], uv_line)
             names = ", ".join(p.split("==")[0] for p in installed)
             say(f"{title}: installed {_packages(len(installed))}: {names}")
             check = BASE_CHECK + (f"\n{self.spec.check}" if self.spec.check else "")

@@ -183,6 +183,11 @@ class SessionEnvironment(BaseModel):
         description="Python statements that must run in the built environment (e.g. 'import torch'); "
         "a build that fails them is not kept.",
     )
+    index_urls: list[str] = Field(
+        default_factory=list,
+        description="package indexes searched before PyPI, e.g. https://download.pytorch.org/whl/cpu for "
+        "PyTorch's CPU builds on a machine without GPUs (PyPI's Linux build of torch brings CUDA, several GB)",
+    )
     image: str = Field(default="", description="container image of this environment on cluster backends (CPU)")
     gpu_image: str = Field(default="", description="container image when the session has GPUs ('' : image)")
 
@@ -347,7 +352,7 @@ class Settings(BaseSettings):
     session_environments: dict[str, SessionEnvironment] = Field(
         default_factory=_default_environments,
         description="Environments offered in the session form: {key: {display_name, description, requirements, "
-        "check, image, gpu_image}}. Entries are merged onto the defaults (base, pytorch, tensorflow); "
+        "check, index_urls, image, gpu_image}}. Entries are merged onto the defaults (base, pytorch, tensorflow); "
         "null removes one.",
     )
     env_build_timeout: float = Field(

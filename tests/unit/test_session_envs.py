@@ -89,3 +89,12 @@ def test_a_second_start_waits_for_the_build_under_way(tmp_path: Path) -> None:
     assert env == b.path() and first[-1] == "Tiny environment ready: 1 package"
     assert second == ["Waiting for the Tiny environment: another session is building it",
                       "Tiny environment ready (built by another session)"]
+
+
+def test_index_urls_reach_the_installer(tmp_path: Path) -> None:
+    """An environment's own index is asked first (here one that does not answer: the build says so)."""
+    b = build(tmp_path, requirements=["six==1.17.0"], index_urls=["http://127.0.0.1:9/simple"])
+    assert b.folder() != build(tmp_path, requirements=["six==1.17.0"]).folder()
+    with pytest.raises(EnvBuildError, match="127.0.0.1:9") as e:
+        b.ensure()
+    assert e.value.step == "uv pip install" and not b.folder().exists()
