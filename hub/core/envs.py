@@ -183,18 +183,24 @@ def _source_files(item_dir: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
-def source_hash(item_dir: Path, extras: Sequence[str] = (), python: str | None = None) -> str:
+def source_hash(
+    item_dir: Path, extras: Sequence[str] = (), python: str | None = None, find_links: Sequence[str] | None = None
+) -> str:
     """Hex digest identifying what an environment is built from.
 
     Covers the contents and relative paths of the sources (so edits, added and
-    removed files count, and touching or re-cloning does not), the extras, and
-    the interpreter (an environment is tied to its Python).
+    removed files count, and touching or re-cloning does not), the extras, the
+    interpreter (an environment is tied to its Python) and the folders of wheels
+    looked in (default: :func:`default_find_links`), which change what is installed.
     """
     item_dir = Path(item_dir)
     h = hashlib.sha256()
     version = python_version(str(python or default_user_python()))
     h.update(f"ai4lab-env/{LAYOUT_VERSION}\0{sys.implementation.cache_tag}\0{version}\0".encode())
     h.update(("extras:" + ",".join(sorted(set(extras))) + "\0").encode())
+    links = default_find_links() if find_links is None else find_links
+    if links:
+        h.update(("links:" + "\0".join(links) + "\0").encode())
     for path in _source_files(item_dir):
         h.update(path.relative_to(item_dir).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
@@ -514,9 +520,7 @@ def ensure_env(
     interpreter = str(python or default_user_python())
 
     links = tuple(default_find_links() if find_links is None else find_links)
-    digest = source_hash(item_dir, extras, interpreter)
-    if links:  # where wheels come from changes what is installed
-        digest = hashlib.sha256((digest + "\0" + "\0".join(links)).encode()).hexdigest()
+    digest = source_hash(item_dir, extras, interpreter, links)
     final = root / _env_name(item_dir, digest)
     if (final / MARKER).is_file():  # fast path: no lock needed to reuse a finished environment
         return final

@@ -63,75 +63,75 @@ def default_kernel(platform: Platform, user: str, token: str) -> dict:
 
 
 def test_pytorch_session_from_the_form(platform: Platform) -> None:
-    platform.add_user("pia", "pia-password", role="advanced")
-    token = platform.token("pia")
-    with closing(platform.login("pia", "pia-password")) as client:
+    platform.add_user("env-torch", "env-torch-password", role="advanced")
+    token = platform.token("env-torch")
+    with closing(platform.login("env-torch", "env-torch-password")) as client:
         page = client.get("/hub/spawn").text
         assert 'name="environment"' in page and ">PyTorch" in page and ">TensorFlow" in page
-        r = spawn_with_form(client, "pia", profile="gpu", ide="lab", environment="pytorch", cpu="1", ram_gb="2",
+        r = spawn_with_form(client, "env-torch", profile="gpu", ide="lab", environment="pytorch", cpu="1", ram_gb="2",
                             gpu="1")
         assert r.status_code == 200, r.text[-500:]
     try:
-        srv = platform.wait_server(token, "pia", timeout=600)
+        srv = platform.wait_server(token, "env-torch", timeout=600)
         assert srv["user_options"]["environment"] == "pytorch"
-        kernel = default_kernel(platform, "pia", token)
+        kernel = default_kernel(platform, "env-torch", token)
         assert kernel["default"] == "python3" and kernel["display_name"] == "Python 3 (PyTorch)"
-        output = check_kernel(platform, "pia", token, "pytorch", TORCH)
+        output = check_kernel(platform, "env-torch", token, "pytorch", TORCH)
         env_python = output.split("PYTHON ")[1].split()[0]
         assert "/session-pytorch-" in env_python, output
         # the GPU given to the session is the framework's to see (none is real here: CUDA is not available)
         assert "CUDA '0'" in output or "CUDA '1'" in output, output
         # a terminal's python is the environment's too
-        out = run_in_terminal(platform.url, "pia", token, "python -c 'import torch; print(\"T\" + torch.__version__)'")
+        out = run_in_terminal(platform.url, "env-torch", token, "python -c 'import torch; print(\"T\" + torch.__version__)'")
         assert "T2.13.0" in out, out
     finally:
-        platform.api(token).delete("/hub/api/users/pia/server")
+        platform.api(token).delete("/hub/api/users/env-torch/server")
 
 
 def test_tensorflow_session_in_vscode_from_the_form(platform: Platform) -> None:
-    platform.add_user("tess", "tess-password", role="advanced")
-    token = platform.token("tess")
+    platform.add_user("env-tf", "env-tf-password", role="advanced")
+    token = platform.token("env-tf")
     api = platform.api(token)
-    with closing(platform.login("tess", "tess-password")) as client:
-        r = spawn_with_form(client, "tess", profile="small", ide="vscode", environment="tensorflow", cpu="1",
+    with closing(platform.login("env-tf", "env-tf-password")) as client:
+        r = spawn_with_form(client, "env-tf", profile="small", ide="vscode", environment="tensorflow", cpu="1",
                             ram_gb="2", gpu="0")
         assert r.status_code == 200, r.text[-500:]
     try:
-        platform.wait_server(token, "tess", timeout=600)
-        kernel = default_kernel(platform, "tess", token)
+        platform.wait_server(token, "env-tf", timeout=600)
+        kernel = default_kernel(platform, "env-tf", token)
         assert kernel["display_name"] == "Python 3 (TensorFlow)"
-        output = check_kernel(platform, "tess", token, "tensorflow", TF)
+        output = check_kernel(platform, "env-tf", token, "tensorflow", TF)
         env_python = output.split("PYTHON ")[1].split()[0]
         assert "/session-tensorflow-" in env_python
         # VS Code's interpreter is the environment's python (code-server's machine settings)
-        machine = platform.state / "workspaces/tess/.local/share/code-server/Machine/settings.json"
+        machine = platform.state / "workspaces/env-tf/.local/share/code-server/Machine/settings.json"
         assert json.loads(machine.read_text())["python.defaultInterpreterPath"] == env_python
     finally:
-        api.delete("/hub/api/users/tess/server")
+        api.delete("/hub/api/users/env-tf/server")
 
 
 def test_unknown_environment_is_a_400_with_the_choices(platform: Platform) -> None:
-    platform.add_user("uma", "uma-password", role="basic")
-    token = platform.token("uma")
-    r = platform.api(token).post("/hub/api/users/uma/server", json={"environment": "jax"})
+    platform.add_user("env-bad", "env-bad-password", role="basic")
+    token = platform.token("env-bad")
+    r = platform.api(token).post("/hub/api/users/env-bad/server", json={"environment": "jax"})
     assert r.status_code == 400
     assert "unknown environment 'jax': choose one of base, pytorch, tensorflow, scratch" in r.text
 
 
 def test_first_start_builds_the_environment_with_progress(platform: Platform) -> None:
     """The operator's 'scratch' environment (tests/conftest.py) is new in every run: its build is on the spawn page."""
-    platform.add_user("sami", "sami-password", role="basic")
-    token = platform.token("sami")
+    platform.add_user("env-scratch", "env-scratch-password", role="basic")
+    token = platform.token("env-scratch")
     api = platform.api(token)
-    with closing(platform.login("sami", "sami-password")) as client:
+    with closing(platform.login("env-scratch", "env-scratch-password")) as client:
         page = client.get("/hub/spawn").text
     assert "Scratch (built at its first start)" in page
     with ThreadPoolExecutor(1) as pool:
-        posted = pool.submit(api.post, "/hub/api/users/sami/server", json={"environment": "scratch"})
+        posted = pool.submit(api.post, "/hub/api/users/env-scratch/server", json={"environment": "scratch"})
         messages: list[str] = []
         deadline = time.monotonic() + 300
         while not messages and time.monotonic() < deadline:  # the progress stream exists once the spawn is pending
-            with httpx.stream("GET", f"{platform.url}/hub/api/users/sami/server/progress",
+            with httpx.stream("GET", f"{platform.url}/hub/api/users/env-scratch/server/progress",
                               headers={"Authorization": f"token {token}"}, timeout=300) as r:
                 for line in r.iter_lines():
                     if line.startswith("data:"):
@@ -145,7 +145,7 @@ def test_first_start_builds_the_environment_with_progress(platform: Platform) ->
         assert "Scratch: installed 1 package: six" in messages
         assert any(m.startswith("Scratch: resolved ") for m in messages)
         assert messages.index("Scratch environment ready: 1 package") < messages.index("Server answering")
-        out = execute_in_session(platform.url, "sami", token, "import six, sys; print(six.__file__, sys.executable)")
+        out = execute_in_session(platform.url, "env-scratch", token, "import six, sys; print(six.__file__, sys.executable)")
         assert "/session-scratch-" in out
     finally:
-        api.delete("/hub/api/users/sami/server")
+        api.delete("/hub/api/users/env-scratch/server")
