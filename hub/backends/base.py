@@ -33,6 +33,9 @@ class JobSpec:
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     #: ``env``: as environment variables of those names; ``files``: as files in ``$AI4LAB_SECRETS_DIR``.
     secrets_as: str = "env"
+    #: The signal that asks the job to stop before it is killed (as Docker's STOPSIGNAL): DEEPaaS's
+    #: server ends on SIGINT and ignores SIGTERM, so module servers are stopped with SIGINT.
+    stop_signal: int = 15
 
 
 @dataclass

@@ -70,8 +70,10 @@ def _same_process(state: dict[str, Any]) -> psutil.Process | None:
         return None
 
 
-def signal_tree(pid: int, create_time: float | None = None, ticks: int | None = None) -> list[psutil.Process]:
-    """SIGTERM the process, its group and descendants; the processes signalled (none if the pid was recycled)."""
+def signal_tree(
+    pid: int, create_time: float | None = None, ticks: int | None = None, sig: int = signal.SIGTERM
+) -> list[psutil.Process]:
+    """``sig`` (SIGTERM) to the process, its group and descendants; those signalled (none if the pid was recycled)."""
     procs: list[psutil.Process] = []
     try:
         root = psutil.Process(pid)
@@ -86,12 +88,12 @@ def signal_tree(pid: int, create_time: float | None = None, ticks: int | None = 
     if not procs:
         return []
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
     for p in procs:
         try:
-            p.terminate()
+            p.send_signal(sig)
         except psutil.NoSuchProcess:
             pass
     return procs
@@ -107,12 +109,18 @@ def _kill(procs: list[psutil.Process]) -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
-def kill_tree(pid: int, create_time: float | None = None, timeout: float = 10, ticks: int | None = None) -> list[int]:
-    """SIGTERM the process, its group and descendants; SIGKILL what is left after timeout.
+def kill_tree(
+    pid: int,
+    create_time: float | None = None,
+    timeout: float = 10,
+    ticks: int | None = None,
+    sig: int = signal.SIGTERM,
+) -> list[int]:
+    """``sig`` (SIGTERM) to the process, its group and descendants; SIGKILL what is left after timeout.
 
     Returns the pids it signalled, for the caller's log.
     """
-    procs = signal_tree(pid, create_time, ticks)
+    procs = signal_tree(pid, create_time, ticks, sig)
     if procs:
         _, alive = psutil.wait_procs(procs, timeout=timeout)
         _kill(alive)
@@ -132,15 +140,16 @@ async def stop_tree(
     timeout: float = 10,
     ticks: int | None = None,
     child: subprocess.Popen[bytes] | None = None,
+    sig: int = signal.SIGTERM,
 ) -> list[int]:
     """``kill_tree`` without holding a thread while the processes exit.
 
     Why: the event loop's default pool has a handful of threads (6 on 2
     cores); with one held per stopping job, 100 sessions stopped at once
     (Ctrl-C, or every server stopped by an admin) queued behind each other.
-    ``child``, our own Popen of the job, is reaped as it exits.
+    ``child``, our own Popen of the job, is reaped as it exits. ``sig``: the job's stop signal.
     """
-    procs = await asyncio.to_thread(signal_tree, pid, create_time, ticks)
+    procs = await asyncio.to_thread(signal_tree, pid, create_time, ticks, sig)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pause = 0.05
@@ -317,6 +326,7 @@ class LocalBackend:
             "create_time": psutil.Process(proc.pid).create_time(),
             "start_ticks": start_ticks(proc.pid),
             "log_path": str(log_path),
+            "stop_signal": int(spec.stop_signal),
             "uid": ident.uid,
             **({"cgroup": group.name} if group else {}),
             **({"secrets_dir": str(folder)} if folder else {}),
@@ -370,7 +380,12 @@ class LocalBackend:
     async def _stop(self, pid: int, state: dict[str, Any], timeout: float) -> None:
         child = self._children.get(pid)
         signalled = await stop_tree(
-            pid, float(state.get("create_time", 0)) or None, timeout, state.get("start_ticks"), child
+            pid,
+            float(state.get("create_time", 0)) or None,
+            timeout,
+            state.get("start_ticks"),
+            child,
+            int(state.get("stop_signal", signal.SIGTERM)),
         )
         if not signalled and psutil.pid_exists(pid):
             # said for the log: a stop that leaves a live process behind must be explainable afterwards

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -133,6 +134,7 @@ class ModuleServers(Lifecycle):
                 env=module_env(self.settings, self.local, dep.owner, env, workdir, repo=repo, app=spec["entry_point"]),
                 cwd=repo,
                 owner=dep.owner,
+                stop_signal=signal.SIGINT,  # deepaas-run ignores SIGTERM: it would wait out the stop timeout
                 log_path=self.settings.logs_dir / "deployments" / f"{dep_id}.log",
                 cpu=spec.get("cpu"),
                 ram_gb=(spec.get("ram_mb") or 0) / 1000,

@@ -107,7 +107,13 @@ def sweep_local_processes(settings: Settings) -> int:
             continue
         pid, ctime = dep.backend_state.get("pid"), dep.backend_state.get("create_time")
         if pid:
-            kill_tree(int(pid), float(ctime) if ctime else None, timeout=5, ticks=dep.backend_state.get("start_ticks"))
+            kill_tree(
+                int(pid),
+                float(ctime) if ctime else None,
+                timeout=5,
+                ticks=dep.backend_state.get("start_ticks"),
+                sig=int(dep.backend_state.get("stop_signal", 15)),
+            )
             killed += 1
         if resumes_after_restart(dep.kind, dep.backend):  # sessions and servers start again with the platform
             deps.set_status(settings.db_url, dep.id, "stopped", deps.SHUTDOWN_REASON)

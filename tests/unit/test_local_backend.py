@@ -351,3 +351,30 @@ async def test_jobs_run_below_the_platforms_cpu_priority(tmp_path: Path) -> None
     finally:
         await b.stop(state, timeout=5)
         killpg_quietly(state["pid"])
+
+
+async def test_stop_asks_with_the_jobs_stop_signal_first(tmp_path: Path) -> None:
+    """A job that ends on SIGINT and ignores SIGTERM (deepaas-run) stops at once with stop_signal=SIGINT."""
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "def stop(*a):\n"
+        "    print('stopping on SIGINT', flush=True)\n"
+        "    sys.exit(3)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    b = LocalBackend(SHARED)
+    for sig, fast in ((signal.SIGINT, True), (signal.SIGTERM, False)):
+        log = tmp_path / f"{sig}.log"
+        state = await b.submit(JobSpec(name="s", command=[sys.executable, "-c", code], env=ENV, cwd=tmp_path,
+                                       log_path=log, stop_signal=sig))
+        try:
+            await wait_for(lambda: "ready" in log.read_text())
+            await b.stop(state, timeout=3)
+            assert gone(state["pid"])
+            # asked with SIGINT it ends by itself; SIGTERM is ignored and the stop ends in SIGKILL
+            assert ("stopping on SIGINT" in log.read_text()) is fast
+        finally:
+            killpg_quietly(state["pid"])
