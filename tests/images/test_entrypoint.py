@@ -35,7 +35,7 @@ import pytest
 from ai4lab.core.envs import ensure_env
 from ai4lab.core.settings import Settings, bundled_catalog_path
 from tests.images.dockerfiles import ENTRYPOINT, REPO, exec_form, linter, parse
-from tests.modules.helpers import MODULES_DIR, TEST_ENVS_ROOT, free_port
+from tests.modules.helpers import MODULES_DIR, TEST_ENVS_ROOT, free_port, process_alive
 
 pytestmark = pytest.mark.xdist_group("images")
 FLOWER_TOOL = bundled_catalog_path() / "tools" / "ai4lab-flower"
@@ -130,20 +130,12 @@ class Started:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while (left := [p for p, t in self.pids.items() if _alive(p, t)]) and time.monotonic() < deadline:
+        while (left := [p for p, t in self.pids.items() if process_alive(p, t)]) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in left:  # ours, by pid
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         assert left == [], f"{self.args}: processes that ignored SIGTERM: {left}\n{self.tail()}"
-
-
-def _alive(pid: int, created: float) -> bool:
-    try:
-        p = psutil.Process(pid)
-        return p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture

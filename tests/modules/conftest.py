@@ -22,7 +22,7 @@ import pytest
 
 from ai4lab.core.envs import ensure_env, env_bin
 
-from .helpers import MODULES_DIR, TEST_ENVS_ROOT, free_port
+from .helpers import MODULES_DIR, TEST_ENVS_ROOT, free_port, process_alive
 
 
 @pytest.fixture(scope="session")
@@ -104,18 +104,10 @@ class DeepaasServer:
         """Pids of the server or its workers still alive (after waiting up to ``wait`` s)."""
         deadline = time.monotonic() + wait
         while True:
-            alive = [p for p, created in self.pids.items() if _alive(p, created)]
+            alive = [p for p, created in self.pids.items() if process_alive(p, created)]
             if not alive or time.monotonic() > deadline:
                 return alive
             time.sleep(0.2)
-
-
-def _alive(pid: int, created: float) -> bool:
-    try:
-        p = psutil.Process(pid)
-        return p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture(scope="module")

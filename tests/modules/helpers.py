@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from ai4lab.core.envs import env_bin
 from ai4lab.core.runtime import default_runtime_dir
@@ -27,6 +28,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def process_alive(pid: int, created: float) -> bool:
+    """The process ``pid`` started at ``created`` still runs (not a recycled pid, not a zombie)."""
+    try:
+        p = psutil.Process(pid)
+        return p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def env_python(env: Path, *args: str) -> str:
